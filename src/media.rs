@@ -1,0 +1,1 @@
+//! Media: magic bytes, dimensions, hashing, output naming, atomic writes (placeholder).

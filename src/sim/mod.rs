@@ -1,0 +1,1 @@
+//! `hili sim`: a faithful offline simulator of the Hili API (placeholder, filled by its owner).
