@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod failpoint;
 pub mod media;
 pub mod pipeline;
 pub mod repair;
