@@ -9,7 +9,11 @@ use std::sync::OnceLock;
 fn target() -> Option<&'static str> {
     static TARGET: OnceLock<Option<String>> = OnceLock::new();
     TARGET
-        .get_or_init(|| std::env::var("HILI_CRASH_AT").ok().filter(|s| !s.is_empty()))
+        .get_or_init(|| {
+            std::env::var("HILI_CRASH_AT")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
         .as_deref()
 }
 
@@ -23,9 +27,10 @@ pub fn hit(step: &str) {
 
 /// Like [`hit`] for steps named by a transition, `before:` or `after:` plus `from->to`.
 pub fn hit_transition(when: &str, from: &str, to: &str) {
-    if let Some(t) = target() {
-        if t.starts_with(when) && t == format!("{when}:{from}->{to}") {
-            hit(t);
-        }
+    if let Some(t) = target()
+        && t.starts_with(when)
+        && t == format!("{when}:{from}->{to}")
+    {
+        hit(t);
     }
 }

@@ -122,7 +122,10 @@ mod tests {
     fn friendly_names_map_to_wire_values() {
         assert_eq!("sr".parse::<Repair>().unwrap().wire(), "sr");
         assert_eq!("repair".parse::<Repair>().unwrap().wire(), "sr,repair");
-        assert_eq!("colour".parse::<Repair>().unwrap().wire(), "sr,repair,colour");
+        assert_eq!(
+            "colour".parse::<Repair>().unwrap().wire(),
+            "sr,repair,colour"
+        );
         assert_eq!("color".parse::<Repair>().unwrap(), Repair::Colour);
         assert_eq!("bg".parse::<Repair>().unwrap().wire(), "bg");
         assert!("sharpen".parse::<Repair>().is_err());
