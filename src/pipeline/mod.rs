@@ -2,5 +2,91 @@
 //! each other; each reads the jobs it owns from the store, acts, and records the next state,
 //! so a crash between any two lines leaves a state that start-up recovery knows how to
 //! continue.
+//!
+//! - [`upload`]: input checks, dedupe by identity, the credit check, the upload itself;
+//! - [`poll`]: asks the service whether a photo is processed;
+//! - [`download`]: fetches the result into a durable output file;
+//! - [`recover`]: start-up reconciliation of interrupted uploads and temp-file cleanup;
+//! - [`supervisor`]: schedules the stages with their own concurrency and priorities.
 
+pub mod backoff;
+pub mod control;
+pub mod download;
 pub mod gate;
+pub mod poll;
+pub mod recover;
+mod settings;
+pub mod supervisor;
+pub mod upload;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use settings::{OnExpired, Settings};
+pub use supervisor::{Progress, RunOptions, Snapshot, Summary, run};
+
+use crate::api::client::ApiClient;
+use crate::store::Store;
+use control::Control;
+use gate::ApiGate;
+
+/// Errors that stop a stage's work on one job. They are logged and the job is retried later;
+/// none of them loses state, because the store was not changed or was changed atomically.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("internal task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("shutting down")]
+    Shutdown,
+}
+
+/// Everything the stages share for one run.
+pub struct Ctx {
+    pub store: Store,
+    pub api: ApiClient,
+    pub gate: ApiGate,
+    /// Client for result GETs (not API calls: no token, not rate-limited, redirects allowed).
+    pub results: reqwest::Client,
+    pub settings: Settings,
+    pub control: Control,
+    pub shutdown: CancellationToken,
+}
+
+impl Ctx {
+    pub fn new(
+        store: Store,
+        api: ApiClient,
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Ctx>, reqwest::Error> {
+        let results = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .connect_timeout(settings.timeout)
+            .read_timeout(settings.timeout)
+            .build()?;
+        Ok(Arc::new(Ctx {
+            gate: ApiGate::new(settings.requests_per_second, settings.burst),
+            store,
+            api,
+            results,
+            settings,
+            control: Control::default(),
+            shutdown,
+        }))
+    }
+}
+
+/// Current time in unix milliseconds, the store's unit.
+pub(crate) fn now_ms() -> i64 {
+    crate::store::now_ms()
+}
+
+/// Runs blocking file work (hashing, probing, fsync) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, PipelineError> {
+    Ok(tokio::task::spawn_blocking(f).await?)
+}

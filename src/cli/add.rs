@@ -1,0 +1,162 @@
+//! `hili add`: walks files and folders and queues the photos found, recording only what `stat`
+//! gives (path, size, mtime). `--dry-run` instead reports what would happen and what it would
+//! cost, reading nothing but image headers and changing nothing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::Exit;
+use super::args::AddArgs;
+use crate::config::Config;
+use crate::media::{self, Found};
+use crate::store::{EnqueueOutcome, NewJob, State, Store};
+
+/// Rows written per transaction: one durable commit per batch keeps a 100,000-file add fast.
+const BATCH: usize = 2000;
+
+pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
+    if args.repair.needs_rgb() && args.rgb.is_none() {
+        anyhow::bail!("--repair bg needs a background colour: add --rgb R,G,B (e.g. --rgb 255,255,255)");
+    }
+    if !args.repair.needs_rgb() && args.rgb.is_some() {
+        anyhow::bail!("--rgb only applies to --repair bg; remove it or use --repair bg");
+    }
+    let output = absolute(&args.output)?;
+    let paths = args
+        .paths
+        .iter()
+        .map(|p| absolute(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (found, problems) = tokio::task::spawn_blocking(move || walk_all(&paths)).await?;
+    for p in &problems {
+        eprintln!("hili: skipped {p}");
+    }
+    let db = config.database_path();
+    if args.dry_run {
+        return dry_run(&db, found, &args, &output).await;
+    }
+
+    let store = Store::open(&db).await?;
+    let (mut queued, mut known) = (0u64, 0u64);
+    let mut jobs: Vec<NewJob> = found
+        .into_iter()
+        .map(|f| NewJob {
+            source_path: f.path,
+            source_root: f.root,
+            output_dir: output.clone(),
+            repair: args.repair,
+            rgb: args.rgb,
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            force: args.force,
+        })
+        .collect();
+    while !jobs.is_empty() {
+        let rest = jobs.split_off(jobs.len().min(BATCH));
+        let batch = std::mem::replace(&mut jobs, rest);
+        for outcome in store.enqueue_many(batch).await? {
+            match outcome {
+                EnqueueOutcome::Queued(_) => queued += 1,
+                EnqueueOutcome::AlreadyKnown(..) => known += 1,
+            }
+        }
+    }
+    store.close().await;
+    println!(
+        "queued {queued} photo(s) for {} (at most {queued} credit(s)); {known} already known",
+        args.repair
+    );
+    if queued > 0 {
+        println!("run `hili run --once` to process them");
+    }
+    Ok(if problems.is_empty() { Exit::Ok } else { Exit::JobsNeedAttention })
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("{}: cannot resolve the path", p.display()))
+}
+
+fn walk_all(paths: &[PathBuf]) -> (Vec<Found>, Vec<String>) {
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for item in media::walk(paths) {
+        match item {
+            Ok(f) => found.push(f),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    (found, problems)
+}
+
+async fn dry_run(db: &Path, found: Vec<Found>, args: &AddArgs, output: &Path) -> anyhow::Result<Exit> {
+    // Without a database nothing is known yet; a dry run never creates one.
+    let known: HashMap<(PathBuf, u64, i64), State> = match db.exists() {
+        true => {
+            let store = Store::open_existing(db).await?;
+            let index = store
+                .source_index(args.repair, args.rgb, output)
+                .await?;
+            store.close().await;
+            index
+        }
+        false => HashMap::new(),
+    };
+    let (mut to_queue, mut done, mut pending, mut invalid) = (0u64, 0u64, 0u64, 0u64);
+    let probed = tokio::task::spawn_blocking(move || probe_all(found)).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    use std::io::Write;
+    for (f, problem) in probed {
+        let state = known.get(&(f.path.clone(), f.size, f.mtime_ns));
+        let line = match (state, problem) {
+            (Some(State::Done), _) if !args.force => {
+                done += 1;
+                format!("already done  {}", f.path.display())
+            }
+            (Some(s), _) if !args.force && *s != State::Done => {
+                pending += 1;
+                format!("already queued ({s})  {}", f.path.display())
+            }
+            (_, Some(reason)) => {
+                invalid += 1;
+                format!("invalid  {reason}")
+            }
+            _ => {
+                to_queue += 1;
+                format!("would queue  {}", f.path.display())
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(
+        out,
+        "dry run: {to_queue} to queue (at most {to_queue} credit(s), about ¥{}), {done} already done, {pending} already queued, {invalid} invalid (never uploaded)",
+        to_queue * 5
+    );
+    Ok(Exit::Ok)
+}
+
+/// Header checks of every file, on two threads (the machine's cores): no content is read.
+fn probe_all(found: Vec<Found>) -> Vec<(Found, Option<String>)> {
+    let half = found.len() / 2;
+    let mut found = found;
+    let second = found.split_off(half);
+    let check = |v: Vec<Found>| -> Vec<(Found, Option<String>)> {
+        v.into_iter()
+            .map(|f| {
+                let p = media::probe(&f.path).err().map(|e| e.to_string());
+                (f, p)
+            })
+            .collect()
+    };
+    std::thread::scope(|s| {
+        let h = s.spawn(|| check(second));
+        let mut a = check(found);
+        match h.join() {
+            Ok(b) => a.extend(b),
+            Err(_) => {}
+        }
+        a
+    })
+}

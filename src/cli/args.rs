@@ -1,0 +1,128 @@
+//! The command line, as clap types. `main.rs` parses these and hands them to [`super::dispatch`].
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::repair::{Repair, Rgb};
+
+/// hili feeds photos through the Hili PhotoEnhance cloud API (super-resolution, old-photo
+/// repair, colourisation, ID-photo background) without ever paying twice for a photo.
+#[derive(Debug, Parser)]
+#[command(name = "hili", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file (default: $HILI_CONFIG, ./hili.toml, $XDG_CONFIG_HOME/hili/hili.toml,
+    /// /etc/hili/hili.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v: debug, -vv: trace). HILI_LOG or RUST_LOG override it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable; coloured on a terminal.
+    Auto,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Queue photos (files or directories, recursively) for processing.
+    Add(AddArgs),
+    /// Process the queue: `--once` processes everything queued and exits.
+    Run(RunArgs),
+    /// Counts per state, credits, and the held jobs that need you.
+    Status(StatusArgs),
+    /// One line per job.
+    Jobs(JobsArgs),
+    /// Queue failed or held jobs again.
+    Retry(RetryArgs),
+    /// Print the credits left on the account.
+    Credits,
+    /// Check the configuration, the secret, the clock and the service, one line each.
+    Doctor,
+    /// Try hili end to end on generated photos against the built-in simulator.
+    Demo(DemoArgs),
+    /// Run the built-in simulator of the Hili API (offline stand-in, not the real AI).
+    Sim(crate::sim::SimArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Photos or directories of photos.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// What to do: sr (super-resolution), repair, colour (or color), bg (background).
+    #[arg(long, value_parser = clap::value_parser!(Repair))]
+    pub repair: Repair,
+    /// Background colour for bg, as R,G,B (e.g. 255,255,255).
+    #[arg(long, value_parser = clap::value_parser!(Rgb))]
+    pub rgb: Option<Rgb>,
+    /// Where results go; the sources' folder structure is kept below it.
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Show what would be queued, what is already done, invalid files, and the cost; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Process again even photos whose result already exists (spends credits).
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Process everything queued, then exit (0: all done, 3: some failed or held).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only jobs in this state (queued, uploading, processing, downloading, done, failed, held).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Job ids (see `hili jobs`).
+    #[arg(value_name = "ID", required_unless_present_any = ["failed", "held"])]
+    pub ids: Vec<i64>,
+    /// Every failed job.
+    #[arg(long)]
+    pub failed: bool,
+    /// Every held job.
+    #[arg(long)]
+    pub held: bool,
+    /// Upload again even if the service already has the photo: spends a credit per job.
+    #[arg(long)]
+    pub reupload: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo writes its photos, database and results.
+    #[arg(long, default_value = "hili-demo")]
+    pub dir: PathBuf,
+}

@@ -1,0 +1,166 @@
+//! `hili status`, `hili jobs` and `hili retry`: read the store (safely while a daemon runs,
+//! through WAL) and print for people or, with `--json`, for programs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::Exit;
+use super::args::{JobsArgs, RetryArgs, StatusArgs};
+use crate::config::Config;
+use crate::store::{Job, JobId, State, Store};
+
+async fn open(config: &Config) -> anyhow::Result<Store> {
+    Ok(Store::open_existing(&config.database_path()).await?)
+}
+
+pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
+    let store = open(config).await?;
+    let counts = store.counts().await?;
+    let credits = store.latest_credits().await?;
+    let spent = store.credits_spent().await?;
+    let oldest = store.oldest_queued().await?;
+    let held = store.jobs_in(State::Held).await?;
+    store.close().await;
+
+    if args.json {
+        let counts: serde_json::Map<String, Value> = State::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), json!(counts.get(s).copied().unwrap_or(0))))
+            .collect();
+        let out = json!({
+            "counts": counts,
+            "credits_left": credits.map(|c| c.1),
+            "credits_seen_at_ms": credits.map(|c| c.0),
+            "credits_spent": spent,
+            "oldest_queued": oldest.as_ref().map(job_json),
+            "held": held.iter().map(|j| json!({
+                "id": j.id.0,
+                "source": j.source_path.to_string_lossy(),
+                "reason": j.reason,
+                "resolve": resolve_hint(j),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(Exit::Ok);
+    }
+
+    for s in State::ALL {
+        println!("{:<12} {}", s.as_str(), counts.get(&s).copied().unwrap_or(0));
+    }
+    match credits {
+        Some((at, n)) => println!("credits left: {n} (seen {})", ago(at)),
+        None => println!("credits left: not seen yet (run `hili credits`)"),
+    }
+    println!("credits spent: {spent}");
+    if let Some(j) = oldest {
+        println!("oldest queued: job {} {} (queued {})", j.id, j.source_path.display(), ago(j.created_at_ms));
+    }
+    if !held.is_empty() {
+        println!("\nheld jobs need you:");
+        for j in &held {
+            println!("  job {} {}", j.id, j.source_path.display());
+            println!("    {}", j.reason.as_deref().unwrap_or("no reason recorded"));
+            println!("    resolve: {}", resolve_hint(j));
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+pub async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit> {
+    let filter = match &args.state {
+        Some(s) => Some(s.parse::<State>().map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
+    };
+    let store = open(config).await?;
+    let jobs = store.all_jobs(filter).await?;
+    store.close().await;
+    if args.json {
+        let all: Vec<Value> = jobs.iter().map(job_json).collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(Exit::Ok);
+    }
+    for j in &jobs {
+        let detail = match (&j.output_path, &j.reason) {
+            (Some(out), _) if j.state == State::Done => out.display().to_string(),
+            (_, Some(r)) => r.clone(),
+            _ => String::new(),
+        };
+        println!(
+            "{:>6}  {:<11} {:<6} {}  {}",
+            j.id.0,
+            j.state.as_str(),
+            j.repair.name(),
+            j.source_path.display(),
+            detail
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+pub async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
+    let store = open(config).await?;
+    let mut ids: Vec<JobId> = args.ids.iter().map(|i| JobId(*i)).collect();
+    if args.failed {
+        ids.extend(store.jobs_in(State::Failed).await?.iter().map(|j| j.id));
+    }
+    if args.held {
+        ids.extend(store.jobs_in(State::Held).await?.iter().map(|j| j.id));
+    }
+    let mut code = Exit::Ok;
+    for id in ids {
+        let before = store.get(id).await?;
+        match store.retry(id, args.reupload).await {
+            Ok(state) => {
+                let spends = state == State::Queued && before.is_some_and(|j| j.credit_spent);
+                if spends {
+                    println!("job {id}: queued for a new upload: this spends another credit");
+                } else {
+                    println!("job {id}: now {state}");
+                }
+            }
+            Err(e) => {
+                eprintln!("hili: job {id}: {e}");
+                code = Exit::Error;
+            }
+        }
+    }
+    store.close().await;
+    Ok(code)
+}
+
+fn resolve_hint(j: &Job) -> String {
+    if j.mdf.is_some() {
+        format!("hili retry {} (fetch the result again), or hili retry --reupload {} (spends a credit)", j.id, j.id)
+    } else {
+        format!("hili retry {}  (or hili retry --reupload {}: spends a credit)", j.id, j.id)
+    }
+}
+
+fn job_json(j: &Job) -> Value {
+    json!({
+        "id": j.id.0,
+        "state": j.state.as_str(),
+        "repair": j.repair.name(),
+        "rgb": j.rgb.map(|c| c.to_string()),
+        "source": j.source_path.to_string_lossy(),
+        "output": j.output_path.as_ref().map(|p| p.to_string_lossy()),
+        "output_sha256": j.output_sha256,
+        "content_sha256": j.content_sha256,
+        "mdf": j.mdf,
+        "reason": j.reason,
+        "attempts": j.attempts,
+        "credit_spent": j.credit_spent,
+    })
+}
+
+fn ago(at_ms: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(at_ms);
+    let secs = ((now - at_ms).max(0) / 1000) as u64;
+    let d = humantime::format_duration(Duration::from_secs(secs));
+    format!("{d} ago")
+}
+

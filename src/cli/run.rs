@@ -1,0 +1,126 @@
+//! `hili run`: opens the store, builds the client, runs the pipeline with a progress display,
+//! and prints the summary.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::ConfigProblem;
+use super::Exit;
+use super::args::RunArgs;
+use crate::api::client::ApiClient;
+use crate::config::Config;
+use crate::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summary};
+use crate::store::{State, Store};
+
+/// The API client the configuration describes.
+pub fn client(config: &Config) -> anyhow::Result<ApiClient> {
+    let opts = config.client_options().map_err(ConfigProblem)?;
+    ApiClient::new(opts).context("could not build the HTTP client")
+}
+
+pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<Exit> {
+    let db = config.database_path();
+    let store = Store::open(&db).await?;
+    let api = client(config)?;
+    let shutdown = super::stop_on_signal();
+    let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown)
+        .context("could not build the HTTP client for results")?;
+    let opts = RunOptions {
+        once: args.once,
+        exit_when_blocked: args.once,
+    };
+    let summary = run_with_progress(ctx, opts).await?;
+    Ok(exit_code(&summary))
+}
+
+/// Runs the pipeline with a progress bar on a terminal, then prints the summary.
+pub async fn run_with_progress(ctx: Arc<Ctx>, opts: RunOptions) -> anyhow::Result<Summary> {
+    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
+        Arc::new(Bar::new())
+    } else {
+        Arc::new(Quiet)
+    };
+    let summary = pipeline::run(ctx.clone(), opts, progress.clone()).await?;
+    ctx.store.close().await;
+    print_summary(&summary);
+    Ok(summary)
+}
+
+pub fn exit_code(s: &Summary) -> Exit {
+    if s.failed > 0 || s.held > 0 || s.unfinished > 0 {
+        Exit::JobsNeedAttention
+    } else {
+        Exit::Ok
+    }
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "{} done, {} failed, {} held, {} unfinished; {} credit(s) spent in {:.1}s",
+        s.done,
+        s.failed,
+        s.held,
+        s.unfinished,
+        s.credits_spent,
+        s.elapsed.as_secs_f64()
+    );
+    if let Some(why) = &s.blocked {
+        println!("stopped early: {why}");
+    }
+    if s.failed > 0 || s.held > 0 {
+        println!("see `hili status` for the reasons and how to resolve them");
+    }
+}
+
+/// Progress on a terminal: done/total, in flight, credits spent, ETA.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Bar {
+        let bar = ProgressBar::new(0);
+        let style = ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} done  {msg}  ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(250));
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn update(&self, s: &Snapshot) {
+        let total: u64 = s.counts.values().sum();
+        self.0.set_length(total);
+        self.0.set_position(s.count(State::Done));
+        let mut msg = format!(
+            "{} in flight, {} failed, {} held, {} credit(s) spent",
+            s.in_flight,
+            s.count(State::Failed),
+            s.count(State::Held),
+            s.credits_spent
+        );
+        if let Some(p) = &s.paused {
+            msg.push_str(" — ");
+            msg.push_str(p);
+        }
+        self.0.set_message(msg);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// No terminal: the per-job log lines are the progress.
+struct Quiet;
+
+impl Progress for Quiet {
+    fn update(&self, _: &Snapshot) {}
+}

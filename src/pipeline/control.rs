@@ -1,0 +1,159 @@
+//! Run-level switches shared by the stages of one `hili run`: whether uploads are paused (no
+//! credits, budget reached, token rejected) and until when, the credits this run has spent, and
+//! the wake-up signal that tells the supervisor the store has new work. Job state never lives
+//! here: it is all in the store.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::store::JobId;
+
+/// Why uploads are paused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pause {
+    /// The service reported 0 credits (nums = 0 or errno 9101); re-checked periodically.
+    NoCredits,
+    /// `budget` credits were spent in this run.
+    Budget,
+    /// The service rejected our token (9999): nothing works until a person fixes it.
+    BadToken,
+}
+
+impl Pause {
+    pub fn message(&self) -> &'static str {
+        match self {
+            Pause::NoCredits => {
+                "uploads paused: the account has no credits left; buy more, hili re-checks by itself"
+            }
+            Pause::Budget => {
+                "uploads paused: this run reached its credit budget ([queue] budget); run again to spend more"
+            }
+            Pause::BadToken => {
+                "paused: the service rejected the token (errno 9999); check api.secret_key and api.third_code, and the clock (run `hili doctor`)"
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Control {
+    pause: Mutex<Option<(Pause, Instant)>>,
+    spent: AtomicU64,
+    reserved: AtomicU64,
+    wake: Notify,
+    /// Consecutive download failures per job in this run (for the hold after max_attempts).
+    failures: Mutex<HashMap<JobId, u32>>,
+}
+
+impl Control {
+    /// Pauses uploads until `for_at_least` has passed (then the next upload re-checks).
+    pub fn pause(&self, why: Pause, for_at_least: Duration) {
+        let mut p = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = p.as_ref().map(|(w, _)| w != &why).unwrap_or(true);
+        if changed {
+            tracing::warn!("{}", why.message());
+        }
+        *p = Some((why, Instant::now() + for_at_least));
+    }
+
+    /// The pause in force, if any; an expired pause is lifted here.
+    pub fn paused(&self) -> Option<(Pause, Instant)> {
+        let mut p = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        match &*p {
+            Some((_, until)) if *until <= Instant::now() => {
+                *p = None;
+                None
+            }
+            other => other.clone(),
+        }
+    }
+
+    pub fn resume(&self) {
+        let mut p = self.pause.lock().unwrap_or_else(|e| e.into_inner());
+        if p.take().is_some() {
+            tracing::info!("uploads resumed");
+        }
+    }
+
+    /// Reserves one credit of the run's budget for an upload about to start. `false` when the
+    /// budget (0 = none) is used up.
+    pub fn reserve(&self, budget: u64) -> bool {
+        let r = self.reserved.fetch_add(1, Ordering::SeqCst) + 1;
+        if budget > 0 && r > budget {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Settles a reservation: `charged` says whether a credit was (or may have been) spent.
+    pub fn settle(&self, charged: bool) {
+        if charged {
+            self.spent.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.reserved.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Credits this run spent, or may have spent (held after a lost answer).
+    pub fn spent(&self) -> u64 {
+        self.spent.load(Ordering::SeqCst)
+    }
+
+    /// Counts one more failure of `job`'s current step; returns the count.
+    pub fn note_failure(&self, job: JobId) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(job).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    pub fn clear_failures(&self, job: JobId) {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        f.remove(&job);
+    }
+
+    /// Tells the supervisor that the store has changed and it should look for work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pause_expires_by_itself() {
+        let c = Control::default();
+        c.pause(Pause::NoCredits, Duration::from_millis(0));
+        assert!(c.paused().is_none());
+        c.pause(Pause::NoCredits, Duration::from_secs(60));
+        assert_eq!(c.paused().map(|p| p.0), Some(Pause::NoCredits));
+        c.resume();
+        assert!(c.paused().is_none());
+    }
+
+    #[test]
+    fn budget_reservations() {
+        let c = Control::default();
+        assert!(c.reserve(2));
+        assert!(c.reserve(2));
+        assert!(!c.reserve(2));
+        c.settle(false); // the second upload was not charged
+        assert!(c.reserve(2));
+        c.settle(true);
+        c.settle(true);
+        assert_eq!(c.spent(), 2);
+        assert!(!c.reserve(2));
+        assert!(c.reserve(0), "0 means no budget");
+    }
+}

@@ -1,0 +1,265 @@
+//! The download stage: from `downloading` to `done`. Asks the API for the result's URL, GETs it
+//! (http/https only, at most 5 redirects, a size cap, must be an image by magic bytes), streams
+//! it into a temp file in the output directory, fsyncs, renames without clobbering, fsyncs the
+//! directory, and only then records `done` with the output's path and SHA-256. Also copies an
+//! earlier twin's output when a photo was already processed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::api::error::{ApiError, ErrorClass};
+use crate::media::{self, AtomicFile, Destination, ImageKind};
+use crate::store::{Job, State};
+
+use super::backoff::retry_delay;
+use super::gate::Priority;
+use super::{Ctx, OnExpired, PipelineError, blocking, now_ms};
+
+/// Why a result could not be fetched and stored.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("the result URL {0:?} is not http or https")]
+    BadUrl(String),
+    #[error("fetching the result failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("the result host answered HTTP {0}")]
+    Status(u16),
+    #[error("the result is not a JPEG or PNG image")]
+    NotImage,
+    #[error("the result is larger than max_download_bytes ({0} bytes)")]
+    TooLarge(u64),
+    #[error("writing the result to {dir} failed: {source}; check free space and permissions")]
+    Write { dir: PathBuf, source: std::io::Error },
+}
+
+impl FetchError {
+    /// Failures of our own disk or the network are retried until the result expires; a server
+    /// that sends something wrong is retried `max_attempts` times, then the job is held.
+    fn remote_fault(&self) -> bool {
+        matches!(
+            self,
+            FetchError::BadUrl(_) | FetchError::Status(_) | FetchError::NotImage | FetchError::TooLarge(_)
+        )
+    }
+}
+
+pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
+    let id = job.id;
+    let Some(mdf) = job.mdf.clone() else {
+        ctx.store
+            .hold(id, State::Downloading, "downloading without an mdf (internal error)")
+            .await?;
+        return Ok(());
+    };
+    ctx.gate.acquire(Priority::High).await;
+    let url = match ctx.api.download_url(&mdf).await {
+        Ok(url) => url,
+        Err(ApiError::NotFound { .. }) => return expired(ctx, &job).await,
+        Err(e) => {
+            if e.class() == ErrorClass::AccountWide {
+                ctx.control
+                    .pause(super::control::Pause::BadToken, Duration::from_secs(60));
+            }
+            return retry_later(ctx, &job, &e.to_string(), false).await;
+        }
+    };
+    let dest_dir = output_dir_of(&job);
+    match fetch(ctx, &url, dest_dir).await {
+        Ok((file, kind)) => {
+            let job2 = job.clone();
+            let stored = blocking(move || store_output(file, &job2, kind)).await?;
+            match stored {
+                Ok((path, sha)) => {
+                    ctx.store.finish(id, State::Downloading, &path, &sha).await?;
+                    ctx.control.clear_failures(id);
+                    tracing::info!(job = %id, "done: {}", path.display());
+                }
+                Err(e) => retry_later(ctx, &job, &e.to_string(), false).await?,
+            }
+        }
+        Err(e) => retry_later(ctx, &job, &e.to_string(), e.remote_fault()).await?,
+    }
+    Ok(())
+}
+
+/// The directory the job's output goes into (where its temp file is written too).
+pub fn output_dir_of(job: &Job) -> PathBuf {
+    media::output_path(
+        &job.output_dir,
+        &job.source_root,
+        &job.source_path,
+        job.repair,
+        ImageKind::Jpeg,
+    )
+    .ok()
+    .and_then(|p| p.parent().map(Path::to_path_buf))
+    .unwrap_or_else(|| job.output_dir.clone())
+}
+
+async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageKind), FetchError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(FetchError::BadUrl(url.to_string()));
+    }
+    let max = ctx.settings.max_download_bytes;
+    let resp = ctx.results.get(parsed).send().await?;
+    if !resp.status().is_success() {
+        return Err(FetchError::Status(resp.status().as_u16()));
+    }
+    if resp.content_length().is_some_and(|n| n > max) {
+        return Err(FetchError::TooLarge(max));
+    }
+
+    // The body is written by a blocking task while it streams in, so memory stays flat.
+    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    let write_dir = dir.clone();
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<AtomicFile> {
+        let mut file = AtomicFile::create_in(&write_dir)?;
+        while let Some(chunk) = rx.blocking_recv() {
+            file.write_all(&chunk)?;
+        }
+        Ok(file)
+    });
+    let write_err = |source| FetchError::Write { dir: dir.clone(), source };
+
+    let mut head: Vec<u8> = Vec::with_capacity(16);
+    let mut total: u64 = 0;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        total += chunk.len() as u64;
+        if total > max {
+            return Err(FetchError::TooLarge(max));
+        }
+        if head.len() < 16 {
+            let take = (16 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+            if head.len() >= 8 && media::sniff(&head).is_none() {
+                return Err(FetchError::NotImage);
+            }
+        }
+        if tx.send(chunk).await.is_err() {
+            break; // the writer failed: its error is reported below
+        }
+    }
+    drop(tx);
+    let file = match writer.await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return Err(write_err(e)),
+        Err(e) => return Err(write_err(std::io::Error::other(e))),
+    };
+    let kind = media::sniff(&head).ok_or(FetchError::NotImage)?;
+    Ok((file, kind))
+}
+
+/// Names the output and moves the temp file there (or drops it when an identical file is
+/// already in place, e.g. after a crash between the rename and `done`).
+fn store_output(file: AtomicFile, job: &Job, kind: ImageKind) -> Result<(PathBuf, String), FetchError> {
+    let dir = output_dir_of(job);
+    let werr = |source| FetchError::Write { dir: dir.clone(), source };
+    let candidate = media::output_path(
+        &job.output_dir,
+        &job.source_root,
+        &job.source_path,
+        job.repair,
+        kind,
+    )
+    .map_err(|e| werr(std::io::Error::other(e.to_string())))?;
+    let sha = file.sha256_hex();
+    match media::unique_destination(&candidate, &sha).map_err(werr)? {
+        Destination::AlreadyThere(path) => Ok((path, sha)),
+        Destination::Free(path) => {
+            crate::failpoint::hit("before-output-rename");
+            let (path, sha) = file.commit(&path).map_err(werr)?;
+            Ok((path, sha))
+        }
+    }
+}
+
+async fn expired(ctx: &Ctx, job: &Job) -> Result<(), PipelineError> {
+    let id = job.id;
+    match ctx.settings.on_expired {
+        OnExpired::Hold => {
+            let reason = format!(
+                "result expired, credit lost: the service deleted the result of {} before it \
+                 could be downloaded; `hili retry --reupload {id}` uploads it again (spends a credit)",
+                job.source_path.display()
+            );
+            tracing::warn!(job = %id, "{reason}");
+            ctx.store.hold(id, State::Downloading, &reason).await?;
+        }
+        OnExpired::Reupload => {
+            let reason = "result expired before download; uploading again (on_expired = \"reupload\", spends a credit)";
+            tracing::warn!(job = %id, "{}: {reason}", job.source_path.display());
+            ctx.store
+                .requeue(id, State::Downloading, reason, now_ms())
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn retry_later(ctx: &Ctx, job: &Job, why: &str, remote_fault: bool) -> Result<(), PipelineError> {
+    let id = job.id;
+    let failures = ctx.control.note_failure(id);
+    if remote_fault && failures >= ctx.settings.max_attempts {
+        let reason = format!(
+            "could not download the result after {failures} attempts: {why}; it stays on the \
+             service for one hour after processing: `hili retry {id}` tries again"
+        );
+        tracing::warn!(job = %id, "{reason}");
+        ctx.store.hold(id, State::Downloading, &reason).await?;
+        ctx.control.clear_failures(id);
+        return Ok(());
+    }
+    let wait = retry_delay(failures, Duration::from_secs(1), Duration::from_secs(60));
+    tracing::warn!(job = %id, "download failed, again in {wait:?}: {why}");
+    ctx.store.defer(id, now_ms() + wait.as_millis() as i64).await?;
+    Ok(())
+}
+
+/// Gives `job` the output of `twin`, an earlier job with the same identity that is done: the
+/// file is copied durably, no upload, no credit. Returns false when the twin's output is gone
+/// (then the photo is uploaded as usual).
+pub async fn copy_from_twin(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, PipelineError> {
+    let (Some(src), Some(sha)) = (twin.output_path.clone(), twin.output_sha256.clone()) else {
+        return Ok(false);
+    };
+    let job2 = job.clone();
+    let copied = blocking(move || -> std::io::Result<Option<PathBuf>> {
+        let Some(kind) = media::sniff_file(&src)? else {
+            return Ok(None);
+        };
+        let candidate = media::output_path(
+            &job2.output_dir,
+            &job2.source_root,
+            &job2.source_path,
+            job2.repair,
+            kind,
+        )
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        match media::unique_destination(&candidate, &sha)? {
+            Destination::AlreadyThere(p) => Ok(Some(p)),
+            Destination::Free(p) => Ok(Some(media::copy_atomic(&src, &p)?.0)),
+        }
+    })
+    .await?;
+    match copied {
+        Ok(Some(path)) => {
+            ctx.store.finish(job.id, State::Queued, &path, &twin.output_sha256.clone().unwrap_or_default()).await?;
+            tracing::info!(job = %job.id, "same photo as job {}: result copied to {}, no credit spent", twin.id, path.display());
+            Ok(true)
+        }
+        Ok(None) => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => {
+            tracing::warn!(job = %job.id, "could not copy the result of job {}: {e}", twin.id);
+            ctx.store.defer(job.id, now_ms() + 5000).await?;
+            Ok(true)
+        }
+    }
+}

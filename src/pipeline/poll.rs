@@ -1,0 +1,56 @@
+//! The poll stage: asks the service about photos in `processing` and moves each finished one to
+//! `downloading`. Polls have priority over uploads at the API gate, and back off gently for
+//! photos that take long.
+
+use std::time::Duration;
+
+use crate::api::client::JobStatus;
+use crate::api::error::{ApiError, ErrorClass};
+use crate::store::{Job, State};
+
+use super::backoff::{poll_delay, retry_delay};
+use super::control::Pause;
+use super::gate::Priority;
+use super::{Ctx, PipelineError, now_ms};
+
+pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
+    let id = job.id;
+    let Some(mdf) = job.mdf.as_deref() else {
+        // Cannot happen through the store's transitions; hold rather than guess.
+        ctx.store
+            .hold(id, State::Processing, "processing without an mdf (internal error)")
+            .await?;
+        return Ok(());
+    };
+    ctx.gate.acquire(Priority::High).await;
+    match ctx.api.status(mdf).await {
+        Ok(JobStatus::Done) => {
+            ctx.store.begin_download(id).await?;
+        }
+        Ok(JobStatus::Processing) => {
+            let since = job.processing_since_ms.unwrap_or_else(now_ms);
+            let elapsed = Duration::from_millis((now_ms() - since).max(0) as u64);
+            let next = now_ms() + poll_delay(ctx.settings.poll_interval, elapsed).as_millis() as i64;
+            ctx.store.set_next_poll(id, next).await?;
+        }
+        Err(ApiError::NotFound { .. }) => {
+            let reason = format!(
+                "the service no longer knows photo {mdf} (status 9002) although it was uploaded; \
+                 the credit is probably lost: `hili retry --reupload {id}` uploads it again"
+            );
+            tracing::warn!(job = %id, "{reason}");
+            ctx.store.hold(id, State::Processing, &reason).await?;
+        }
+        Err(e) => {
+            if e.class() == ErrorClass::AccountWide {
+                ctx.control.pause(Pause::BadToken, Duration::from_secs(60));
+            }
+            let wait = retry_delay(2, ctx.settings.poll_interval, Duration::from_secs(60));
+            tracing::info!(job = %id, "status check failed, again in {wait:?}: {e}");
+            ctx.store
+                .set_next_poll(id, now_ms() + wait.as_millis() as i64)
+                .await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Start-up recovery and the reconciliation of lost upload answers. A job found in `uploading`
+//! may or may not have been charged: the credit count decides. Unchanged since the intent was
+//! recorded → nothing was charged, upload again. Lower → it was charged and the result is
+//! unknown: hold it for a person rather than pay twice. Unreachable → keep asking; never
+//! re-upload blindly. Temp files left by a crash in output directories are removed.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use crate::api::error::ErrorClass;
+use crate::media;
+use crate::store::{JobId, State};
+
+use super::backoff::retry_delay;
+use super::control::Pause;
+use super::gate::Priority;
+use super::{Ctx, PipelineError, blocking, now_ms};
+
+/// Runs before any stage starts: reconciles interrupted uploads, cleans temp files.
+pub async fn startup(ctx: &Ctx) -> Result<(), PipelineError> {
+    let downloading = ctx.store.jobs_in(State::Downloading).await?;
+    let queued = ctx.store.jobs_in(State::Queued).await?;
+    let dirs: BTreeSet<_> = downloading
+        .iter()
+        .chain(queued.iter())
+        .map(super::download::output_dir_of)
+        .collect();
+    let removed = blocking(move || {
+        let mut n = 0;
+        for d in dirs {
+            if d.is_dir() {
+                n += media::remove_stale_temps(&d).unwrap_or(0);
+            }
+        }
+        n
+    })
+    .await?;
+    if removed > 0 {
+        tracing::info!("removed {removed} partial output file(s) left by an interrupted run");
+    }
+
+    for job in ctx.store.jobs_in(State::Uploading).await? {
+        tracing::warn!(
+            job = %job.id,
+            "{} was being uploaded when hili stopped; reconciling by the credit count",
+            job.source_path.display()
+        );
+        let charged = reconcile(ctx, job.id, job.credits_before).await?;
+        if charged {
+            ctx.control.settle(true);
+        }
+    }
+    Ok(())
+}
+
+/// Decides the fate of a job in `uploading` whose answer was lost. Returns whether a credit was
+/// (probably) spent. Returns `Err(Shutdown)`, leaving the job in `uploading`, when stopped
+/// before the service could be asked: the next start reconciles it.
+pub async fn reconcile(
+    ctx: &Ctx,
+    id: JobId,
+    credits_before: Option<u64>,
+) -> Result<bool, PipelineError> {
+    let mut failures = 0;
+    let now = loop {
+        ctx.gate.acquire(Priority::High).await;
+        match ctx.api.credits().await {
+            Ok(n) => break n,
+            Err(e) => {
+                failures += 1;
+                if e.class() == ErrorClass::AccountWide {
+                    ctx.control.pause(Pause::BadToken, Duration::from_secs(60));
+                }
+                let wait = retry_delay(failures, Duration::from_secs(1), Duration::from_secs(60));
+                tracing::warn!(job = %id, "cannot read the credits to reconcile a lost upload answer, again in {wait:?}: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = ctx.shutdown.cancelled() => return Err(PipelineError::Shutdown),
+                }
+            }
+        }
+    };
+    ctx.store.record_credits(now).await?;
+    match credits_before {
+        Some(before) if before == now => {
+            let reason = format!(
+                "the upload got no answer; credits unchanged ({now}), so it was not charged: uploading again"
+            );
+            tracing::info!(job = %id, "{reason}");
+            ctx.store
+                .requeue(id, State::Uploading, &reason, now_ms())
+                .await?;
+            Ok(false)
+        }
+        before => {
+            let seen = before.map_or("unknown".to_string(), |b| b.to_string());
+            let reason = format!(
+                "charged, result unknown: the upload got no answer and the credits went from {seen} \
+                 to {now}; the result cannot be fetched without the service's answer. \
+                 `hili retry --reupload {id}` uploads it again (spends a credit)"
+            );
+            tracing::warn!(job = %id, "{reason}");
+            ctx.store
+                .hold_charged(id, State::Uploading, &reason)
+                .await?;
+            Ok(true)
+        }
+    }
+}

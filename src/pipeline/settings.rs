@@ -1,0 +1,54 @@
+//! The knobs of a run, taken from the configuration's `[api]` and `[queue]` sections.
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// What to do when a result is found expired at download (errno 9002).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExpired {
+    /// Hold the job for a person: the credit is lost.
+    #[default]
+    Hold,
+    /// Queue it again: a second credit will be spent.
+    Reupload,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub timeout: Duration,
+    pub poll_interval: Duration,
+    pub upload_concurrency: usize,
+    pub download_concurrency: usize,
+    pub max_attempts: u32,
+    pub credits_recheck: Duration,
+    pub on_expired: OnExpired,
+    pub max_download_bytes: u64,
+    pub budget: u64,
+    /// Time given to requests in flight after a stop signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Settings {
+        Settings {
+            requests_per_second: c.api.requests_per_second,
+            burst: c.api.burst,
+            timeout: c.api.timeout,
+            poll_interval: c.api.poll_interval,
+            upload_concurrency: c.queue.upload_concurrency,
+            download_concurrency: c.queue.download_concurrency,
+            max_attempts: c.queue.max_attempts,
+            credits_recheck: c.queue.credits_recheck,
+            on_expired: match c.queue.on_expired {
+                crate::config::OnExpired::Hold => OnExpired::Hold,
+                crate::config::OnExpired::Reupload => OnExpired::Reupload,
+            },
+            max_download_bytes: c.queue.max_download_bytes,
+            budget: c.queue.budget,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}

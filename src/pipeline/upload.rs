@@ -1,0 +1,225 @@
+//! The upload stage: everything between `queued` and `processing`. In order: the input check
+//! (no credit is spent on input bound to fail), the content hash and dedupe by identity (a photo
+//! already done is copied, one in flight is waited for), the credit check, the intent persisted
+//! as `uploading` with the credits seen, and only then the request. Its answer is recorded
+//! before anything else happens; a lost answer is reconciled by the credit count, never by a
+//! blind re-upload.
+
+use std::time::Duration;
+
+use crate::api::error::{ApiError, ErrorClass};
+use crate::failpoint;
+use crate::media;
+use crate::store::{Job, State};
+
+use super::backoff::retry_delay;
+use super::control::Pause;
+use super::{Ctx, PipelineError, blocking, now_ms};
+use super::{gate::Priority, recover};
+
+/// Takes one queued job as far as it can go now.
+pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
+    let id = job.id;
+    let src = job.source_path.clone();
+
+    // 1. The input check: the same rules as the service's, so a photo bound to fail costs nothing.
+    let probe = blocking(move || media::probe(&src)).await?;
+    if let Err(e) = probe {
+        tracing::warn!(job = %id, "{e}");
+        ctx.store.fail(id, State::Queued, &e.to_string(), false).await?;
+        return Ok(());
+    }
+
+    // 2. Identity: hash the content now, streaming, just before it is sent.
+    let src = job.source_path.clone();
+    let sha = match blocking(move || media::sha256_file(&src)).await? {
+        Ok(sha) => sha,
+        Err(e) => {
+            let reason = format!(
+                "{}: could not be read ({e}); check the file and run `hili retry {id}`",
+                job.source_path.display()
+            );
+            ctx.store.fail(id, State::Queued, &reason, false).await?;
+            return Ok(());
+        }
+    };
+    if job.content_sha256.as_deref() != Some(sha.as_str()) {
+        ctx.store.set_content_hash(id, &sha).await?;
+    }
+    let job = Job {
+        content_sha256: Some(sha.clone()),
+        ..job
+    };
+
+    if !job.force && dedupe(ctx, &job).await? {
+        return Ok(());
+    }
+
+    // 3. Credits: never start an upload the account cannot pay for, and remember what we saw
+    //    so a lost answer can be reconciled.
+    let Some(credits_before) = credits_for_upload(ctx).await else {
+        return Ok(());
+    };
+    if !ctx.control.reserve(ctx.settings.budget) {
+        ctx.control.pause(Pause::Budget, Duration::from_secs(365 * 24 * 3600));
+        return Ok(());
+    }
+
+    // 4. The intent, durable before a byte is sent.
+    if let Err(e) = ctx.store.begin_upload(id, credits_before).await {
+        ctx.control.settle(false);
+        return Err(e.into());
+    }
+    failpoint::hit("before-upload-request");
+    let answer = ctx
+        .api
+        .upload(&job.source_path, job.repair, job.rgb)
+        .await;
+    failpoint::hit("after-upload-response");
+
+    match answer {
+        Ok(up) => {
+            if up.sent_sha256 != sha {
+                tracing::warn!(
+                    job = %id,
+                    "{} changed while it was being uploaded; the result is of the bytes sent",
+                    job.source_path.display()
+                );
+            }
+            ctx.store
+                .record_uploaded(id, &up.mdf, &up.img_url, Some(&up.sent_sha256))
+                .await?;
+            ctx.control.settle(true);
+            let first_poll = now_ms() + ctx.settings.poll_interval.as_millis() as i64;
+            ctx.store.set_next_poll(id, first_poll).await?;
+            tracing::info!(job = %id, mdf = %up.mdf, "uploaded {}", job.source_path.display());
+        }
+        Err(e) => {
+            let charged = on_upload_error(ctx, &job, credits_before, e).await?;
+            ctx.control.settle(charged);
+        }
+    }
+    Ok(())
+}
+
+/// Handles a failed upload; returns whether a credit was (or may have been) spent.
+async fn on_upload_error(
+    ctx: &Ctx,
+    job: &Job,
+    credits_before: u64,
+    e: ApiError,
+) -> Result<bool, PipelineError> {
+    let id = job.id;
+    let attempts = job.attempts + 1;
+    match e.class() {
+        ErrorClass::Transient if attempts >= ctx.settings.max_attempts => {
+            let reason = format!(
+                "gave up after {attempts} attempts, no credit spent: {e}; run `hili retry {id}` to try again"
+            );
+            tracing::warn!(job = %id, "{reason}");
+            ctx.store.fail(id, State::Uploading, &reason, false).await?;
+        }
+        ErrorClass::Transient => {
+            let wait = retry_delay(attempts, Duration::from_secs(1), Duration::from_secs(300));
+            tracing::info!(job = %id, "upload failed, not charged; retrying in {wait:?}: {e}");
+            let at = now_ms() + wait.as_millis() as i64;
+            ctx.store
+                .requeue(id, State::Uploading, &e.to_string(), at)
+                .await?;
+        }
+        ErrorClass::PermanentForPhoto => {
+            let reason = format!("{}: {e}", job.source_path.display());
+            tracing::warn!(job = %id, "{reason}");
+            ctx.store.fail(id, State::Uploading, &reason, false).await?;
+        }
+        ErrorClass::AccountWide => {
+            let pause = match e {
+                ApiError::NoCredits { .. } => Pause::NoCredits,
+                _ => Pause::BadToken,
+            };
+            let wait = match pause {
+                Pause::NoCredits => ctx.settings.credits_recheck,
+                _ => Duration::from_secs(3600),
+            };
+            ctx.control.pause(pause, wait);
+            ctx.store
+                .requeue(id, State::Uploading, &e.to_string(), now_ms())
+                .await?;
+        }
+        ErrorClass::Ambiguous => {
+            tracing::warn!(job = %id, "the upload's answer was lost ({e}); reconciling by the credit count");
+            return recover::reconcile(ctx, id, Some(credits_before)).await;
+        }
+    }
+    Ok(false)
+}
+
+/// Reads the credits left before an upload. `None` means "do not upload now" (no credits, or
+/// the service unreachable), with uploads paused accordingly.
+async fn credits_for_upload(ctx: &Ctx) -> Option<u64> {
+    ctx.gate.acquire(Priority::Low).await;
+    match ctx.api.credits().await {
+        Ok(n) => {
+            if let Err(e) = ctx.store.record_credits(n).await {
+                tracing::warn!("could not record the credit count: {e}");
+            }
+            if n == 0 {
+                ctx.control
+                    .pause(Pause::NoCredits, ctx.settings.credits_recheck);
+                return None;
+            }
+            if matches!(ctx.control.paused(), Some((Pause::NoCredits, _))) {
+                ctx.control.resume();
+            }
+            Some(n)
+        }
+        Err(e) => {
+            match e {
+                ApiError::BadToken { .. } => {
+                    ctx.control.pause(Pause::BadToken, Duration::from_secs(3600))
+                }
+                _ => {
+                    tracing::warn!("could not read the credits left before an upload: {e}");
+                    ctx.control.pause(Pause::NoCredits, Duration::from_secs(5));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// Dedupe by identity. Returns true when the job needs no upload now: its result was copied
+/// from an earlier job, or it waits for a twin that is in flight or held.
+async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
+    let Some(identity) = job.identity() else {
+        return Ok(false);
+    };
+    let twins = ctx.store.identity_twins(&identity, job.id).await?;
+    if let Some(done) = twins.iter().find(|t| t.state == State::Done) {
+        if super::download::copy_from_twin(ctx, job, done).await? {
+            return Ok(true);
+        }
+    }
+    if let Some(held) = twins
+        .iter()
+        .find(|t| t.state == State::Held && t.credit_spent)
+    {
+        let reason = format!(
+            "same photo as job {} which is held ({}); resolve that job first, then `hili retry {}`",
+            held.id,
+            held.reason.as_deref().unwrap_or("needs a person"),
+            job.id
+        );
+        ctx.store.hold(job.id, State::Queued, &reason).await?;
+        return Ok(true);
+    }
+    if twins
+        .iter()
+        .any(|t| t.state.in_flight() || (t.state == State::Queued && t.id < job.id && t.content_sha256.is_some()))
+    {
+        // A twin is being processed: wait for it and copy its result instead of paying twice.
+        ctx.store.defer(job.id, now_ms() + 1000).await?;
+        return Ok(true);
+    }
+    Ok(false)
+}
