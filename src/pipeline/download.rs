@@ -183,7 +183,16 @@ fn store_output(file: AtomicFile, job: &Job, kind: ImageKind) -> Result<(PathBuf
 async fn expired(ctx: &Ctx, job: &Job) -> Result<(), PipelineError> {
     let id = job.id;
     match ctx.settings.on_expired {
-        OnExpired::Hold => {
+        OnExpired::Reupload if job.charges < 2 => {
+            let reason = "result expired before download; uploading again (on_expired = \"reupload\", spends a credit)";
+            tracing::warn!(job = %id, "{}: {reason}", job.source_path.display());
+            ctx.store
+                .requeue(id, State::Downloading, reason, now_ms())
+                .await?;
+        }
+        // Re-uploading is automatic once per job: a result that keeps expiring means the
+        // downloads cannot keep up, and paying again and again would not fix that.
+        OnExpired::Hold | OnExpired::Reupload => {
             let reason = format!(
                 "result expired, credit lost: the service deleted the result of {} before it \
                  could be downloaded; `hili retry --reupload {id}` uploads it again (spends a credit)",
@@ -191,13 +200,6 @@ async fn expired(ctx: &Ctx, job: &Job) -> Result<(), PipelineError> {
             );
             tracing::warn!(job = %id, "{reason}");
             ctx.store.hold(id, State::Downloading, &reason).await?;
-        }
-        OnExpired::Reupload => {
-            let reason = "result expired before download; uploading again (on_expired = \"reupload\", spends a credit)";
-            tracing::warn!(job = %id, "{}: {reason}", job.source_path.display());
-            ctx.store
-                .requeue(id, State::Downloading, reason, now_ms())
-                .await?;
         }
     }
     Ok(())

@@ -5,3 +5,5 @@ mod helpers;
 mod media;
 mod sim;
 mod store;
+mod pipeline;
+mod crash;

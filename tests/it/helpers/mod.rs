@@ -1,1 +1,191 @@
-//! Shared test helpers.
+//! Shared test helpers: generated photos, a simulator plus a config and database in a temp
+//! directory, and ways to run hili in-process or as a child process against them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hili::api::client::{ApiClient, ClientOptions};
+use hili::config::Config;
+use hili::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summary};
+use hili::repair::{Repair, Rgb};
+use hili::secret::Secret;
+use hili::sim::{SimHandle, SimOptions};
+use hili::store::{NewJob, Store};
+use image::{ImageBuffer, Rgb as Px, RgbImage};
+use tokio_util::sync::CancellationToken;
+
+pub const SECRET: &str = "it-secret-4f9a1c";
+pub const THIRD: &str = "it-third";
+
+/// A small photo whose pixels depend on `seed`, so different seeds give different content.
+pub fn photo(seed: u32, w: u32, h: u32) -> RgbImage {
+    ImageBuffer::from_fn(w, h, |x, y| {
+        Px([
+            (x.wrapping_mul(3).wrapping_add(seed * 37)) as u8,
+            (y.wrapping_mul(5).wrapping_add(seed * 11)) as u8,
+            ((x ^ y).wrapping_add(seed * 101)) as u8,
+        ])
+    })
+}
+
+pub fn write_jpeg(path: &Path, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    photo(seed, 48, 32).save_with_format(path, image::ImageFormat::Jpeg).unwrap();
+}
+
+pub fn write_png(path: &Path, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    photo(seed, 40, 30).save_with_format(path, image::ImageFormat::Png).unwrap();
+}
+
+/// Simulator options for fast tests: short processing, no faults.
+pub fn fast_sim() -> SimOptions {
+    SimOptions {
+        third_code: THIRD.into(),
+        secret: SECRET.into(),
+        credits: 1000,
+        processing: Duration::from_millis(150),
+        seed: 42,
+        ..SimOptions::default()
+    }
+}
+
+/// A temp directory with an inbox, an output dir, a database and a config file pointing at a
+/// running simulator.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub sim: SimHandle,
+    pub inbox: PathBuf,
+    pub out: PathBuf,
+    pub db: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Env {
+    pub async fn new(opts: SimOptions) -> Env {
+        Env::with_queue(opts, "").await
+    }
+
+    /// `queue_extra` is appended to the `[queue]` section of the config.
+    pub async fn with_queue(opts: SimOptions, queue_extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = hili::sim::serve(opts).await.unwrap();
+        let inbox = dir.path().join("inbox");
+        let out = dir.path().join("out");
+        let db = dir.path().join("state/hili.db");
+        std::fs::create_dir_all(&inbox).unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        let config = dir.path().join("hili.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[api]\nbase_url = \"{}\"\nthird_code = \"{THIRD}\"\nsecret_key_file = \"{}\"\n\
+                 requests_per_second = 500.0\nburst = 50\ntimeout = \"5s\"\npoll_interval = \"100ms\"\n\n\
+                 [queue]\ndatabase = \"{}\"\n{queue_extra}\n",
+                sim.base_url(),
+                secret_file.display(),
+                db.display()
+            ),
+        )
+        .unwrap();
+        Env { dir, sim, inbox, out, db, config }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(Some(&self.config)).unwrap()
+    }
+
+    pub async fn store(&self) -> Store {
+        Store::open(&self.db).await.unwrap()
+    }
+
+    /// Queues every file under the inbox (as `hili add` does) with `repair`.
+    pub async fn add(&self, repair: Repair, rgb: Option<Rgb>) -> usize {
+        let store = self.store().await;
+        let jobs: Vec<NewJob> = hili::media::walk(std::slice::from_ref(&self.inbox))
+            .map(|f| f.unwrap())
+            .map(|f| NewJob {
+                source_path: f.path,
+                source_root: f.root,
+                output_dir: self.out.clone(),
+                repair,
+                rgb,
+                size: f.size,
+                mtime_ns: f.mtime_ns,
+                force: false,
+            })
+            .collect();
+        let n = jobs.len();
+        store.enqueue_many(jobs).await.unwrap();
+        store.close().await;
+        n
+    }
+
+    pub fn client(&self) -> ApiClient {
+        ApiClient::new(ClientOptions {
+            base_url: self.sim.base_url(),
+            third_code: THIRD.into(),
+            secret: Secret::new(SECRET),
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::from_config(&self.config())
+    }
+
+    /// Runs the pipeline in-process until the queue is drained, bounded in time.
+    pub async fn run_once(&self, settings: Settings) -> Summary {
+        self.run_with(settings, RunOptions { once: true, exit_when_blocked: true }, CancellationToken::new())
+            .await
+    }
+
+    pub async fn run_with(&self, settings: Settings, opts: RunOptions, stop: CancellationToken) -> Summary {
+        let store = self.store().await;
+        let ctx = Ctx::new(store, self.client(), settings, stop).unwrap();
+        let summary = tokio::time::timeout(Duration::from_secs(60), pipeline::run(ctx.clone(), opts, Arc::new(NoProgress)))
+            .await
+            .expect("pipeline run timed out")
+            .expect("pipeline run failed");
+        ctx.store.close().await;
+        summary
+    }
+
+    /// `hili ARGS` as a child process using this environment's config.
+    pub fn hili(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_hili"));
+        c.env("HILI_CONFIG", &self.config)
+            .env_remove("HILI_SECRET_KEY")
+            .env_remove("HILI_CRASH_AT")
+            .env("HILI_LOG", "info");
+        c
+    }
+
+    /// Every regular file under the output directory.
+    pub fn outputs(&self) -> Vec<PathBuf> {
+        files_under(&self.out)
+    }
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.into_path())
+        .collect();
+    v.sort();
+    v
+}
+
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn update(&self, _: &Snapshot) {}
+}

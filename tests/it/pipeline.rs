@@ -1,0 +1,275 @@
+//! The queue and pipeline against the simulator, in-process: every repair type end to end,
+//! every errno path, pauses, expiry, dedupe, and priorities. The simulator's ledger is the
+//! witness for every credit claim.
+
+use std::time::Duration;
+
+use hili::pipeline::{OnExpired, RunOptions};
+use hili::repair::{Repair, Rgb};
+use hili::sim::Faults;
+use hili::store::State;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::*;
+
+async fn states(env: &Env) -> Vec<State> {
+    let store = env.store().await;
+    let jobs = store.all_jobs(None).await.unwrap();
+    store.close().await;
+    jobs.iter().map(|j| j.state).collect()
+}
+
+#[tokio::test]
+async fn every_repair_type_end_to_end() {
+    let env = Env::new(fast_sim()).await;
+    let cases = [
+        (Repair::Sr, None, "sr"),
+        (Repair::Repair, None, "repair"),
+        (Repair::Colour, None, "colour"),
+        (Repair::Bg, Some(Rgb(255, 255, 255)), "bg"),
+    ];
+    let store = env.store().await;
+    for (i, (repair, rgb, name)) in cases.iter().enumerate() {
+        let src = env.inbox.join(format!("{name}/photo{i}.jpg"));
+        write_jpeg(&src, i as u32);
+        let meta = std::fs::metadata(&src).unwrap();
+        store
+            .enqueue(hili::store::NewJob {
+                source_path: src.clone(),
+                source_root: env.inbox.clone(),
+                output_dir: env.out.clone(),
+                repair: *repair,
+                rgb: *rgb,
+                size: meta.len(),
+                mtime_ns: hili::media::mtime_ns(&meta),
+                force: false,
+            })
+            .await
+            .unwrap();
+    }
+    store.close().await;
+
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!((summary.done, summary.failed, summary.held), (4, 0, 0), "{summary:?}");
+    assert_eq!(summary.credits_spent, 4);
+
+    let ledger = env.sim.ledger();
+    assert_eq!(ledger.total_charges, 4);
+    assert_eq!(ledger.duplicate_charges, 0);
+    let mut wires: Vec<_> = ledger.charges.iter().map(|c| c.repair_type.clone()).collect();
+    wires.sort();
+    assert_eq!(wires, ["bg", "sr", "sr,repair", "sr,repair,colour"]);
+
+    // Outputs keep the source's folder and are named <stem>.<repair>.<ext>.
+    for (i, (_, _, name)) in cases.iter().enumerate() {
+        let out = env.out.join(format!("{name}/photo{i}.{name}.jpg"));
+        let img = image::open(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+        if *name == "bg" {
+            assert_eq!((img.width(), img.height()), (48, 32));
+        } else {
+            assert_eq!((img.width(), img.height()), (96, 64), "{name} is a 2x upscale");
+        }
+    }
+    // The store recorded each output's sha256, and it matches the file.
+    let store = env.store().await;
+    for j in store.all_jobs(None).await.unwrap() {
+        let out = j.output_path.clone().unwrap();
+        assert_eq!(hili::media::sha256_file(&out).unwrap(), j.output_sha256.clone().unwrap());
+        let path: Vec<_> = store.events(j.id).await.unwrap().iter().map(|e| e.to).collect();
+        assert_eq!(
+            path,
+            [State::Queued, State::Uploading, State::Processing, State::Downloading, State::Done]
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_same_photo_twice_is_charged_once_and_gets_two_outputs() {
+    let env = Env::new(fast_sim()).await;
+    write_jpeg(&env.inbox.join("a.jpg"), 7);
+    std::fs::copy(env.inbox.join("a.jpg"), env.inbox.join("copy of a.jpg")).unwrap();
+    assert_eq!(env.add(Repair::Sr, None).await, 2);
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!(summary.done, 2, "{summary:?}");
+    assert_eq!(env.sim.ledger().total_charges, 1);
+    let outs = env.outputs();
+    assert_eq!(outs.len(), 2, "{outs:?}");
+    assert_eq!(
+        std::fs::read(&outs[0]).unwrap(),
+        std::fs::read(&outs[1]).unwrap()
+    );
+    // Adding the same files again queues nothing.
+    assert_eq!(env.add(Repair::Sr, None).await, 2);
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!(summary.done, 0);
+    assert_eq!(env.sim.ledger().total_charges, 1);
+}
+
+#[tokio::test]
+async fn invalid_input_fails_before_any_request() {
+    let env = Env::new(fast_sim()).await;
+    std::fs::write(env.inbox.join("notes.jpg"), b"this is text, not a photo").unwrap();
+    std::fs::write(env.inbox.join("empty.png"), b"").unwrap();
+    let big = image::RgbImage::new(7000, 10);
+    big.save(env.inbox.join("wide.png")).unwrap();
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!(summary.failed, 3, "{summary:?}");
+    assert_eq!(env.sim.ledger().total_charges, 0);
+    let store = env.store().await;
+    for j in store.jobs_in(State::Failed).await.unwrap() {
+        let reason = j.reason.unwrap();
+        let name = j.source_path.file_name().unwrap().to_string_lossy().to_string();
+        assert!(reason.contains(&name), "reason names the file: {reason}");
+        assert!(!j.credit_spent);
+    }
+}
+
+#[tokio::test]
+async fn errno_9009_fails_the_photo_without_a_charge() {
+    let env = Env::new(fast_sim()).await;
+    env.sim.set_faults(Faults { e9009: 1.0, ..Faults::default() });
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!((summary.failed, summary.credits_spent), (1, 0), "{summary:?}");
+    assert_eq!(env.sim.ledger().total_charges, 0);
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_then_give_up_after_max_attempts() {
+    let env = Env::with_queue(fast_sim(), "max_attempts = 2").await;
+    env.sim.set_faults(Faults { e9006: 1.0, ..Faults::default() });
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!(summary.failed, 1, "{summary:?}");
+    let store = env.store().await;
+    let j = &store.jobs_in(State::Failed).await.unwrap()[0];
+    assert_eq!(j.attempts, 2);
+    assert!(j.reason.as_deref().unwrap().contains("2 attempts"), "{:?}", j.reason);
+    assert_eq!(env.sim.ledger().total_charges, 0);
+}
+
+#[tokio::test]
+async fn http_500_and_9006_are_retried_until_done() {
+    let env = Env::new(fast_sim()).await;
+    env.sim.set_faults(Faults { http500: 0.3, e9006: 0.3, ..Faults::default() });
+    for i in 0..6 {
+        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
+    }
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!(summary.done, 6, "{summary:?}");
+    let ledger = env.sim.ledger();
+    assert_eq!((ledger.total_charges, ledger.duplicate_charges), (6, 0));
+    assert!(ledger.faults.values().sum::<u64>() > 0, "faults really happened");
+}
+
+#[tokio::test]
+async fn a_rejected_token_pauses_everything_and_leaves_jobs_queued() {
+    let mut opts = fast_sim();
+    opts.secret = "a-different-secret".into();
+    let env = Env::new(opts).await;
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    assert!(summary.blocked.as_deref().unwrap().contains("9999"), "{summary:?}");
+    assert_eq!(states(&env).await, [State::Queued]);
+    assert_eq!(env.sim.ledger().total_charges, 0);
+}
+
+#[tokio::test]
+async fn no_credits_pauses_uploads_and_resumes_after_a_top_up() {
+    let mut opts = fast_sim();
+    opts.credits = 0;
+    let env = Env::new(opts).await;
+    for i in 0..2 {
+        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
+    }
+    env.add(Repair::Sr, None).await;
+    let mut settings = env.settings();
+    settings.credits_recheck = Duration::from_millis(200);
+
+    // A --once run with nothing to pay with stops and leaves the jobs queued.
+    let summary = env.run_once(settings.clone()).await;
+    assert!(summary.blocked.is_some(), "{summary:?}");
+    assert_eq!(states(&env).await, [State::Queued, State::Queued]);
+
+    // A run that waits for credits resumes by itself once they are topped up.
+    let sim = env.sim.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sim.add_credits(5);
+    });
+    let opts = RunOptions { once: true, exit_when_blocked: false };
+    let summary = env.run_with(settings, opts, CancellationToken::new()).await;
+    assert_eq!(summary.done, 2, "{summary:?}");
+    assert_eq!(env.sim.credits(), 3);
+}
+
+#[tokio::test]
+async fn errno_9101_mid_run_pauses_uploads_but_downloads_go_on() {
+    let mut opts = fast_sim();
+    opts.credits = 1;
+    let env = Env::new(opts).await;
+    for i in 0..3 {
+        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
+    }
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    // The one paid photo is downloaded although uploads are paused for the other two.
+    assert_eq!(summary.done, 1, "{summary:?}");
+    assert!(summary.blocked.is_some());
+    let mut s = states(&env).await;
+    s.sort();
+    assert_eq!(s, [State::Queued, State::Queued, State::Done]);
+    assert_eq!(env.sim.ledger().total_charges, 1);
+}
+
+#[tokio::test]
+async fn budget_limits_the_credits_one_run_spends() {
+    let env = Env::with_queue(fast_sim(), "budget = 2").await;
+    for i in 0..4 {
+        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
+    }
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!((summary.done, summary.credits_spent), (2, 2), "{summary:?}");
+    assert!(summary.blocked.as_deref().unwrap().contains("budget"));
+    assert_eq!(env.sim.ledger().total_charges, 2);
+}
+
+#[tokio::test]
+async fn an_expired_result_is_held_as_a_lost_credit() {
+    let mut opts = fast_sim();
+    opts.processing = Duration::from_millis(20);
+    opts.retention = Duration::from_millis(1);
+    let env = Env::new(opts).await;
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!(summary.held, 1, "{summary:?}");
+    let store = env.store().await;
+    let j = &store.jobs_in(State::Held).await.unwrap()[0];
+    assert!(j.reason.as_deref().unwrap().contains("expired"), "{:?}", j.reason);
+    assert!(env.outputs().is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_result_is_uploaded_again_when_configured() {
+    let mut opts = fast_sim();
+    opts.processing = Duration::from_millis(20);
+    opts.retention = Duration::from_millis(1);
+    let env = Env::new(opts).await;
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    env.add(Repair::Sr, None).await;
+    let mut settings = env.settings();
+    settings.on_expired = OnExpired::Reupload;
+    // Every attempt expires here: hili re-uploads once by itself, then holds the job rather
+    // than spend credit after credit.
+    let summary = env.run_once(settings).await;
+    assert_eq!(summary.held, 1, "{summary:?}");
+    assert_eq!(env.sim.ledger().total_charges, 2, "re-uploaded once after expiry");
+    assert_eq!(env.sim.ledger().duplicate_charges, 1, "the re-upload is the one asked for");
+}
