@@ -30,8 +30,9 @@ CREATE TABLE jobs (
     next_poll_at     INTEGER
 );
 
--- The upload worker's scan (queued, due, by id) and per-state listings.
-CREATE INDEX jobs_state ON jobs (state, not_before, id);
+-- Per-state listings in id order (the upload worker scans queued jobs by id, filtering
+-- not_before, and stops at its LIMIT without sorting).
+CREATE INDEX jobs_state ON jobs (state, id);
 -- Enqueue idempotence: the same file version with the same settings.
 CREATE INDEX jobs_file ON jobs (source_path, size, mtime_ns, repair, rgb, output_dir);
 -- Dedup by content identity.
@@ -54,3 +55,12 @@ CREATE TABLE credit_observations (
     at           INTEGER NOT NULL,
     credits_left INTEGER NOT NULL
 );
+
+-- The creation row of every job's audit trail, written by SQLite itself so that a bulk
+-- `hili add` costs one statement per new file.
+CREATE TRIGGER jobs_created AFTER INSERT ON jobs
+BEGIN
+    INSERT INTO events (job_id, from_state, to_state, at, detail)
+    VALUES (NEW.id, NULL, NEW.state, NEW.created_at,
+            CASE NEW.force WHEN 1 THEN 'enqueued (force)' ELSE 'enqueued' END);
+END;

@@ -60,6 +60,10 @@ impl Store {
     /// output_dir) in ANY state is `AlreadyKnown`. With `force`: if that latest match is still
     /// queued, it is only marked `force` (still `AlreadyKnown`, no duplicate); otherwise a NEW
     /// job is created (history of the old one is kept; `done` jobs are never rewritten here).
+    ///
+    /// Cost: about 0.1 ms per file, all under the write lock. Next to a running daemon, pass
+    /// chunks of a few thousand so its transitions never wait long; enqueue is idempotent, so
+    /// an interrupted walk is simply re-added.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>, StoreError> {
         for j in &jobs {
             validate(j)?;
@@ -162,20 +166,6 @@ async fn enqueue_one(
     .await
     .ctx(ctx())?;
 
-    sqlx::query(
-        "INSERT INTO events (job_id, from_state, to_state, at, detail) \
-         VALUES (?, NULL, 'queued', ?, ?)",
-    )
-    .bind(id)
-    .bind(now)
-    .bind(if j.force {
-        "enqueued (force)"
-    } else {
-        "enqueued"
-    })
-    .execute(&mut *conn)
-    .await
-    .ctx(ctx())?;
-
+    // The creation event is written by the `jobs_created` trigger (see migrations).
     Ok(EnqueueOutcome::Queued(JobId(id)))
 }
