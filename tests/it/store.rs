@@ -54,8 +54,11 @@ async fn to_processing(store: &Store, id: JobId, mdf: &str) {
 async fn open_creates_a_private_file_and_sets_pragmas_on_every_connection() {
     let (dir, store) = open_tmp().await;
     let path = dir.path().join("state/hili.db");
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    store.record_credits(1).await.unwrap();
+    assert_eq!(mode(&dir.path().join("state/hili.db-wal")), 0o600);
     // Hold several connections at once so the pool must open distinct ones.
     let mut conns = Vec::new();
     for _ in 0..4 {
@@ -455,4 +458,136 @@ async fn queue_views_credits_and_integrity_survive_reopen() {
     assert_eq!(store.get(a).await.unwrap().unwrap().state, State::Failed);
     assert_eq!(store.events(b).await.unwrap().len(), 3);
     assert_eq!(store.integrity_check().await.unwrap(), Ok(()));
+}
+
+#[tokio::test]
+async fn every_legal_transition_through_the_api_writes_one_event() {
+    use State::*;
+    let (_d, store) = open_tmp().await;
+    let id = add(&store, "a.jpg").await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut n_events = 1;
+    macro_rules! step {
+        ($call:expr, $from:expr, $to:expr) => {{
+            $call.await.unwrap();
+            let ev = store.events(id).await.unwrap();
+            n_events += 1;
+            assert_eq!(ev.len(), n_events, "{:?} -> {:?}", $from, $to);
+            let last = ev.last().unwrap();
+            assert_eq!((last.from, last.to), (Some($from), $to));
+            assert_eq!(store.get(id).await.unwrap().unwrap().state, $to);
+            seen.insert(($from, $to));
+        }};
+    }
+    step!(store.begin_upload(id, 9), Queued, Uploading);
+    step!(store.requeue(id, Uploading, "503", 0), Uploading, Queued);
+    step!(
+        store.fail(id, Queued, "not an image", false),
+        Queued,
+        Failed
+    );
+    step!(store.retry(id, false), Failed, Queued);
+    step!(store.begin_upload(id, 9), Queued, Uploading);
+    step!(
+        store.fail(id, Uploading, "errno 9005", false),
+        Uploading,
+        Failed
+    );
+    step!(store.retry(id, false), Failed, Queued);
+    step!(store.begin_upload(id, 9), Queued, Uploading);
+    step!(
+        store.hold(id, Uploading, "answer lost", true),
+        Uploading,
+        Held
+    );
+    step!(store.retry(id, false), Held, Queued);
+    step!(store.begin_upload(id, 8), Queued, Uploading);
+    step!(store.record_uploaded(id, "m1", "u1"), Uploading, Processing);
+    step!(store.hold(id, Processing, "9002", false), Processing, Held);
+    step!(store.retry(id, false), Held, Downloading);
+    step!(
+        store.hold(id, Downloading, "expired", false),
+        Downloading,
+        Held
+    );
+    step!(store.retry(id, false), Held, Downloading);
+    step!(
+        store.requeue(id, Downloading, "expired, reupload", 0),
+        Downloading,
+        Queued
+    );
+    step!(store.begin_upload(id, 7), Queued, Uploading);
+    step!(store.record_uploaded(id, "m2", "u2"), Uploading, Processing);
+    step!(store.begin_download(id), Processing, Downloading);
+    step!(
+        store.finish(id, Downloading, Path::new("/o/a"), &hash('a')),
+        Downloading,
+        Done
+    );
+    step!(store.retry(id, true), Done, Queued);
+    step!(
+        store.finish(id, Queued, Path::new("/o/b"), &hash('b')),
+        Queued,
+        Done
+    );
+    assert_eq!(seen.len(), 16, "all legal pairs covered: {seen:?}");
+    // Three charged uploads; the last user retry reset the attempt budget.
+    let j = store.get(id).await.unwrap().unwrap();
+    assert_eq!((j.charges, j.attempts), (3, 0));
+    assert_eq!(store.credits_spent().await.unwrap(), 3);
+}
+
+/// Crash at the fail points around a transition's COMMIT, in a child process (this test
+/// binary re-run on `crash_child`), then check what a restart finds.
+#[tokio::test]
+async fn crash_before_commit_loses_the_step_and_after_commit_keeps_it() {
+    for (at, expect_state, expect_events) in [
+        ("before:queued->uploading", State::Queued, 1),
+        ("after:queued->uploading", State::Uploading, 2),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hili.db");
+        let id = {
+            let store = Store::open(&db).await.unwrap();
+            let id = add(&store, "a.jpg").await;
+            store.close().await;
+            id
+        };
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("HILI_CRASH_AT", at)
+            .env("HILI_TEST_CRASH_DB", &db)
+            .env("HILI_TEST_CRASH_JOB", id.0.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{at}: the child should have aborted");
+        let store = Store::open(&db).await.unwrap();
+        let j = store.get(id).await.unwrap().unwrap();
+        assert_eq!(j.state, expect_state, "{at}");
+        assert_eq!(store.events(id).await.unwrap().len(), expect_events, "{at}");
+        assert_eq!(store.integrity_check().await.unwrap(), Ok(()));
+    }
+}
+
+/// Child half of the crash test; does nothing unless started by it.
+#[tokio::test]
+async fn crash_child() {
+    let (Ok(db), Ok(id)) = (
+        std::env::var("HILI_TEST_CRASH_DB"),
+        std::env::var("HILI_TEST_CRASH_JOB"),
+    ) else {
+        return;
+    };
+    let store = Store::open(Path::new(&db)).await.unwrap();
+    let id = JobId(id.parse().unwrap());
+    store.begin_upload(id, 5).await.unwrap();
+    // Not reached when the fail point fires.
+    std::process::exit(0);
 }
