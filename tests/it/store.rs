@@ -1,1 +1,593 @@
-//! Integration tests: store.
+//! Integration tests: store. Real SQLite files in temp dirs; each test bounded by its work.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hili::repair::{Repair, Rgb};
+use hili::store::{EnqueueOutcome, JobId, NewJob, State, Store, StoreError};
+
+fn job(name: &str) -> NewJob {
+    NewJob {
+        source_path: PathBuf::from("/photos/in").join(name),
+        source_root: PathBuf::from("/photos/in"),
+        output_dir: PathBuf::from("/photos/out"),
+        repair: Repair::Sr,
+        rgb: None,
+        size: 1234,
+        mtime_ns: 1_700_000_000_000_000_000,
+        force: false,
+    }
+}
+
+async fn open_tmp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state/hili.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+async fn add(store: &Store, name: &str) -> JobId {
+    match store.enqueue(job(name)).await.unwrap() {
+        EnqueueOutcome::Queued(id) => id,
+        other => panic!("expected a new job, got {other:?}"),
+    }
+}
+
+fn hash(c: char) -> String {
+    std::iter::repeat_n(c, 64).collect()
+}
+
+/// Takes a fresh job through upload to processing.
+async fn to_processing(store: &Store, id: JobId, mdf: &str) {
+    store.begin_upload(id, 10).await.unwrap();
+    store
+        .record_uploaded(id, mdf, "https://x/y.jpg")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn open_creates_a_private_file_and_sets_pragmas_on_every_connection() {
+    let (dir, store) = open_tmp().await;
+    let path = dir.path().join("state/hili.db");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(path.parent().unwrap()), 0o700);
+    store.record_credits(1).await.unwrap();
+    assert_eq!(mode(&dir.path().join("state/hili.db-wal")), 0o600);
+    // Hold several connections at once so the pool must open distinct ones.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(store.pool().acquire().await.unwrap());
+    }
+    for c in conns.iter_mut() {
+        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut **c)
+            .await
+            .unwrap();
+        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&mut **c)
+            .await
+            .unwrap();
+        let jm: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut **c)
+            .await
+            .unwrap();
+        let bt: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut **c)
+            .await
+            .unwrap();
+        assert_eq!((sync, fk, jm.as_str()), (2, 1, "wal"));
+        assert!(bt >= 10_000, "busy_timeout {bt}");
+    }
+}
+
+#[tokio::test]
+async fn open_existing_refuses_a_missing_file_and_reads_a_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nope.db");
+    let err = Store::open_existing(&path).await.unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }));
+    let msg = err.to_string();
+    assert!(msg.contains("nope.db") && msg.contains("hili add"), "{msg}");
+    assert!(!path.exists(), "open_existing must not create the file");
+
+    let writer = Store::open(&path).await.unwrap();
+    let id = match writer.enqueue(job("a.jpg")).await.unwrap() {
+        EnqueueOutcome::Queued(id) => id,
+        o => panic!("{o:?}"),
+    };
+    let reader = Store::open_existing(&path).await.unwrap();
+    assert_eq!(reader.get(id).await.unwrap().unwrap().state, State::Queued);
+}
+
+#[tokio::test]
+async fn enqueue_is_idempotent_per_file_version_and_settings() {
+    let (_d, store) = open_tmp().await;
+    let id = add(&store, "a.jpg").await;
+    assert_eq!(
+        store.enqueue(job("a.jpg")).await.unwrap(),
+        EnqueueOutcome::AlreadyKnown(id, State::Queued)
+    );
+    // A changed file, or other settings, is a new job.
+    let mut touched = job("a.jpg");
+    touched.mtime_ns += 1;
+    assert!(matches!(
+        store.enqueue(touched).await.unwrap(),
+        EnqueueOutcome::Queued(_)
+    ));
+    let mut bg = job("a.jpg");
+    bg.repair = Repair::Bg;
+    bg.rgb = Some(Rgb(255, 255, 255));
+    let bg_id = store.enqueue(bg.clone()).await.unwrap().id();
+    bg.rgb = Some(Rgb(0, 0, 255));
+    assert_ne!(store.enqueue(bg).await.unwrap().id(), bg_id);
+    // Force on a still-queued job only marks it.
+    let mut forced = job("a.jpg");
+    forced.force = true;
+    assert_eq!(
+        store.enqueue(forced.clone()).await.unwrap(),
+        EnqueueOutcome::AlreadyKnown(id, State::Queued)
+    );
+    assert!(store.get(id).await.unwrap().unwrap().force);
+    // Once done, a plain enqueue is known, a forced one is a new job.
+    store
+        .finish(id, State::Queued, Path::new("/o/a.jpg"), &hash('a'))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.enqueue(job("a.jpg")).await.unwrap(),
+        EnqueueOutcome::AlreadyKnown(id, State::Done)
+    );
+    let again = store.enqueue(forced).await.unwrap();
+    assert!(matches!(again, EnqueueOutcome::Queued(n) if n != id));
+    // Bad colour settings are refused before touching the database.
+    let mut bad = job("b.jpg");
+    bad.rgb = Some(Rgb(1, 2, 3));
+    assert!(matches!(
+        store.enqueue(bad).await,
+        Err(StoreError::Invalid { .. })
+    ));
+    assert_eq!(store.all_jobs(None).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn enqueue_many_ten_thousand_in_one_go() {
+    let (_d, store) = open_tmp().await;
+    let batch: Vec<NewJob> = (0..10_000).map(|i| job(&format!("{i:05}.jpg"))).collect();
+    let t = Instant::now();
+    let out = store.enqueue_many(batch.clone()).await.unwrap();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(20), "10k enqueues took {took:?}");
+    assert!(out.iter().all(|o| matches!(o, EnqueueOutcome::Queued(_))));
+    let again = store.enqueue_many(batch).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, EnqueueOutcome::AlreadyKnown(_, State::Queued)))
+    );
+    assert_eq!(store.counts().await.unwrap()[&State::Queued], 10_000);
+    let first = store.next_uploadable(i64::MAX, 3).await.unwrap();
+    assert_eq!(
+        first.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![out[0].id(), out[1].id(), out[2].id()]
+    );
+    eprintln!("enqueue_many(10_000) took {took:?}");
+}
+
+#[tokio::test]
+async fn paths_that_are_not_utf8_round_trip() {
+    let (_d, store) = open_tmp().await;
+    let mut j = job("x");
+    j.source_path = PathBuf::from(OsStr::from_bytes(b"/in/caf\xe9-\xff.jpg"));
+    let id = store.enqueue(j.clone()).await.unwrap().id();
+    let got = store.get(id).await.unwrap().unwrap();
+    assert_eq!(got.source_path, j.source_path);
+    assert_eq!(
+        store.enqueue(j).await.unwrap(),
+        EnqueueOutcome::AlreadyKnown(id, State::Queued)
+    );
+}
+
+#[tokio::test]
+async fn each_transition_writes_exactly_one_event_and_its_columns() {
+    let (_d, store) = open_tmp().await;
+    let id = add(&store, "a.jpg").await;
+    store.begin_upload(id, 42).await.unwrap();
+    let j = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (j.state, j.attempts, j.credits_before, j.credit_spent),
+        (State::Uploading, 1, Some(42), false)
+    );
+    store
+        .record_uploaded(id, "mdf1", "https://x/1.jpg")
+        .await
+        .unwrap();
+    let j = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (j.mdf.as_deref(), j.credit_spent, j.charges),
+        (Some("mdf1"), true, 1)
+    );
+    assert!(j.processing_since_ms.is_some());
+    store.set_next_poll(id, 5_000).await.unwrap();
+    assert!(store.due_polls(4_999).await.unwrap().is_empty());
+    assert_eq!(store.due_polls(5_000).await.unwrap()[0].id, id);
+    store.begin_download(id).await.unwrap();
+    store
+        .finish(id, State::Downloading, Path::new("/o/a.sr.jpg"), &hash('b'))
+        .await
+        .unwrap();
+    let j = store.get(id).await.unwrap().unwrap();
+    assert_eq!(j.output_path.as_deref(), Some(Path::new("/o/a.sr.jpg")));
+
+    let ev = store.events(id).await.unwrap();
+    let pairs: Vec<(Option<State>, State)> = ev.iter().map(|e| (e.from, e.to)).collect();
+    use State::*;
+    assert_eq!(
+        pairs,
+        vec![
+            (None, Queued),
+            (Some(Queued), Uploading),
+            (Some(Uploading), Processing),
+            (Some(Processing), Downloading),
+            (Some(Downloading), Done)
+        ]
+    );
+    assert_eq!(store.credits_spent().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn illegal_and_stale_transitions_change_nothing() {
+    let (_d, store) = open_tmp().await;
+    let id = add(&store, "a.jpg").await;
+    let err = store.hold(id, State::Queued, "x", false).await.unwrap_err();
+    assert!(matches!(err, StoreError::Illegal(_)), "{err}");
+    // Legal pair, wrong current state: a conflict naming both.
+    let err = store.begin_download(id).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Conflict { job, expected: State::Processing, found: State::Queued } if job == id),
+        "{err}"
+    );
+    assert!(matches!(
+        store.begin_upload(JobId(999), 1).await,
+        Err(StoreError::NotFound(JobId(999)))
+    ));
+    assert_eq!(store.events(id).await.unwrap().len(), 1);
+    assert_eq!(store.get(id).await.unwrap().unwrap().state, State::Queued);
+}
+
+#[tokio::test]
+async fn racing_callers_exactly_one_wins() {
+    let (dir, store) = open_tmp().await;
+    // A second Store on the same file stands in for another process.
+    let other = Store::open(&dir.path().join("state/hili.db"))
+        .await
+        .unwrap();
+    for round in 0..5 {
+        let id = add(&store, &format!("{round}.jpg")).await;
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let s = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tasks.push(tokio::spawn(async move { s.begin_upload(id, 7).await }));
+        }
+        let mut wins = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => wins += 1,
+                Err(StoreError::Conflict {
+                    found: State::Uploading,
+                    ..
+                }) => {}
+                Err(e) => panic!("unexpected {e}"),
+            }
+        }
+        assert_eq!(wins, 1);
+        let j = store.get(id).await.unwrap().unwrap();
+        assert_eq!(j.attempts, 1);
+        assert_eq!(store.events(id).await.unwrap().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn retry_rules() {
+    let (_d, store) = open_tmp().await;
+    // failed -> queued, attempts reset.
+    let a = add(&store, "a.jpg").await;
+    store.begin_upload(a, 5).await.unwrap();
+    store
+        .fail(a, State::Uploading, "errno 9005", false)
+        .await
+        .unwrap();
+    assert_eq!(store.retry(a, false).await.unwrap(), State::Queued);
+    let j = store.get(a).await.unwrap().unwrap();
+    assert_eq!((j.attempts, j.credit_spent, j.reason), (0, false, None));
+    // held with mdf -> downloading; with --reupload -> queued without mdf.
+    let b = add(&store, "b.jpg").await;
+    to_processing(&store, b, "mdfb").await;
+    store
+        .hold(b, State::Processing, "9002 at status", false)
+        .await
+        .unwrap();
+    assert_eq!(store.retry(b, false).await.unwrap(), State::Downloading);
+    store
+        .hold(b, State::Downloading, "expired", false)
+        .await
+        .unwrap();
+    assert_eq!(store.retry(b, true).await.unwrap(), State::Queued);
+    let j = store.get(b).await.unwrap().unwrap();
+    assert_eq!(
+        (j.mdf, j.img_url, j.credit_spent, j.charges),
+        (None, None, true, 1)
+    );
+    // held without mdf (answer lost, charged) -> queued.
+    let c = add(&store, "c.jpg").await;
+    store.begin_upload(c, 5).await.unwrap();
+    store
+        .hold(c, State::Uploading, "no answer; credits dropped", true)
+        .await
+        .unwrap();
+    assert_eq!(store.credits_spent().await.unwrap(), 2);
+    assert_eq!(store.retry(c, false).await.unwrap(), State::Queued);
+    // done: only with --reupload, and the output is forgotten.
+    let d = add(&store, "d.jpg").await;
+    store
+        .finish(d, State::Queued, Path::new("/o/d.jpg"), &hash('d'))
+        .await
+        .unwrap();
+    let err = store.retry(d, false).await.unwrap_err();
+    assert!(err.to_string().contains("--reupload"), "{err}");
+    assert_eq!(store.retry(d, true).await.unwrap(), State::Queued);
+    assert_eq!(store.get(d).await.unwrap().unwrap().output_path, None);
+    // in progress: nothing to retry.
+    assert!(matches!(
+        store.retry(d, false).await,
+        Err(StoreError::NotRetryable {
+            state: State::Queued,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.retry(JobId(404), false).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn identity_lookups() {
+    let (_d, store) = open_tmp().await;
+    let a = add(&store, "a.jpg").await;
+    let b = add(&store, "b.jpg").await;
+    let c = add(&store, "c.jpg").await;
+    assert!(matches!(
+        store.set_content_hash(a, "abc").await,
+        Err(StoreError::Invalid { .. })
+    ));
+    for id in [a, b, c] {
+        store.set_content_hash(id, &hash('E')).await.unwrap();
+    }
+    let ident = store.get(a).await.unwrap().unwrap().identity().unwrap();
+    assert_eq!(ident.content_sha256, hash('e'), "stored lowercase");
+    // Lowest queued goes first; the others wait for it.
+    assert!(!store.identity_in_flight(&ident, a).await.unwrap());
+    assert!(store.identity_in_flight(&ident, b).await.unwrap());
+    to_processing(&store, a, "m").await;
+    assert!(store.identity_in_flight(&ident, b).await.unwrap());
+    assert!(!store.identity_in_flight(&ident, a).await.unwrap());
+    assert_eq!(store.find_done_by_identity(&ident).await.unwrap(), None);
+    store.begin_download(a).await.unwrap();
+    store
+        .finish(a, State::Downloading, Path::new("/o/a.jpg"), &hash('f'))
+        .await
+        .unwrap();
+    let done = store.find_done_by_identity(&ident).await.unwrap().unwrap();
+    assert_eq!(done.id, a);
+    // b is now first in line; c still waits behind b.
+    assert!(!store.identity_in_flight(&ident, b).await.unwrap());
+    assert!(store.identity_in_flight(&ident, c).await.unwrap());
+    store
+        .finish(b, State::Queued, Path::new("/o/b.jpg"), &hash('f'))
+        .await
+        .unwrap();
+    // Another repair type or colour is another identity.
+    let mut other = ident.clone();
+    other.repair = Repair::Colour;
+    assert_eq!(store.find_done_by_identity(&other).await.unwrap(), None);
+    // Hash only while queued.
+    assert!(matches!(
+        store.set_content_hash(a, &hash('1')).await,
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+#[tokio::test]
+async fn queue_views_credits_and_integrity_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hili.db");
+    let store = Store::open(&path).await.unwrap();
+    let a = add(&store, "a.jpg").await;
+    let b = add(&store, "b.jpg").await;
+    store.postpone(a, 10_000, "no credits").await.unwrap();
+    let ids = |v: Vec<hili::store::Job>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.next_uploadable(9_999, 10).await.unwrap()),
+        vec![b]
+    );
+    assert_eq!(
+        ids(store.next_uploadable(10_000, 10).await.unwrap()),
+        vec![a, b]
+    );
+    store.begin_upload(b, 3).await.unwrap();
+    store
+        .requeue(b, State::Uploading, "HTTP 503, not charged", 20_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get(b).await.unwrap().unwrap().reason.as_deref(),
+        Some("HTTP 503, not charged")
+    );
+    assert_eq!(store.oldest_queued().await.unwrap().unwrap().id, a);
+    assert_eq!(store.latest_credits().await.unwrap(), None);
+    store.record_credits(98).await.unwrap();
+    store.record_credits(97).await.unwrap();
+    assert_eq!(store.latest_credits().await.unwrap().unwrap().1, 97);
+    store
+        .fail(a, State::Queued, "not an image", false)
+        .await
+        .unwrap();
+    let counts = store.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts[&State::Queued],
+            counts[&State::Failed],
+            counts[&State::Held]
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!(ids(store.jobs_in(State::Failed).await.unwrap()), vec![a]);
+    store.close().await;
+
+    let store = Store::open(&path).await.unwrap();
+    assert_eq!(store.get(a).await.unwrap().unwrap().state, State::Failed);
+    assert_eq!(store.events(b).await.unwrap().len(), 3);
+    assert_eq!(store.integrity_check().await.unwrap(), Ok(()));
+}
+
+#[tokio::test]
+async fn every_legal_transition_through_the_api_writes_one_event() {
+    use State::*;
+    let (_d, store) = open_tmp().await;
+    let id = add(&store, "a.jpg").await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut n_events = 1;
+    macro_rules! step {
+        ($call:expr, $from:expr, $to:expr) => {{
+            $call.await.unwrap();
+            let ev = store.events(id).await.unwrap();
+            n_events += 1;
+            assert_eq!(ev.len(), n_events, "{:?} -> {:?}", $from, $to);
+            let last = ev.last().unwrap();
+            assert_eq!((last.from, last.to), (Some($from), $to));
+            assert_eq!(store.get(id).await.unwrap().unwrap().state, $to);
+            seen.insert(($from, $to));
+        }};
+    }
+    step!(store.begin_upload(id, 9), Queued, Uploading);
+    step!(store.requeue(id, Uploading, "503", 0), Uploading, Queued);
+    step!(
+        store.fail(id, Queued, "not an image", false),
+        Queued,
+        Failed
+    );
+    step!(store.retry(id, false), Failed, Queued);
+    step!(store.begin_upload(id, 9), Queued, Uploading);
+    step!(
+        store.fail(id, Uploading, "errno 9005", false),
+        Uploading,
+        Failed
+    );
+    step!(store.retry(id, false), Failed, Queued);
+    step!(store.begin_upload(id, 9), Queued, Uploading);
+    step!(
+        store.hold(id, Uploading, "answer lost", true),
+        Uploading,
+        Held
+    );
+    step!(store.retry(id, false), Held, Queued);
+    step!(store.begin_upload(id, 8), Queued, Uploading);
+    step!(store.record_uploaded(id, "m1", "u1"), Uploading, Processing);
+    step!(store.hold(id, Processing, "9002", false), Processing, Held);
+    step!(store.retry(id, false), Held, Downloading);
+    step!(
+        store.hold(id, Downloading, "expired", false),
+        Downloading,
+        Held
+    );
+    step!(store.retry(id, false), Held, Downloading);
+    step!(
+        store.requeue(id, Downloading, "expired, reupload", 0),
+        Downloading,
+        Queued
+    );
+    step!(store.begin_upload(id, 7), Queued, Uploading);
+    step!(store.record_uploaded(id, "m2", "u2"), Uploading, Processing);
+    step!(store.begin_download(id), Processing, Downloading);
+    step!(
+        store.finish(id, Downloading, Path::new("/o/a"), &hash('a')),
+        Downloading,
+        Done
+    );
+    step!(store.retry(id, true), Done, Queued);
+    step!(
+        store.finish(id, Queued, Path::new("/o/b"), &hash('b')),
+        Queued,
+        Done
+    );
+    assert_eq!(seen.len(), 16, "all legal pairs covered: {seen:?}");
+    // Three charged uploads; the last user retry reset the attempt budget.
+    let j = store.get(id).await.unwrap().unwrap();
+    assert_eq!((j.charges, j.attempts), (3, 0));
+    assert_eq!(store.credits_spent().await.unwrap(), 3);
+}
+
+/// Crash at the fail points around a transition's COMMIT, in a child process (this test
+/// binary re-run on `crash_child`), then check what a restart finds.
+#[tokio::test]
+async fn crash_before_commit_loses_the_step_and_after_commit_keeps_it() {
+    for (at, expect_state, expect_events) in [
+        ("before:queued->uploading", State::Queued, 1),
+        ("after:queued->uploading", State::Uploading, 2),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hili.db");
+        let id = {
+            let store = Store::open(&db).await.unwrap();
+            let id = add(&store, "a.jpg").await;
+            store.close().await;
+            id
+        };
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "store::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("HILI_CRASH_AT", at)
+            .env("HILI_TEST_CRASH_DB", &db)
+            .env("HILI_TEST_CRASH_JOB", id.0.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{at}: the child should have aborted");
+        let store = Store::open(&db).await.unwrap();
+        let j = store.get(id).await.unwrap().unwrap();
+        assert_eq!(j.state, expect_state, "{at}");
+        assert_eq!(store.events(id).await.unwrap().len(), expect_events, "{at}");
+        assert_eq!(store.integrity_check().await.unwrap(), Ok(()));
+    }
+}
+
+/// Child half of the crash test; does nothing unless started by it.
+#[tokio::test]
+async fn crash_child() {
+    let (Ok(db), Ok(id)) = (
+        std::env::var("HILI_TEST_CRASH_DB"),
+        std::env::var("HILI_TEST_CRASH_JOB"),
+    ) else {
+        return;
+    };
+    let store = Store::open(Path::new(&db)).await.unwrap();
+    let id = JobId(id.parse().unwrap());
+    store.begin_upload(id, 5).await.unwrap();
+    // Not reached when the fail point fires.
+    std::process::exit(0);
+}

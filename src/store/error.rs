@@ -1,0 +1,85 @@
+//! The store's errors. Each says what happened, to which database file or job, and what to do.
+
+use std::path::PathBuf;
+
+use super::JobId;
+use super::state::{IllegalTransition, State};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open the queue database {path}: {source}; check that the directory is writable and that the disk is not full"
+    )]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    #[error(
+        "no queue database at {path}: nothing has been queued yet; run `hili add <folder>` or start `hili run`, or point --db/config at the right file"
+    )]
+    Missing { path: PathBuf },
+
+    #[error(
+        "cannot bring the queue database {path} up to date: {source}; if a newer hili wrote it, use that version"
+    )]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    #[error(
+        "queue database error while {context}: {source}; if it persists, run `hili status` and check the disk"
+    )]
+    Sql {
+        context: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error(
+        "job {job} was expected in state {expected} but is {found}: another worker or command moved it first; re-read the job and carry on from its current state"
+    )]
+    Conflict {
+        job: JobId,
+        expected: State,
+        found: State,
+    },
+
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+
+    #[error("job {0} does not exist in the queue database; list jobs with `hili jobs`")]
+    NotFound(JobId),
+
+    #[error("job {job} is {state}: {hint}")]
+    NotRetryable {
+        job: JobId,
+        state: State,
+        hint: &'static str,
+    },
+
+    #[error("refusing to store invalid job data: {detail}")]
+    Invalid { detail: String },
+
+    #[error(
+        "job {job} holds unreadable data in the queue database ({detail}); was it written by a newer hili? Use that version or re-add the file"
+    )]
+    Corrupt { job: JobId, detail: String },
+}
+
+/// Attaches a "while …" context to sqlx errors.
+pub(crate) trait SqlContext<T> {
+    fn ctx(self, context: impl Into<String>) -> Result<T, StoreError>;
+}
+
+impl<T> SqlContext<T> for Result<T, sqlx::Error> {
+    fn ctx(self, context: impl Into<String>) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sql {
+            context: context.into(),
+            source,
+        })
+    }
+}

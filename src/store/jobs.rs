@@ -1,0 +1,185 @@
+//! The decoded job and event rows, and the lossless encodings they use in SQLite: paths as
+//! their raw OS bytes (BLOB), repair types as wire values, colours as "R,G,B".
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{JobId, State, StoreError};
+use crate::repair::{Repair, Rgb};
+
+/// Every column of `jobs`, decoded. Times are unix milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: JobId,
+    pub source_path: PathBuf,
+    pub source_root: PathBuf,
+    pub output_dir: PathBuf,
+    pub repair: Repair,
+    pub rgb: Option<Rgb>,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Lowercase hex SHA-256 of the content, once hashed.
+    pub content_sha256: Option<String>,
+    pub state: State,
+    /// Upload attempts so far (each `begin_upload` adds one; a user `retry` resets it).
+    pub attempts: u32,
+    /// No upload before this instant (backoff).
+    pub not_before_ms: i64,
+    /// Credits left as seen just before the last upload (for reconciliation).
+    pub credits_before: Option<u64>,
+    pub mdf: Option<String>,
+    pub img_url: Option<String>,
+    pub output_path: Option<PathBuf>,
+    pub output_sha256: Option<String>,
+    /// Why the job was last failed, held or requeued.
+    pub reason: Option<String>,
+    /// At least one credit was charged for this job.
+    pub credit_spent: bool,
+    /// How many credits were charged for this job (re-uploads add more).
+    pub charges: u32,
+    /// Enqueued with `--force`: process even if an identical result exists.
+    pub force: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub processing_since_ms: Option<i64>,
+    pub next_poll_at_ms: Option<i64>,
+}
+
+/// What makes two jobs produce the same result: content, repair type and colour.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub content_sha256: String,
+    pub repair: Repair,
+    pub rgb: Option<Rgb>,
+}
+
+impl Job {
+    /// The job's identity, once its content is hashed.
+    pub fn identity(&self) -> Option<Identity> {
+        self.content_sha256.as_ref().map(|h| Identity {
+            content_sha256: h.clone(),
+            repair: self.repair,
+            rgb: self.rgb,
+        })
+    }
+}
+
+/// One row of the append-only audit trail. `from` is `None` for the row written at enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: i64,
+    pub job: JobId,
+    pub from: Option<State>,
+    pub to: State,
+    pub at_ms: i64,
+    pub detail: Option<String>,
+}
+
+/// The columns of `jobs`, in the order [`decode_job`] does not care about (it reads by name).
+pub(crate) const JOB_COLUMNS: &str = "id, source_path, source_root, output_dir, repair, rgb, \
+    size, mtime_ns, content_sha256, state, attempts, not_before, credits_before, mdf, img_url, \
+    output_path, output_sha256, reason, credit_spent, charges, force, created_at, updated_at, \
+    processing_since, next_poll_at";
+
+pub(crate) fn path_bytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+fn bytes_path(b: Vec<u8>) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(&b))
+}
+
+pub(crate) fn rgb_text(rgb: Option<Rgb>) -> Option<String> {
+    rgb.map(|c| c.to_string())
+}
+
+pub(crate) fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
+    let id = JobId(row.try_get("id").map_err(|e| StoreError::Sql {
+        context: "reading a job id".into(),
+        source: e,
+    })?);
+    let bad = |detail: String| StoreError::Corrupt { job: id, detail };
+    let sql = |e: sqlx::Error| bad(e.to_string());
+
+    let repair_s: String = row.try_get("repair").map_err(sql)?;
+    let repair =
+        Repair::from_wire(&repair_s).ok_or_else(|| bad(format!("repair type {repair_s:?}")))?;
+    let rgb = match row.try_get::<Option<String>, _>("rgb").map_err(sql)? {
+        Some(s) => Some(s.parse::<Rgb>().map_err(|e| bad(format!("colour: {e}")))?),
+        None => None,
+    };
+    let state_s: String = row.try_get("state").map_err(sql)?;
+    let state = state_s.parse::<State>().map_err(|e| bad(e.to_string()))?;
+    let nonneg =
+        |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(format!("negative {what} {v}")));
+    let size = nonneg(row.try_get("size").map_err(sql)?, "size")?;
+    let attempts = nonneg(row.try_get("attempts").map_err(sql)?, "attempts")? as u32;
+    let charges = nonneg(row.try_get("charges").map_err(sql)?, "charges")? as u32;
+    let credits_before = match row
+        .try_get::<Option<i64>, _>("credits_before")
+        .map_err(sql)?
+    {
+        Some(v) => Some(nonneg(v, "credits_before")?),
+        None => None,
+    };
+
+    Ok(Job {
+        id,
+        source_path: bytes_path(row.try_get("source_path").map_err(sql)?),
+        source_root: bytes_path(row.try_get("source_root").map_err(sql)?),
+        output_dir: bytes_path(row.try_get("output_dir").map_err(sql)?),
+        repair,
+        rgb,
+        size,
+        mtime_ns: row.try_get("mtime_ns").map_err(sql)?,
+        content_sha256: row.try_get("content_sha256").map_err(sql)?,
+        state,
+        attempts,
+        not_before_ms: row.try_get("not_before").map_err(sql)?,
+        credits_before,
+        mdf: row.try_get("mdf").map_err(sql)?,
+        img_url: row.try_get("img_url").map_err(sql)?,
+        output_path: row
+            .try_get::<Option<Vec<u8>>, _>("output_path")
+            .map_err(sql)?
+            .map(bytes_path),
+        output_sha256: row.try_get("output_sha256").map_err(sql)?,
+        reason: row.try_get("reason").map_err(sql)?,
+        credit_spent: row.try_get("credit_spent").map_err(sql)?,
+        charges,
+        force: row.try_get("force").map_err(sql)?,
+        created_at_ms: row.try_get("created_at").map_err(sql)?,
+        updated_at_ms: row.try_get("updated_at").map_err(sql)?,
+        processing_since_ms: row.try_get("processing_since").map_err(sql)?,
+        next_poll_at_ms: row.try_get("next_poll_at").map_err(sql)?,
+    })
+}
+
+pub(crate) fn decode_event(row: &SqliteRow) -> Result<Event, StoreError> {
+    let job = JobId(row.try_get("job_id").map_err(|e| StoreError::Sql {
+        context: "reading an event".into(),
+        source: e,
+    })?);
+    let bad = |detail: String| StoreError::Corrupt { job, detail };
+    let sql = |e: sqlx::Error| bad(e.to_string());
+    let from = match row
+        .try_get::<Option<String>, _>("from_state")
+        .map_err(sql)?
+    {
+        Some(s) => Some(s.parse::<State>().map_err(|e| bad(e.to_string()))?),
+        None => None,
+    };
+    let to_s: String = row.try_get("to_state").map_err(sql)?;
+    Ok(Event {
+        id: row.try_get("id").map_err(sql)?,
+        job,
+        from,
+        to: to_s.parse::<State>().map_err(|e| bad(e.to_string()))?,
+        at_ms: row.try_get("at").map_err(sql)?,
+        detail: row.try_get("detail").map_err(sql)?,
+    })
+}

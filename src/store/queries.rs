@@ -1,0 +1,170 @@
+//! Read-only queries (listings for the workers and the CLI) and credit observations.
+
+use std::collections::BTreeMap;
+
+use super::error::SqlContext;
+use super::jobs::{JOB_COLUMNS, decode_event, decode_job};
+use super::{Event, Job, JobId, State, Store, StoreError, now_ms};
+
+impl Store {
+    /// Runs a job SELECT (`{cols}` is replaced by every column) and decodes the rows.
+    pub(crate) async fn select_jobs<'q>(
+        &self,
+        sql: &str,
+        binds: impl IntoIterator<Item = Bind<'q>>,
+        context: &str,
+    ) -> Result<Vec<Job>, StoreError> {
+        let sql = sql.replace("{cols}", JOB_COLUMNS);
+        let mut q = sqlx::query(&sql);
+        for b in binds {
+            q = match b {
+                Bind::Int(i) => q.bind(i),
+                Bind::Str(s) => q.bind(s),
+                Bind::OptStr(s) => q.bind(s),
+            };
+        }
+        let rows = q.fetch_all(&self.pool).await.ctx(context)?;
+        rows.iter().map(decode_job).collect()
+    }
+
+    pub async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut v = self
+            .select_jobs(
+                "SELECT {cols} FROM jobs WHERE id = ?",
+                [Bind::Int(id.0)],
+                &format!("reading job {id}"),
+            )
+            .await?;
+        Ok(v.pop())
+    }
+
+    /// Jobs in `state`, oldest first.
+    pub async fn jobs_in(&self, state: State) -> Result<Vec<Job>, StoreError> {
+        self.all_jobs(Some(state)).await
+    }
+
+    /// Every job (or those in `filter`), by id.
+    pub async fn all_jobs(&self, filter: Option<State>) -> Result<Vec<Job>, StoreError> {
+        match filter {
+            Some(s) => {
+                self.select_jobs(
+                    "SELECT {cols} FROM jobs WHERE state = ? ORDER BY id",
+                    [Bind::Str(s.as_str())],
+                    &format!("listing {s} jobs"),
+                )
+                .await
+            }
+            None => {
+                self.select_jobs("SELECT {cols} FROM jobs ORDER BY id", [], "listing jobs")
+                    .await
+            }
+        }
+    }
+
+    /// Queued jobs whose backoff has passed (`not_before <= now_ms`), by id, at most `limit`.
+    pub async fn next_uploadable(&self, now_ms: i64, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.select_jobs(
+            "SELECT {cols} FROM jobs WHERE state = 'queued' AND not_before <= ? \
+             ORDER BY id LIMIT ?",
+            [Bind::Int(now_ms), Bind::Int(i64::from(limit))],
+            "finding jobs to upload",
+        )
+        .await
+    }
+
+    /// Processing jobs due for a status poll (`next_poll_at` unset or `<= now_ms`), most
+    /// overdue first.
+    pub async fn due_polls(&self, now_ms: i64) -> Result<Vec<Job>, StoreError> {
+        self.select_jobs(
+            "SELECT {cols} FROM jobs WHERE state = 'processing' \
+             AND (next_poll_at IS NULL OR next_poll_at <= ?) \
+             ORDER BY COALESCE(next_poll_at, 0), id",
+            [Bind::Int(now_ms)],
+            "finding jobs to poll",
+        )
+        .await
+    }
+
+    /// The queued job with the lowest id.
+    pub async fn oldest_queued(&self) -> Result<Option<Job>, StoreError> {
+        let mut v = self
+            .select_jobs(
+                "SELECT {cols} FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1",
+                [],
+                "finding the oldest queued job",
+            )
+            .await?;
+        Ok(v.pop())
+    }
+
+    /// How many jobs are in each state; every state is present (0 when empty).
+    pub async fn counts(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+                .fetch_all(&self.pool)
+                .await
+                .ctx("counting jobs")?;
+        let mut out: BTreeMap<State, u64> = State::ALL.into_iter().map(|s| (s, 0)).collect();
+        for (s, n) in rows {
+            let state = s.parse::<State>().map_err(|e| StoreError::Invalid {
+                detail: format!("counting jobs: {e}"),
+            })?;
+            out.insert(state, n.max(0) as u64);
+        }
+        Ok(out)
+    }
+
+    /// The audit trail of one job, oldest first (the first row, `from: None`, is the enqueue).
+    pub async fn events(&self, id: JobId) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, job_id, from_state, to_state, at, detail FROM events \
+             WHERE job_id = ? ORDER BY id",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await
+        .ctx(format!("reading the events of job {id}"))?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// Records a credit count read from the vendor, stamped now.
+    pub async fn record_credits(&self, credits_left: u64) -> Result<(), StoreError> {
+        let n = i64::try_from(credits_left).unwrap_or(i64::MAX);
+        let mut tx = self.begin_write("recording credits").await?;
+        sqlx::query("INSERT INTO credit_observations (at, credits_left) VALUES (?, ?)")
+            .bind(now_ms())
+            .bind(n)
+            .execute(&mut *tx)
+            .await
+            .ctx("recording credits")?;
+        tx.commit().await.ctx("recording credits")
+    }
+
+    /// The latest credit observation as `(at_ms, credits_left)`.
+    pub async fn latest_credits(&self) -> Result<Option<(i64, u64)>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT at, credits_left FROM credit_observations ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await
+        .ctx("reading the latest credit count")?;
+        Ok(row.map(|(at, n)| (at, n.max(0) as u64)))
+    }
+
+    /// Credits charged over the queue's life: the sum of every job's charges (a job counts
+    /// once per charged upload, so re-uploads count again).
+    pub async fn credits_spent(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(charges), 0) FROM jobs")
+            .fetch_one(&self.pool)
+            .await
+            .ctx("counting spent credits")?;
+        Ok(n.max(0) as u64)
+    }
+}
+
+/// A bound parameter of a job SELECT.
+pub(crate) enum Bind<'q> {
+    Int(i64),
+    Str(&'q str),
+    OptStr(Option<&'q str>),
+}

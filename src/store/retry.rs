@@ -1,0 +1,94 @@
+//! User retries (`hili retry [--reupload]`) and the column updates that are not transitions
+//! (poll scheduling, upload backoff of a queued job).
+
+use super::transitions::{CLEAR_RESULT, Set, Val};
+use super::{JobId, State, Store, StoreError};
+
+/// Columns reset when a person retries: a fresh attempt budget and no backoff.
+const FRESH: [Set; 3] = [
+    Set::Raw("attempts = 0"),
+    Set::Raw("not_before = 0"),
+    Set::Raw("reason = NULL"),
+];
+
+impl Store {
+    /// Retries a failed, held or (with `reupload`) done job; returns its new state.
+    ///
+    /// - failed → queued;
+    /// - held with an mdf and `!reupload` → downloading (fetch the paid result again);
+    /// - held with `reupload`, or held without an mdf → queued, mdf cleared;
+    /// - done with `reupload` → queued, mdf and output cleared.
+    ///
+    /// Going to queued from a job whose credit was spent will spend another one: the caller
+    /// warns about that (see `Job::credit_spent`). Other states → `NotRetryable`.
+    pub async fn retry(&self, id: JobId, reupload: bool) -> Result<State, StoreError> {
+        let job = self.get(id).await?.ok_or(StoreError::NotFound(id))?;
+        let from = job.state;
+        let to = match from {
+            State::Failed => State::Queued,
+            State::Held if job.mdf.is_some() && !reupload => State::Downloading,
+            State::Held => State::Queued,
+            State::Done if reupload => State::Queued,
+            State::Done => {
+                return Err(StoreError::NotRetryable {
+                    job: id,
+                    state: from,
+                    hint: "it is already done; use `hili retry --reupload` to process it again (spends a credit)",
+                });
+            }
+            State::Queued | State::Uploading | State::Processing | State::Downloading => {
+                return Err(StoreError::NotRetryable {
+                    job: id,
+                    state: from,
+                    hint: "it is still in progress; nothing to retry (see `hili jobs`)",
+                });
+            }
+        };
+        let mut sets: Vec<Set> = FRESH.to_vec();
+        if to == State::Queued {
+            sets.extend(CLEAR_RESULT);
+        } else {
+            sets.push(Set::Raw("next_poll_at = NULL"));
+        }
+        let detail = if reupload {
+            "retry --reupload"
+        } else {
+            "retry"
+        };
+        self.transition(id, from, to, &sets, Some(detail.to_string()))
+            .await?;
+        Ok(to)
+    }
+
+    /// Schedules the next status poll of a processing job. Not a transition: no event.
+    pub async fn set_next_poll(&self, id: JobId, at_ms: i64) -> Result<(), StoreError> {
+        let sets = [Set::Bind("next_poll_at", Val::Int(Some(at_ms)))];
+        let context = format!("scheduling the next poll of job {id}");
+        self.guarded(
+            id,
+            State::Processing,
+            State::Processing,
+            &sets,
+            None,
+            &context,
+        )
+        .await
+    }
+
+    /// Delays a queued job's upload until `not_before_ms` (e.g. no credits, vendor down before
+    /// anything was sent). Not a transition: no event.
+    pub async fn postpone(
+        &self,
+        id: JobId,
+        not_before_ms: i64,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let sets = [
+            Set::Bind("not_before", Val::Int(Some(not_before_ms))),
+            Set::Bind("reason", Val::Text(Some(reason.to_string()))),
+        ];
+        let context = format!("postponing job {id}");
+        self.guarded(id, State::Queued, State::Queued, &sets, None, &context)
+            .await
+    }
+}
