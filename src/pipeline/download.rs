@@ -51,7 +51,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let id = job.id;
     let Some(mdf) = job.mdf.clone() else {
         ctx.store
-            .hold(id, State::Downloading, "downloading without an mdf (internal error)")
+            .hold(id, State::Downloading, "downloading without an mdf (internal error)", false)
             .await?;
         return Ok(());
     };
@@ -199,7 +199,7 @@ async fn expired(ctx: &Ctx, job: &Job) -> Result<(), PipelineError> {
                 job.source_path.display()
             );
             tracing::warn!(job = %id, "{reason}");
-            ctx.store.hold(id, State::Downloading, &reason).await?;
+            ctx.store.hold(id, State::Downloading, &reason, false).await?;
         }
     }
     Ok(())
@@ -214,13 +214,13 @@ async fn retry_later(ctx: &Ctx, job: &Job, why: &str, remote_fault: bool) -> Res
              service for one hour after processing: `hili retry {id}` tries again"
         );
         tracing::warn!(job = %id, "{reason}");
-        ctx.store.hold(id, State::Downloading, &reason).await?;
+        ctx.store.hold(id, State::Downloading, &reason, false).await?;
         ctx.control.clear_failures(id);
         return Ok(());
     }
     let wait = retry_delay(failures, Duration::from_secs(1), Duration::from_secs(60));
     tracing::warn!(job = %id, "download failed, again in {wait:?}: {why}");
-    ctx.store.defer(id, now_ms() + wait.as_millis() as i64).await?;
+    ctx.store.defer(id, State::Downloading, now_ms() + wait.as_millis() as i64).await?;
     Ok(())
 }
 
@@ -260,7 +260,7 @@ pub async fn copy_from_twin(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, Pi
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => {
             tracing::warn!(job = %job.id, "could not copy the result of job {}: {e}", twin.id);
-            ctx.store.defer(job.id, now_ms() + 5000).await?;
+            ctx.store.defer(job.id, State::Queued, now_ms() + 5000).await?;
             Ok(true)
         }
     }

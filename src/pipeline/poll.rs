@@ -18,7 +18,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let Some(mdf) = job.mdf.as_deref() else {
         // Cannot happen through the store's transitions; hold rather than guess.
         ctx.store
-            .hold(id, State::Processing, "processing without an mdf (internal error)")
+            .hold(id, State::Processing, "processing without an mdf (internal error)", false)
             .await?;
         return Ok(());
     };
@@ -39,7 +39,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                  the credit is probably lost: `hili retry --reupload {id}` uploads it again"
             );
             tracing::warn!(job = %id, "{reason}");
-            ctx.store.hold(id, State::Processing, &reason).await?;
+            ctx.store.hold(id, State::Processing, &reason, false).await?;
         }
         Err(e) => {
             if e.class() == ErrorClass::AccountWide {

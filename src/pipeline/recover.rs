@@ -101,7 +101,7 @@ pub async fn reconcile(
             );
             tracing::warn!(job = %id, "{reason}");
             ctx.store
-                .hold_charged(id, State::Uploading, &reason)
+                .hold(id, State::Uploading, &reason, true)
                 .await?;
             Ok(true)
         }

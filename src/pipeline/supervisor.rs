@@ -102,7 +102,7 @@ pub async fn run(
         if !whole_paused {
             let free = POLL_CONCURRENCY - running[Stage::Poll as usize];
             if free > 0 {
-                let jobs = ctx.store.due_polls(now, free + active.len()).await?;
+                let jobs = ctx.store.due_polls_limited(now, free + active.len()).await?;
                 spawn_all(&ctx, &mut tasks, &mut active, &mut running, Stage::Poll, jobs, free);
             }
             let free = ctx.settings.download_concurrency - running[Stage::Download as usize];
@@ -114,7 +114,7 @@ pub async fn run(
         if pause.is_none() {
             let free = ctx.settings.upload_concurrency - running[Stage::Upload as usize];
             if free > 0 {
-                let jobs = ctx.store.next_uploadable(now, free + active.len()).await?;
+                let jobs = ctx.store.next_uploadable(now, (free + active.len()) as u32).await?;
                 spawn_all(&ctx, &mut tasks, &mut active, &mut running, Stage::Upload, jobs, free);
             }
         }

@@ -87,7 +87,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                 );
             }
             ctx.store
-                .record_uploaded(id, &up.mdf, &up.img_url, Some(&up.sent_sha256))
+                .record_uploaded(id, &up.mdf, &up.img_url)
                 .await?;
             ctx.control.settle(true);
             let first_poll = now_ms() + ctx.settings.poll_interval.as_millis() as i64;
@@ -210,7 +210,7 @@ async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
             held.reason.as_deref().unwrap_or("needs a person"),
             job.id
         );
-        ctx.store.hold(job.id, State::Queued, &reason).await?;
+        ctx.store.hold(job.id, State::Queued, &reason, false).await?;
         return Ok(true);
     }
     if twins
@@ -218,7 +218,7 @@ async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
         .any(|t| t.state.in_flight() || (t.state == State::Queued && t.id < job.id && t.content_sha256.is_some()))
     {
         // A twin is being processed: wait for it and copy its result instead of paying twice.
-        ctx.store.defer(job.id, now_ms() + 1000).await?;
+        ctx.store.defer(job.id, State::Queued, now_ms() + 1000).await?;
         return Ok(true);
     }
     Ok(false)

@@ -14,6 +14,7 @@ mod identity;
 mod jobs;
 mod queries;
 mod retry;
+mod schedule;
 pub mod state;
 mod transitions;
 
