@@ -608,6 +608,32 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_shrinking_file_ends_the_stream_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.jpg");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let tracker = Arc::new(Tracker::new(&path));
+        let items: Vec<_> = hashing_stream(file, 15, tracker.clone()).collect().await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().unwrap().len(), 10);
+        assert!(items[1].is_err());
+        let e = tracker.read_error().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // A file longer than announced is cut at the announced length.
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let tracker = Arc::new(Tracker::new(&path));
+        let n: usize = hashing_stream(file, 4, tracker.clone())
+            .map(|c| c.unwrap().len())
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .sum();
+        assert_eq!(n, 4);
+        assert_eq!(tracker.finish().0, hex::encode(Sha256::digest(b"0123")));
+    }
+
     #[test]
     fn mime_from_magic_bytes() {
         assert_eq!(sniff_mime(&[0xFF, 0xD8, 0xFF, 0xE0]), "image/jpeg");
