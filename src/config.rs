@@ -214,9 +214,29 @@ impl Config {
 
     /// Parses and validates TOML text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', " | "),
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end().replace('\n', " ");
+            // Name the line and show it: it holds the key even when the span is the value.
+            let message = match e.span().and_then(|s| text.get(..s.start)) {
+                Some(before) => {
+                    let n = before.matches('\n').count() + 1;
+                    let line = text.lines().nth(n - 1).unwrap_or("").trim();
+                    // Only the key is shown: the value may be the secret.
+                    match line.split_once('=') {
+                        Some((key, _)) if key.trim() == "secret_key" => format!(
+                            "line {n} `secret_key = ...`: not a valid string (value not shown)"
+                        ),
+                        Some((key, _)) => format!("line {n} `{} = ...`: {message}", key.trim()),
+                        None if line.starts_with('[') => format!("line {n} `{line}`: {message}"),
+                        None => format!("line {n}: {message}"),
+                    }
+                }
+                None => message,
+            };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            }
         })?;
         config.validate(path)?;
         Ok(config)
@@ -499,6 +519,23 @@ mod tests {
             };
             assert!(
                 msg.contains(key) && msg.contains("/etc/hili/hili.toml"),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_errors_never_echo_an_inline_secret() {
+        for text in [
+            "[api]\nsecret_key = 98765432109\n",
+            "[api]\nsecret_key = \"98765432109\n",
+            "[api]\nsecret_key = '98765432109' x\n",
+        ] {
+            let msg = Config::parse(text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !msg.contains("98765432109") && msg.contains("line 2"),
                 "{msg}"
             );
         }
