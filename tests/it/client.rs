@@ -341,7 +341,7 @@ async fn transport_failures_have_their_class() {
     let dir = tempfile::tempdir().unwrap();
     let file = photo(dir.path(), "a.jpg", JPEG);
     let (slow, _a) = serve(|s, _| Reply {
-        delay: Duration::from_secs(2),
+        delay: Duration::from_secs(3),
         ..success(&s.path)
     })
     .await;
@@ -374,7 +374,7 @@ async fn transport_failures_have_their_class() {
         ("refused", nobody, Transient, Transient),
     ];
     for (what, url, upload_class, read_class) in cases {
-        let c = client(&url, "tc", Duration::from_millis(600));
+        let c = client(&url, "tc", Duration::from_secs(1));
         for (call, r) in all_calls(&c, &file).await {
             let e = r.unwrap_err();
             let want = if call == "upload" {
