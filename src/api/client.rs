@@ -1,1 +1,664 @@
-//! (placeholder, filled by its owner)
+//! The HTTP client for the vendor's four endpoints. It builds the multipart forms of the
+//! reference's curl examples, stamps each request with a fresh token, streams uploads from disk
+//! while hashing exactly the bytes sent, reads the `{"code":..}` envelope and turns every
+//! failure into an [`ApiError`]. It never retries on its own except once after errno 9999 when
+//! the same answer revealed a skewed clock (9999 is never charged).
+
+use std::fmt;
+use std::io::{self, SeekFrom};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use reqwest::multipart::{Form, Part};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use crate::api::clock::{CORRECT_ABOVE_SECS, Clock};
+use crate::api::error::{ApiError, ClientBuildError, Endpoint};
+use crate::api::token::token;
+use crate::repair::{Repair, Rgb};
+use crate::secret::Secret;
+
+/// Answers larger than this are not the API's JSON.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// Read size of streamed uploads: memory use stays at a few of these whatever the file size.
+const UPLOAD_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub base_url: String,
+    pub third_code: String,
+    pub secret: Secret,
+    /// Whole-request timeout of every API call.
+    pub timeout: Duration,
+}
+
+/// Cheap to clone; clones share connections and the clock.
+#[derive(Clone)]
+pub struct ApiClient {
+    inner: Arc<Inner>,
+}
+
+#[derive(Clone)]
+struct Inner {
+    api: reqwest::Client,
+    http: reqwest::Client,
+    base_url: String,
+    third_code: String,
+    secret: Secret,
+    timeout: Duration,
+    clock: Clock,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base_url", &self.inner.base_url)
+            .field("third_code", &self.inner.third_code)
+            .field("secret", &self.inner.secret)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful upload: the job's server-side id and what was actually sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uploaded {
+    pub mdf: String,
+    pub img_url: String,
+    /// Hex SHA-256 of the bytes streamed to the server.
+    pub sent_sha256: String,
+    pub sent_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Processing,
+    Done,
+}
+
+impl ApiClient {
+    pub fn new(opts: ClientOptions) -> Result<Self, ClientBuildError> {
+        let base_url = opts.base_url.trim_end_matches('/').to_string();
+        let url = reqwest::Url::parse(&base_url)
+            .map_err(|e| ClientBuildError(format!("base URL {base_url:?}: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ClientBuildError(format!(
+                "base URL {base_url:?} is not http:// or https://"
+            )));
+        }
+        // A short connect timeout makes an unreachable host a Connect error (nothing sent)
+        // rather than a Timeout, which for uploads would be ambiguous.
+        let connect = (opts.timeout / 2).min(Duration::from_secs(10));
+        let agent = concat!("hili/", env!("CARGO_PKG_VERSION"));
+        let api = reqwest::Client::builder()
+            .user_agent(agent)
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .connect_timeout(connect)
+            .timeout(opts.timeout)
+            .build()
+            .map_err(|e| ClientBuildError(e.to_string()))?;
+        // Results may be large and may redirect; a stall (not the total time) is what fails.
+        let http = reqwest::Client::builder()
+            .user_agent(agent)
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .connect_timeout(connect)
+            .read_timeout(opts.timeout)
+            .build()
+            .map_err(|e| ClientBuildError(e.to_string()))?;
+        Ok(ApiClient {
+            inner: Arc::new(Inner {
+                api,
+                http,
+                base_url,
+                third_code: opts.third_code,
+                secret: opts.secret,
+                timeout: opts.timeout,
+                clock: Clock::new(),
+            }),
+        })
+    }
+
+    /// Replaces the clock (tests inject a skewed one).
+    pub fn with_clock(self, clock: Clock) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.clock = clock;
+        ApiClient {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The client for fetching result URLs (follows up to 5 redirects, read timeout only).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// Uploads a photo. Costs one credit when it succeeds. The file is streamed from disk.
+    pub async fn upload(
+        &self,
+        path: &Path,
+        repair: Repair,
+        rgb: Option<Rgb>,
+    ) -> Result<Uploaded, ApiError> {
+        #[derive(Deserialize)]
+        struct Data {
+            img_url: String,
+            mdf: String,
+        }
+        let (data, tracker): (Data, _) = self
+            .call(Endpoint::Upload, || self.upload_form(path, repair, rgb))
+            .await?;
+        if data.mdf.trim().is_empty() {
+            return Err(bad_body(Endpoint::Upload, "empty mdf"));
+        }
+        let (sent_sha256, sent_bytes) = match tracker {
+            Some(t) => t.finish(),
+            None => (String::new(), 0),
+        };
+        Ok(Uploaded {
+            mdf: data.mdf,
+            img_url: data.img_url,
+            sent_sha256,
+            sent_bytes,
+        })
+    }
+
+    pub async fn status(&self, mdf: &str) -> Result<JobStatus, ApiError> {
+        #[derive(Deserialize)]
+        struct Data {
+            status: i64,
+        }
+        let (data, _): (Data, _) = self.call(Endpoint::Status, || self.mdf_form(mdf)).await?;
+        match data.status {
+            100 => Ok(JobStatus::Processing),
+            200 => Ok(JobStatus::Done),
+            other => Err(bad_body(
+                Endpoint::Status,
+                &format!("unknown status {other} (expected 100 or 200)"),
+            )),
+        }
+    }
+
+    /// The URL of a finished result, to fetch with [`ApiClient::http`].
+    pub async fn download_url(&self, mdf: &str) -> Result<String, ApiError> {
+        #[derive(Deserialize)]
+        struct Data {
+            url: String,
+        }
+        let (data, _): (Data, _) = self.call(Endpoint::Download, || self.mdf_form(mdf)).await?;
+        if !(data.url.starts_with("http://") || data.url.starts_with("https://")) {
+            return Err(bad_body(Endpoint::Download, "url is not http(s)"));
+        }
+        Ok(data.url)
+    }
+
+    /// Uploads left on the account.
+    pub async fn credits(&self) -> Result<u64, ApiError> {
+        #[derive(Deserialize)]
+        struct Data {
+            nums: u64,
+        }
+        let third_code = self.inner.third_code.clone();
+        let (data, _): (Data, _) = self
+            .call(Endpoint::Nums, || {
+                let form = Form::new().text("third_code", third_code.clone());
+                async move { Ok((form, None)) }
+            })
+            .await?;
+        Ok(data.nums)
+    }
+
+    async fn mdf_form(&self, mdf: &str) -> Result<(Form, Option<Arc<Tracker>>), ApiError> {
+        let form = Form::new()
+            .text("third_code", self.inner.third_code.clone())
+            .text("mdf", mdf.to_string());
+        Ok((form, None))
+    }
+
+    async fn upload_form(
+        &self,
+        path: &Path,
+        repair: Repair,
+        rgb: Option<Rgb>,
+    ) -> Result<(Form, Option<Arc<Tracker>>), ApiError> {
+        let read_err = |source| ApiError::ReadFile {
+            endpoint: Endpoint::Upload,
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
+        let meta = file.metadata().await.map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(read_err(io::Error::other("not a regular file")));
+        }
+        let len = meta.len();
+        let mut head = [0u8; 8];
+        let mut got = 0;
+        while got < head.len() {
+            match file.read(&mut head[got..]).await.map_err(read_err)? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        file.seek(SeekFrom::Start(0)).await.map_err(read_err)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "photo".to_string());
+        let tracker = Arc::new(Tracker::new(path));
+        let body = reqwest::Body::wrap_stream(hashing_stream(file, len, tracker.clone()));
+        let part = Part::stream_with_length(body, len)
+            .file_name(name)
+            .mime_str(sniff_mime(&head[..got]))
+            .expect("constant MIME types parse");
+        let mut form = Form::new()
+            .text("repair_type", repair.wire())
+            .text("third_code", self.inner.third_code.clone())
+            .part("file", part);
+        if let (true, Some(rgb)) = (repair.needs_rgb(), rgb) {
+            form = form.text("rgb", rgb.to_string());
+        }
+        Ok((form, Some(tracker)))
+    }
+
+    /// Sends a form (built afresh per attempt), retrying once after a 9999 whose answer moved
+    /// the clock correction, and decodes the success `data` as `T`.
+    async fn call<T, F, Fut>(
+        &self,
+        endpoint: Endpoint,
+        mut make_form: F,
+    ) -> Result<(T, Option<Arc<Tracker>>), ApiError>
+    where
+        T: DeserializeOwned,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(Form, Option<Arc<Tracker>>), ApiError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (form, tracker) = make_form().await?;
+            let (result, token_was_stale) =
+                self.post_once(endpoint, form, tracker.as_deref()).await;
+            match result {
+                Err(ApiError::BadToken { .. }) if token_was_stale && attempt == 1 => {
+                    tracing::info!(%endpoint, "token rejected by a skewed clock; retrying once with server time");
+                }
+                Err(e) => return Err(e),
+                Ok(data) => {
+                    let data = serde_json::from_value(data)
+                        .map_err(|e| bad_body(endpoint, &format!("data: {e}")))?;
+                    return Ok((data, tracker));
+                }
+            }
+        }
+    }
+
+    /// One request. Returns the envelope's `data` and whether the answer changed the clock
+    /// correction enough that the token sent was stamped with the wrong time.
+    async fn post_once(
+        &self,
+        endpoint: Endpoint,
+        form: Form,
+        tracker: Option<&Tracker>,
+    ) -> (Result<Value, ApiError>, bool) {
+        let clock = &self.inner.clock;
+        let applied = clock.applied_offset();
+        let tok = token(&self.inner.secret, clock.local_now() + applied);
+        let url = format!("{}{}", self.inner.base_url, endpoint.path());
+        tracing::debug!(%endpoint, %url, "API request");
+        let sent = self
+            .inner
+            .api
+            .post(&url)
+            .header("token", tok)
+            .multipart(form)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some((path, source)) =
+                    tracker.and_then(|t| Some((t.path.clone(), t.read_error()?)))
+                {
+                    return (
+                        Err(ApiError::ReadFile {
+                            endpoint,
+                            path,
+                            source,
+                        }),
+                        false,
+                    );
+                }
+                return (Err(self.transport_error(endpoint, &e)), false);
+            }
+        };
+        if let Some(date) = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+        {
+            clock.observe_date_header(date);
+        }
+        let stale = (clock.applied_offset() - applied).abs() > CORRECT_ABOVE_SECS;
+        let status = resp.status();
+        let body = read_limited(resp).await;
+        if status != reqwest::StatusCode::OK {
+            let snippet = match &body {
+                Ok(b) => snippet(b),
+                Err(_) => String::new(),
+            };
+            let status = status.as_u16();
+            return (
+                Err(ApiError::HttpStatus {
+                    endpoint,
+                    status,
+                    snippet,
+                }),
+                stale,
+            );
+        }
+        let body = match body {
+            Ok(b) => b,
+            Err(ReadError::TooLarge) => {
+                return (Err(bad_body(endpoint, "answer larger than 1 MiB")), stale);
+            }
+            Err(ReadError::Http(e)) => return (Err(self.transport_error(endpoint, &e)), stale),
+        };
+        (parse_envelope(endpoint, &body), stale)
+    }
+
+    fn transport_error(&self, endpoint: Endpoint, e: &reqwest::Error) -> ApiError {
+        let detail = error_chain(e);
+        if e.is_connect() {
+            ApiError::Connect { endpoint, detail }
+        } else if e.is_timeout() {
+            ApiError::Timeout {
+                endpoint,
+                after: self.inner.timeout,
+            }
+        } else {
+            ApiError::Transport { endpoint, detail }
+        }
+    }
+}
+
+fn bad_body(endpoint: Endpoint, detail: &str) -> ApiError {
+    ApiError::BadBody {
+        endpoint,
+        detail: detail.to_string(),
+    }
+}
+
+/// Decodes `{"code":200,"data":..}` into `data`, `{"code":9000,"errno":..}` into its error.
+fn parse_envelope(endpoint: Endpoint, body: &[u8]) -> Result<Value, ApiError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        code: i64,
+        data: Option<Value>,
+        errno: Option<Value>,
+        msg: Option<Value>,
+    }
+    let env: Envelope = serde_json::from_slice(body)
+        .map_err(|e| bad_body(endpoint, &format!("{e}; body starts {:?}", snippet(body))))?;
+    match env.code {
+        200 => env
+            .data
+            .filter(|d| !d.is_null())
+            .ok_or_else(|| bad_body(endpoint, "code 200 without data")),
+        9000 => {
+            // Lenient on the errno's JSON type: "9005" and 9005 mean the same.
+            let errno = match &env.errno {
+                Some(Value::Number(n)) => n.as_i64(),
+                Some(Value::String(s)) => s.trim().parse().ok(),
+                _ => None,
+            }
+            .ok_or_else(|| bad_body(endpoint, "code 9000 without a numeric errno"))?;
+            let msg = match env.msg {
+                Some(Value::String(s)) => s,
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            Err(ApiError::from_errno(endpoint, errno, msg))
+        }
+        other => Err(bad_body(endpoint, &format!("unexpected code {other}"))),
+    }
+}
+
+enum ReadError {
+    TooLarge,
+    Http(reqwest::Error),
+}
+
+async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, ReadError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if buf.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// The start of a body, printable on one line, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(400)]);
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    flat.chars().take(160).collect()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// The MIME type the vendor expects, from the file's magic bytes.
+fn sniff_mime(head: &[u8]) -> &'static str {
+    if head.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        "image/jpeg"
+    } else if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        "image/png"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// What an upload body stream has sent so far, shared with the request future.
+struct Tracker {
+    path: std::path::PathBuf,
+    state: Mutex<TrackState>,
+}
+
+#[derive(Default)]
+struct TrackState {
+    hasher: Sha256,
+    sent: u64,
+    read_error: Option<(io::ErrorKind, String)>,
+}
+
+impl Tracker {
+    fn new(path: &Path) -> Self {
+        Tracker {
+            path: path.to_path_buf(),
+            state: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrackState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, chunk: &[u8]) {
+        let mut st = self.lock();
+        st.hasher.update(chunk);
+        st.sent += chunk.len() as u64;
+    }
+
+    fn fail(&self, e: &io::Error) {
+        self.lock().read_error = Some((e.kind(), e.to_string()));
+    }
+
+    fn read_error(&self) -> Option<io::Error> {
+        self.lock()
+            .read_error
+            .as_ref()
+            .map(|(kind, msg)| io::Error::new(*kind, msg.clone()))
+    }
+
+    fn finish(&self) -> (String, u64) {
+        let mut st = self.lock();
+        let hasher = std::mem::take(&mut st.hasher);
+        (hex::encode(hasher.finalize()), st.sent)
+    }
+}
+
+/// Streams exactly `len` bytes of `file`, hashing them as they go; a file that shrinks or
+/// fails to read ends the stream with an error (recorded in the tracker).
+fn hashing_stream(
+    file: tokio::fs::File,
+    len: u64,
+    tracker: Arc<Tracker>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let inner = ReaderStream::with_capacity(file.take(len), UPLOAD_CHUNK);
+    futures_util::stream::unfold(
+        (inner, tracker, false),
+        move |(mut inner, tracker, done)| async move {
+            if done {
+                return None;
+            }
+            match inner.next().await {
+                Some(Ok(chunk)) => {
+                    tracker.record(&chunk);
+                    Some((Ok(chunk), (inner, tracker, false)))
+                }
+                Some(Err(e)) => {
+                    tracker.fail(&e);
+                    Some((Err(e), (inner, tracker, true)))
+                }
+                None => {
+                    let sent = tracker.lock().sent;
+                    if sent == len {
+                        return None;
+                    }
+                    let e = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the file shrank while being sent ({sent} of {len} bytes)"),
+                    );
+                    tracker.fail(&e);
+                    Some((Err(e), (inner, tracker, true)))
+                }
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_parsing() {
+        let ep = Endpoint::Status;
+        let ok = parse_envelope(ep, br#"{"code":200,"data":{"status":100,"msg":"x"}}"#);
+        assert_eq!(ok.unwrap()["status"], 100);
+        for (body, errno) in [
+            (r#"{"code":9000,"errno":9005,"msg":"no"}"#, 9005),
+            (r#"{"code":9000,"errno":"9002"}"#, 9002),
+        ] {
+            match parse_envelope(ep, body.as_bytes()) {
+                Err(e) => assert_eq!(
+                    std::mem::discriminant(&e),
+                    std::mem::discriminant(&ApiError::from_errno(ep, errno, String::new()))
+                ),
+                Ok(v) => panic!("{v}"),
+            }
+        }
+        for bad in [
+            "<html>oops</html>",
+            r#"{"code":200}"#,
+            r#"{"code":9000,"msg":"no errno"}"#,
+            r#"{"code":"200","data":{}}"#,
+            r#"{"code":302,"data":{}}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_envelope(ep, bad.as_bytes()),
+                    Err(ApiError::BadBody { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_shrinking_file_ends_the_stream_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.jpg");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let tracker = Arc::new(Tracker::new(&path));
+        let items: Vec<_> = hashing_stream(file, 15, tracker.clone()).collect().await;
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].as_ref().unwrap().len(), 10);
+        assert!(items[1].is_err());
+        let e = tracker.read_error().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        // A file longer than announced is cut at the announced length.
+        let file = tokio::fs::File::open(&path).await.unwrap();
+        let tracker = Arc::new(Tracker::new(&path));
+        let n: usize = hashing_stream(file, 4, tracker.clone())
+            .map(|c| c.unwrap().len())
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .sum();
+        assert_eq!(n, 4);
+        assert_eq!(tracker.finish().0, hex::encode(Sha256::digest(b"0123")));
+    }
+
+    #[test]
+    fn mime_from_magic_bytes() {
+        assert_eq!(sniff_mime(&[0xFF, 0xD8, 0xFF, 0xE0]), "image/jpeg");
+        assert_eq!(sniff_mime(b"\x89PNG\r\n\x1a\n"), "image/png");
+        assert_eq!(sniff_mime(b"GIF89a"), "application/octet-stream");
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let c = ApiClient::new(ClientOptions {
+            base_url: "http://127.0.0.1:1".into(),
+            third_code: "tc".into(),
+            secret: Secret::new("hush-hush-key"),
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hush-hush"));
+        assert!(
+            ApiClient::new(ClientOptions {
+                base_url: "ftp://x".into(),
+                third_code: String::new(),
+                secret: Secret::new("k"),
+                timeout: Duration::from_secs(1),
+            })
+            .is_err()
+        );
+    }
+}

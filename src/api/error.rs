@@ -1,1 +1,362 @@
-//! (placeholder, filled by its owner)
+//! Every way an API call can fail, and the one place that decides what each failure means for
+//! the queue ([`ErrorClass`]): retry later, give up on this photo, stop the whole account, or
+//! reconcile a possibly charged upload. Each message names the endpoint and says what to do.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which vendor endpoint a call went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Upload,
+    Status,
+    Download,
+    Nums,
+}
+
+impl Endpoint {
+    /// The path under the base URL.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Upload => "/api/third/photo/upload",
+            Endpoint::Status => "/api/third/photo/status",
+            Endpoint::Download => "/api/third/photo/download",
+            Endpoint::Nums => "/api/third/company/nums",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Endpoint::Upload => "upload",
+            Endpoint::Status => "status",
+            Endpoint::Download => "download",
+            Endpoint::Nums => "credits (nums)",
+        })
+    }
+}
+
+/// What a failure means for the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Try the same request again later (with backoff); nothing was charged.
+    Transient,
+    /// This photo cannot succeed as it is; no credit was spent. Fail the job.
+    PermanentForPhoto,
+    /// Nothing will succeed until the user acts (token, credits, configuration): pause all.
+    AccountWide,
+    /// An upload whose answer never arrived or could not be read: it may have been charged.
+    /// Reconcile with the credit count before sending it again.
+    Ambiguous,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(
+        "{endpoint}: the API rejected the token (errno 9999): check the secret key (api.secret_key_file or HILI_SECRET_KEY) and the clock"
+    )]
+    BadToken { endpoint: Endpoint },
+    #[error("{endpoint}: no uploads left on the account (errno 9101): buy credits, then resume")]
+    NoCredits { endpoint: Endpoint },
+    #[error(
+        "{endpoint}: the API rejected the parameters (errno 9001: {msg}): check api.third_code and the repair type/colour"
+    )]
+    BadParameters { endpoint: Endpoint, msg: String },
+    #[error(
+        "{endpoint}: file type not supported (errno 9005: {msg}): convert the photo to JPEG or PNG"
+    )]
+    UnsupportedType { endpoint: Endpoint, msg: String },
+    #[error(
+        "{endpoint}: the server says the upload failed (errno 9006: {msg}); not charged, it will be retried"
+    )]
+    UploadFailed { endpoint: Endpoint, msg: String },
+    #[error(
+        "{endpoint}: the server could not process the image (errno 9009: {msg}); not charged: check the photo opens and is under 6000 px"
+    )]
+    ImageAbnormal { endpoint: Endpoint, msg: String },
+    #[error(
+        "{endpoint}: not found or expired on the server (errno 9002: {msg}); results live 1 hour: upload again if the result was lost"
+    )]
+    NotFound { endpoint: Endpoint, msg: String },
+    #[error("{endpoint}: the server reported an error (errno 500: {msg}); it will be retried")]
+    Server { endpoint: Endpoint, msg: String },
+    #[error(
+        "{endpoint}: the server answered an unknown errno {errno} ({msg}); it will be retried, report it if it persists"
+    )]
+    UnknownErrno {
+        endpoint: Endpoint,
+        errno: i64,
+        msg: String,
+    },
+    #[error(
+        "{endpoint}: no answer within {after:?}; check the network or raise api.timeout{}",
+        upload_hint(*endpoint)
+    )]
+    Timeout { endpoint: Endpoint, after: Duration },
+    #[error(
+        "{endpoint}: could not connect ({detail}); nothing was sent: check api.base_url and the network"
+    )]
+    Connect { endpoint: Endpoint, detail: String },
+    #[error(
+        "{endpoint}: the connection failed mid-request ({detail}){}",
+        upload_hint(*endpoint)
+    )]
+    Transport { endpoint: Endpoint, detail: String },
+    #[error(
+        "{endpoint}: HTTP {status} instead of an API answer ({snippet:?}); check api.base_url or wait if the service is down"
+    )]
+    HttpStatus {
+        endpoint: Endpoint,
+        status: u16,
+        snippet: String,
+    },
+    #[error(
+        "{endpoint}: the answer is not the expected JSON ({detail}){}",
+        upload_hint(*endpoint)
+    )]
+    BadBody { endpoint: Endpoint, detail: String },
+    #[error(
+        "{endpoint}: could not read {}: {source}; check the file exists and is readable, then retry it",
+        path.display()
+    )]
+    ReadFile {
+        endpoint: Endpoint,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn upload_hint(endpoint: Endpoint) -> &'static str {
+    if endpoint == Endpoint::Upload {
+        "; the upload may have been charged: hili reconciles it with the credit count"
+    } else {
+        "; it will be retried"
+    }
+}
+
+impl ApiError {
+    /// Maps a `code = 9000` answer's errno to its error.
+    pub fn from_errno(endpoint: Endpoint, errno: i64, msg: String) -> ApiError {
+        match errno {
+            9999 => ApiError::BadToken { endpoint },
+            9101 => ApiError::NoCredits { endpoint },
+            9001 => ApiError::BadParameters { endpoint, msg },
+            9005 => ApiError::UnsupportedType { endpoint, msg },
+            9006 => ApiError::UploadFailed { endpoint, msg },
+            9009 => ApiError::ImageAbnormal { endpoint, msg },
+            9002 => ApiError::NotFound { endpoint, msg },
+            500 => ApiError::Server { endpoint, msg },
+            _ => ApiError::UnknownErrno {
+                endpoint,
+                errno,
+                msg,
+            },
+        }
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        use ApiError::*;
+        match self {
+            BadToken { endpoint }
+            | NoCredits { endpoint }
+            | BadParameters { endpoint, .. }
+            | UnsupportedType { endpoint, .. }
+            | UploadFailed { endpoint, .. }
+            | ImageAbnormal { endpoint, .. }
+            | NotFound { endpoint, .. }
+            | Server { endpoint, .. }
+            | UnknownErrno { endpoint, .. }
+            | Timeout { endpoint, .. }
+            | Connect { endpoint, .. }
+            | Transport { endpoint, .. }
+            | HttpStatus { endpoint, .. }
+            | BadBody { endpoint, .. }
+            | ReadFile { endpoint, .. } => *endpoint,
+        }
+    }
+
+    /// The one classification of failures; retry and hold decisions follow from it.
+    pub fn class(&self) -> ErrorClass {
+        use ApiError::*;
+        use ErrorClass::*;
+        let upload = self.endpoint() == Endpoint::Upload;
+        match self {
+            BadToken { .. } | NoCredits { .. } => AccountWide,
+            BadParameters { .. } | UnsupportedType { .. } | ImageAbnormal { .. } => {
+                PermanentForPhoto
+            }
+            NotFound { .. } => PermanentForPhoto,
+            // A code=9000 answer is never charged, so an unknown errno is safe to retry.
+            UploadFailed { .. } | Server { .. } | UnknownErrno { .. } => Transient,
+            // Nothing left the machine: nothing was charged.
+            Connect { .. } => Transient,
+            Timeout { .. } | Transport { .. } | BadBody { .. } if upload => Ambiguous,
+            Timeout { .. } | Transport { .. } | BadBody { .. } => Transient,
+            HttpStatus { status, .. } => match status {
+                // A gateway that lost its upstream's answer: the upload may have gone through.
+                502 | 504 if upload => Ambiguous,
+                500..=599 | 408 | 429 => Transient,
+                // Redirects (not followed), 4xx: the URL or a proxy is wrong; the user must act.
+                _ => AccountWide,
+            },
+            // The body was cut short of its declared length, so the server cannot have taken
+            // it; retrying will not help until the file is readable again.
+            ReadFile { .. } => PermanentForPhoto,
+        }
+    }
+}
+
+/// Building the HTTP client failed (bad base URL, TLS backend could not start).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the API client: {0}; check api.base_url (http:// or https://)")]
+pub struct ClientBuildError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ErrorClass::*;
+
+    #[test]
+    fn every_errno_has_its_class() {
+        for ep in [
+            Endpoint::Upload,
+            Endpoint::Status,
+            Endpoint::Download,
+            Endpoint::Nums,
+        ] {
+            for (errno, class) in [
+                (9999, AccountWide),
+                (9101, AccountWide),
+                (9001, PermanentForPhoto),
+                (9005, PermanentForPhoto),
+                (9006, Transient),
+                (9009, PermanentForPhoto),
+                (9002, PermanentForPhoto),
+                (500, Transient),
+                (1234, Transient),
+            ] {
+                let e = ApiError::from_errno(ep, errno, "m".into());
+                assert_eq!(e.class(), class, "{ep} errno {errno}");
+                assert_eq!(e.endpoint(), ep);
+            }
+        }
+        assert!(matches!(
+            ApiError::from_errno(Endpoint::Nums, 42, "x".into()),
+            ApiError::UnknownErrno { errno: 42, .. }
+        ));
+    }
+
+    #[test]
+    fn transport_failures_are_ambiguous_only_for_uploads() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        for ep in [
+            Endpoint::Upload,
+            Endpoint::Status,
+            Endpoint::Download,
+            Endpoint::Nums,
+        ] {
+            let unknown = if ep == Endpoint::Upload {
+                Ambiguous
+            } else {
+                Transient
+            };
+            let d = || "x".to_string();
+            let cases = [
+                (
+                    ApiError::Timeout {
+                        endpoint: ep,
+                        after: Duration::from_secs(1),
+                    },
+                    unknown,
+                ),
+                (
+                    ApiError::Transport {
+                        endpoint: ep,
+                        detail: d(),
+                    },
+                    unknown,
+                ),
+                (
+                    ApiError::BadBody {
+                        endpoint: ep,
+                        detail: d(),
+                    },
+                    unknown,
+                ),
+                (
+                    ApiError::Connect {
+                        endpoint: ep,
+                        detail: d(),
+                    },
+                    Transient,
+                ),
+                (
+                    ApiError::HttpStatus {
+                        endpoint: ep,
+                        status: 500,
+                        snippet: d(),
+                    },
+                    Transient,
+                ),
+                (
+                    ApiError::HttpStatus {
+                        endpoint: ep,
+                        status: 503,
+                        snippet: d(),
+                    },
+                    Transient,
+                ),
+                (
+                    ApiError::HttpStatus {
+                        endpoint: ep,
+                        status: 502,
+                        snippet: d(),
+                    },
+                    unknown,
+                ),
+                (
+                    ApiError::HttpStatus {
+                        endpoint: ep,
+                        status: 404,
+                        snippet: d(),
+                    },
+                    AccountWide,
+                ),
+                (
+                    ApiError::HttpStatus {
+                        endpoint: ep,
+                        status: 301,
+                        snippet: d(),
+                    },
+                    AccountWide,
+                ),
+                (
+                    ApiError::ReadFile {
+                        endpoint: ep,
+                        path: "/p.jpg".into(),
+                        source: io(),
+                    },
+                    PermanentForPhoto,
+                ),
+            ];
+            for (e, class) in cases {
+                assert_eq!(e.class(), class, "{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn messages_name_endpoint_and_next_step() {
+        let e = ApiError::Timeout {
+            endpoint: Endpoint::Upload,
+            after: Duration::from_secs(60),
+        };
+        let s = e.to_string();
+        assert!(s.starts_with("upload:") && s.contains("reconciles"), "{s}");
+        let s = ApiError::from_errno(Endpoint::Nums, 9101, String::new()).to_string();
+        assert!(s.contains("buy credits"), "{s}");
+    }
+}

@@ -2,5 +2,6 @@
 //! classes and clock-skew correction. It knows nothing of the queue or of files' fate.
 
 pub mod client;
+pub mod clock;
 pub mod error;
 pub mod token;

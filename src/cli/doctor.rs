@@ -1,0 +1,352 @@
+//! `hili doctor`: checks, one line each with ✔ or ✘ and a fix, everything a run needs: the
+//! config, the secret (its source, never its value), the endpoint, the third_code, the clock
+//! against the server's, the credits left and a writable state directory. A check that cannot
+//! run after an earlier failure prints a skip line instead.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::api::client::{ApiClient, ClientOptions};
+use crate::api::clock::CORRECT_ABOVE_SECS;
+use crate::api::error::ApiError;
+use crate::config::{Config, Env, SecretSource};
+use crate::secret::Secret;
+
+/// Runs every check, writing one line per check to `out`. Returns true if all passed.
+pub async fn run(config_path: Option<&Path>, out: &mut dyn Write) -> bool {
+    run_in(config_path, &Env::from_process(), out).await
+}
+
+struct Report<'a> {
+    out: &'a mut dyn Write,
+    all_ok: bool,
+}
+
+impl Report<'_> {
+    fn ok(&mut self, what: &str, detail: &str) {
+        let _ = writeln!(self.out, "✔ {what}: {detail}");
+    }
+    fn fail(&mut self, what: &str, detail: &str) {
+        self.all_ok = false;
+        let _ = writeln!(self.out, "✘ {what}: {detail}");
+    }
+    fn skip(&mut self, what: &str, why: &str) {
+        let _ = writeln!(self.out, "- {what}: skipped ({why})");
+    }
+}
+
+pub(crate) async fn run_in(config_path: Option<&Path>, env: &Env, out: &mut dyn Write) -> bool {
+    let mut r = Report { out, all_ok: true };
+    let config = match Config::load_in(config_path, env) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("config", &e.to_string());
+            for what in ["secret key", "endpoint", "third_code", "clock", "credits"] {
+                r.skip(what, "needs a valid config");
+            }
+            r.skip("state directory", "needs a valid config");
+            return false;
+        }
+    };
+    match &config.source {
+        Some(p) => r.ok("config", &format!("read {}", p.display())),
+        None => r.ok(
+            "config",
+            "no file found, using defaults (write one from config/hili.example.toml to ./hili.toml or ~/.config/hili/hili.toml)",
+        ),
+    }
+    if let Some(warning) = config.insecure_inline_secret() {
+        r.fail("config permissions", &warning);
+    }
+    let secret = match config.resolve_secret_in(env) {
+        Ok((secret, source)) => {
+            r.ok("secret key", &format!("found in {source}"));
+            Some((secret, source))
+        }
+        Err(e) => {
+            r.fail("secret key", &e.to_string());
+            None
+        }
+    };
+    check_api(&mut r, &config, secret).await;
+    check_state_dir(&mut r, &config.database_path_in(env));
+    r.all_ok
+}
+
+/// One credits call answers reachability, third_code, clock skew and credits.
+async fn check_api(r: &mut Report<'_>, config: &Config, secret: Option<(Secret, SecretSource)>) {
+    let base = &config.api.base_url;
+    let tc = &config.api.third_code;
+    // Without a secret the endpoint can still be shown reachable (it will answer 9999).
+    let key = secret
+        .as_ref()
+        .map(|(s, _)| s.clone())
+        .unwrap_or_else(|| Secret::new("hili-doctor-placeholder"));
+    let client = match ApiClient::new(ClientOptions {
+        base_url: base.clone(),
+        third_code: tc.clone(),
+        secret: key,
+        timeout: config.api.timeout,
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            r.fail("endpoint", &e.to_string());
+            for what in ["third_code", "clock", "credits"] {
+                r.skip(what, "needs a usable endpoint");
+            }
+            return;
+        }
+    };
+    let answer = client.credits().await;
+    let reached = !matches!(
+        answer,
+        Err(ApiError::Connect { .. }
+            | ApiError::Timeout { .. }
+            | ApiError::Transport { .. }
+            | ApiError::HttpStatus { .. }
+            | ApiError::BadBody { .. })
+    );
+    match &answer {
+        Err(e) if !reached => r.fail("endpoint", &e.to_string()),
+        _ => r.ok("endpoint", &format!("{base} answers")),
+    }
+    match &answer {
+        _ if !reached => r.skip("third_code", "the endpoint did not answer"),
+        Ok(_) => r.ok("third_code", &format!("{tc:?} accepted")),
+        Err(ApiError::BadToken { .. }) if secret.is_none() => {
+            r.skip("third_code", "needs the secret key")
+        }
+        Err(ApiError::BadToken { .. }) => r.fail(
+            "third_code",
+            "not checked: the server rejected the token (errno 9999): check the secret key",
+        ),
+        Err(ApiError::NotFound { .. }) => r.fail(
+            "third_code",
+            &format!("{tc:?} is not known to the server (errno 9002): check api.third_code"),
+        ),
+        Err(e) => r.fail("third_code", &e.to_string()),
+    }
+    match client.clock().offset() {
+        Some(o) if o.abs() > CORRECT_ABOVE_SECS => {
+            let way = if o > 0 { "behind" } else { "ahead of" };
+            r.fail(
+                "clock",
+                &format!(
+                    "the local clock is {} s {way} the server's; hili corrects its tokens, but fix the clock (enable NTP: `timedatectl set-ntp true`)",
+                    o.abs()
+                ),
+            )
+        }
+        Some(o) => r.ok("clock", &format!("within {} s of the server's", o.abs())),
+        None if !reached => r.skip("clock", "the endpoint did not answer"),
+        None => r.skip("clock", "the server sent no Date header"),
+    }
+    match answer {
+        Ok(0) => r.fail(
+            "credits",
+            "0 uploads left: buy a package from the vendor before uploading",
+        ),
+        Ok(n) => r.ok("credits", &format!("{n} uploads left")),
+        Err(_) => r.skip("credits", "the credits call did not succeed"),
+    }
+}
+
+fn check_state_dir(r: &mut Report<'_>, database: &Path) {
+    let dir = match database.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match probe_writable(&dir) {
+        Ok(()) => r.ok(
+            "state directory",
+            &format!(
+                "{} is writable (database {})",
+                dir.display(),
+                database.display()
+            ),
+        ),
+        Err(e) => r.fail(
+            "state directory",
+            &format!(
+                "{} is not writable ({e}): create it with write access for this user, or set queue.database",
+                dir.display()
+            ),
+        ),
+    }
+}
+
+/// Creates `dir` if missing, then creates and removes a file in it.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let probe = dir.join(format!(".hili-doctor-{}-{nanos}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    let written = f.write_all(b"probe").and_then(|_| f.sync_all());
+    drop(f);
+    let removed = std::fs::remove_file(&probe);
+    written.and(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, header};
+    use axum::response::IntoResponse;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    const KEY: &str = "doctor-secret-value-99";
+
+    /// A nums endpoint whose clock is `skew` s ahead; it checks tokens against its own time.
+    async fn vendor(skew: i64, nums: i64, errno: Option<i64>) -> String {
+        let handler = move |headers: HeaderMap| async move {
+            let now = SystemTime::now() + Duration::from_secs(skew as u64);
+            let server_secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+            let token_ok = headers
+                .get("token")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| t.split_once(','))
+                .is_some_and(|(md, t)| {
+                    let t: i64 = t.parse().unwrap_or(0);
+                    md == crate::api::token::digest(KEY, t) && (t - server_secs).abs() <= 120
+                });
+            let body = match (token_ok, errno) {
+                (false, _) => serde_json::json!({"code":9000,"errno":9999,"msg":"token"}),
+                (true, Some(n)) => serde_json::json!({"code":9000,"errno":n,"msg":"x"}),
+                (true, None) => serde_json::json!({"code":200,"data":{"code":"tc","nums":nums}}),
+            };
+            (
+                [(header::DATE, httpdate::fmt_http_date(now))],
+                body.to_string(),
+            )
+                .into_response()
+        };
+        let app = axum::Router::new().fallback(axum::routing::post(handler));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        config: PathBuf,
+    }
+
+    fn setup(base_url: &str, extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key"), format!("{KEY}\n")).unwrap();
+        let config = dir.path().join("hili.toml");
+        let db = dir.path().join("state/sub/hili.db");
+        std::fs::write(
+            &config,
+            format!(
+                "[api]\nbase_url = \"{base_url}\"\nthird_code = \"tc\"\nsecret_key_file = \"key\"\ntimeout = \"3s\"\n{extra}[queue]\ndatabase = \"{}\"\n",
+                db.display()
+            ),
+        )
+        .unwrap();
+        Setup { dir, config }
+    }
+
+    async fn doctor(s: &Setup) -> (bool, String) {
+        let env = Env {
+            cwd: s.dir.path().to_path_buf(),
+            ..Env::default()
+        };
+        let mut out = Vec::new();
+        let ok = run_in(Some(&s.config), &env, &mut out).await;
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(KEY), "{text}");
+        (ok, text)
+    }
+
+    #[tokio::test]
+    async fn all_good() {
+        let s = setup(&vendor(0, 98, None).await, "");
+        let (ok, text) = doctor(&s).await;
+        assert!(ok, "{text}");
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with('✔')).count(),
+            7,
+            "{text}"
+        );
+        assert!(
+            text.contains("98 uploads left") && text.contains("api.secret_key_file"),
+            "{text}"
+        );
+        assert!(s.dir.path().join("state/sub").is_dir());
+    }
+
+    #[tokio::test]
+    async fn skewed_clock_and_no_credits_fail_with_figures() {
+        let s = setup(&vendor(300, 0, None).await, "");
+        let (ok, text) = doctor(&s).await;
+        assert!(!ok, "{text}");
+        let clock = text.lines().find(|l| l.contains("clock")).unwrap();
+        assert!(
+            clock.starts_with('✘') && clock.contains("30") && clock.contains("NTP"),
+            "{text}"
+        );
+        assert!(text.contains("✘ credits: 0 uploads left"), "{text}");
+        assert!(text.contains("✔ third_code"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn unknown_third_code_and_unreachable_endpoint() {
+        let s = setup(&vendor(0, 1, Some(9002)).await, "");
+        let (ok, text) = doctor(&s).await;
+        assert!(
+            !ok && text.contains("✘ third_code") && text.contains("9002"),
+            "{text}"
+        );
+        assert!(text.contains("- credits: skipped"), "{text}");
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let s = setup(&url, "");
+        let (ok, text) = doctor(&s).await;
+        assert!(!ok && text.contains("✘ endpoint"), "{text}");
+        assert!(text.contains("- third_code: skipped"), "{text}");
+        assert!(text.contains("✔ state directory"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn bad_config_skips_the_rest() {
+        let s = setup("http://127.0.0.1:9", "colour = \"red\"\n");
+        let (ok, text) = doctor(&s).await;
+        assert!(!ok, "{text}");
+        assert!(
+            text.starts_with("✘ config") && text.contains("colour"),
+            "{text}"
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.contains("skipped")).count(),
+            6,
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn readable_inline_secret_fails() {
+        let url = vendor(0, 5, None).await;
+        let s = setup(&url, "");
+        let text = std::fs::read_to_string(&s.config).unwrap().replace(
+            "secret_key_file = \"key\"",
+            &format!("secret_key = \"{KEY}\""),
+        );
+        std::fs::write(&s.config, text).unwrap();
+        std::fs::set_permissions(&s.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ok, text) = doctor(&s).await;
+        assert!(!ok && text.contains("✘ config permissions"), "{text}");
+        assert!(text.contains("✔ credits: 5"), "{text}");
+    }
+}
