@@ -123,18 +123,21 @@ async fn stream_to_disk(
     field: &mut axum::extract::multipart::Field<'_>,
     path: PathBuf,
 ) -> Result<Upload, FormError> {
-    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_DEPTH);
     let writer_path = path.clone();
     let writer = tokio::task::spawn_blocking(move || write_hashing(&writer_path, rx));
     let mut net_error = None;
     loop {
         match field.chunk().await {
             Ok(Some(c)) => {
-                if tx.send(c).await.is_err() {
+                if tx.send(Chunk::Data(c)).await.is_err() {
                     break; // the writer failed; its error is reported below
                 }
             }
-            Ok(None) => break,
+            Ok(None) => {
+                let _ = tx.send(Chunk::End).await;
+                break;
+            }
             Err(e) => {
                 net_error = Some(FormError::Malformed(e.body_text()));
                 break;
@@ -146,31 +149,49 @@ async fn stream_to_disk(
         Ok(r) => r,
         Err(e) => Err(io::Error::other(e.to_string())),
     };
-    let upload = match written {
-        Ok((sha256, size, head)) => Upload {
-            path: Some(path.clone()),
+    if let Some(e) = net_error {
+        return Err(e); // the writer saw no End and deleted the partial file
+    }
+    match written {
+        Ok((sha256, size, head)) => Ok(Upload {
+            path: Some(path),
             sha256,
             size,
             head,
-        },
-        Err(source) => {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(FormError::Store { path, source });
-        }
-    };
-    match net_error {
-        Some(e) => Err(e), // dropping `upload` deletes the partial file
-        None => Ok(upload),
+        }),
+        Err(source) => Err(FormError::Store { path, source }),
     }
 }
 
+/// What the network side sends the disk writer.
+enum Chunk {
+    Data(Bytes),
+    /// The part ended normally. A channel closed without it means the request was
+    /// abandoned (client gone, handler dropped): the writer deletes its own file then, since
+    /// nobody else is left to.
+    End,
+}
+
 /// Blocking: writes every chunk to `path`, hashing as it goes.
-fn write_hashing(path: &Path, mut rx: mpsc::Receiver<Bytes>) -> io::Result<(String, u64, Vec<u8>)> {
+fn write_hashing(path: &Path, rx: mpsc::Receiver<Chunk>) -> io::Result<(String, u64, Vec<u8>)> {
+    let r = write_chunks(path, rx);
+    if r.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    r
+}
+
+fn write_chunks(path: &Path, mut rx: mpsc::Receiver<Chunk>) -> io::Result<(String, u64, Vec<u8>)> {
     let mut file = File::create(path)?;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut head = Vec::with_capacity(16);
-    while let Some(chunk) = rx.blocking_recv() {
+    loop {
+        let chunk = match rx.blocking_recv() {
+            Some(Chunk::Data(c)) => c,
+            Some(Chunk::End) => break,
+            None => return Err(io::Error::other("upload abandoned before its end")),
+        };
         if head.len() < 16 {
             let n = (16 - head.len()).min(chunk.len());
             head.extend_from_slice(&chunk[..n]);

@@ -493,12 +493,12 @@ async fn faults_at_probability_one_do_what_they_say() {
         let mut raw = TcpStream::connect(addr).unwrap();
         raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let body = "third_code=demo";
-        write!(
-            raw,
+        // One write, so the whole request is in flight before the server can reset.
+        let req = format!(
             "POST {NUMS} HTTP/1.1\r\nHost: x\r\ntoken: {tok}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
-        )
-        .unwrap();
+        );
+        raw.write_all(req.as_bytes()).unwrap();
         raw.read(&mut [0u8; 64]).unwrap_err()
     })
     .await
@@ -675,4 +675,50 @@ fn peak_rss_kib() -> i64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn rejected_and_abandoned_uploads_leave_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = sim(SimOptions {
+        work_dir: Some(dir.path().to_path_buf()),
+        ..fast()
+    })
+    .await;
+    upload(&s, b"text, not a picture".to_vec(), "sr", None).await;
+    let v = post_form(&s, UPLOAD, &fresh_token(), &[("third_code", "demo")]).await;
+    assert_eq!(errno(&v), 9001, "urlencoded upload has no file");
+    // A client that dies mid-body: the stream fails after 1 MiB.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(picture(ImageFormat::Png)),
+        Ok(vec![0u8; 1 << 20]),
+        Err(std::io::Error::other("client died")),
+    ];
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let form = Form::new()
+        .text("third_code", "demo")
+        .text("repair_type", "sr")
+        .part("file", Part::stream(body).file_name("a.png"));
+    let sent = client()
+        .post(format!("{}{UPLOAD}", s.base_url()))
+        .header("token", fresh_token())
+        .multipart(form)
+        .send()
+        .await;
+    assert!(sent.is_err());
+    let t0 = Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "left behind: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.ledger().total_charges, 0);
+    s.shutdown().await;
+    assert!(dir.path().exists(), "a given work dir is not removed");
 }
