@@ -18,13 +18,14 @@ mod routes;
 mod state;
 mod transform;
 mod upload;
+mod workdir;
 
 use std::fmt;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -34,6 +35,7 @@ use tokio_util::task::TaskTracker;
 
 pub use args::SimArgs;
 pub use state::{Charge, Ledger};
+use workdir::WorkDir;
 
 /// How the simulator behaves. `listen` should stay on loopback (the default): anything else
 /// exposes a fake paid service to the network.
@@ -221,7 +223,7 @@ pub async fn serve(opts: SimOptions) -> io::Result<SimHandle> {
     }
     let shared = Arc::new(state::Shared::new(
         &opts,
-        dir.path.clone(),
+        dir.path().to_path_buf(),
         format!("http://{url_addr}"),
     ));
     let stop = CancellationToken::new();
@@ -237,7 +239,7 @@ pub async fn serve(opts: SimOptions) -> io::Result<SimHandle> {
     tracing::info!(
         "sim: listening on {} (files in {})",
         shared.base_url,
-        dir.path.display()
+        dir.path().display()
     );
     Ok(SimHandle {
         addr,
@@ -273,66 +275,4 @@ pub async fn run(args: SimArgs, shutdown: CancellationToken) -> io::Result<()> {
     tracing::info!("sim: shutting down");
     handle.shutdown().await;
     Ok(())
-}
-
-/// The directory holding uploads and results; removed at shutdown if the sim created it.
-struct WorkDir {
-    path: PathBuf,
-    owned: bool,
-}
-
-impl WorkDir {
-    fn create(given: Option<PathBuf>) -> io::Result<WorkDir> {
-        if let Some(path) = given {
-            std::fs::create_dir_all(&path).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("sim: cannot create work dir {}: {e}", path.display()),
-                )
-            })?;
-            return Ok(WorkDir { path, owned: false });
-        }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        for attempt in 0..100u32 {
-            let name = format!("hili-sim-{}-{nanos}-{attempt}", std::process::id());
-            let path = std::env::temp_dir().join(name);
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(WorkDir { path, owned: true }),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!(
-                            "sim: cannot create a temp dir in {}: {e}",
-                            std::env::temp_dir().display()
-                        ),
-                    ));
-                }
-            }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "sim: could not find a free temp dir name; clean up hili-sim-* in the temp dir",
-        ))
-    }
-
-    fn remove(&mut self) {
-        if std::mem::take(&mut self.owned)
-            && let Err(e) = std::fs::remove_dir_all(&self.path)
-        {
-            tracing::warn!(
-                "sim: could not remove temp dir {}: {e}",
-                self.path.display()
-            );
-        }
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        self.remove();
-    }
 }
