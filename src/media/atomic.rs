@@ -241,7 +241,11 @@ fn place_noclobber(from: &Path, to: &Path) -> io::Result<()> {
         }
     }
     match fs::hard_link(from, to) {
-        Ok(()) => fs::remove_file(from),
+        Ok(()) => {
+            // The result is in place; a temp name left over is debris remove_stale_temps clears.
+            let _ = fs::remove_file(from);
+            Ok(())
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
         // No hard links either (FAT, some network filesystems): check, then rename. The tiny
         // window between the two is the best such a filesystem allows.
@@ -300,4 +304,35 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn place_noclobber_refuses_an_existing_name() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::write(&a, b"new").unwrap();
+        fs::write(&b, b"old").unwrap();
+        let e = place_noclobber(&a, &b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"old");
+        assert!(a.exists());
+        let c = d.path().join("c");
+        place_noclobber(&a, &c).unwrap();
+        assert!(!a.exists());
+        assert_eq!(fs::read(&c).unwrap(), b"new");
+    }
+
+    #[test]
+    fn creates_missing_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("x/y/z");
+        create_dir_all_durable(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all_durable(&deep).unwrap();
+        assert_eq!(parent_of(Path::new("bare")), Path::new("."));
+    }
 }

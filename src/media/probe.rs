@@ -30,7 +30,7 @@ pub enum InputError {
     BrokenSymlink { path: PathBuf },
     #[error("{}: is a symbolic link loop: point the link at a real photo or remove it", .path.display())]
     SymlinkLoop { path: PathBuf },
-    #[error("{}: is a directory, not a photo: add the photo files instead (or the directory without the file name)", .path.display())]
+    #[error("{}: is a directory, not a photo file: add the photos inside it instead", .path.display())]
     Directory { path: PathBuf },
     #[error("{}: is {what}, not a regular file: copy the photo into a regular file and add that", .path.display())]
     NotRegular { path: PathBuf, what: &'static str },

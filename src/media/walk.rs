@@ -209,3 +209,41 @@ impl Iterator for Walk {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignore_list() {
+        for name in [
+            ".DS_Store",
+            "._IMG_1.jpg",
+            ".Trashes",
+            ".git",
+            "Thumbs.db",
+            "thumbs.db",
+            "desktop.ini",
+            "~$budget.xlsx",
+            "a.tmp",
+            "b.part",
+            "c.CRDOWNLOAD",
+            "@eaDir",
+            "__MACOSX",
+            ".hili-tmp-0123",
+        ] {
+            assert!(is_ignored_name(OsStr::new(name)), "{name}");
+        }
+        for name in [
+            "IMG_1.jpg",
+            "party.jpg",
+            "tmp",
+            "~photo.jpg",
+            "a.tmp.jpg",
+            "eaDir",
+        ] {
+            assert!(!is_ignored_name(OsStr::new(name)), "{name}");
+        }
+        assert!(!is_ignored_name(OsStr::from_bytes(b"caf\xe9.jpg")));
+    }
+}
