@@ -1,1 +1,0 @@
-//! Media: magic bytes, dimensions, hashing, output naming, atomic writes (placeholder).

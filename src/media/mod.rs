@@ -1,0 +1,27 @@
+//! The media room: everything about files and image bytes, nothing about the API or the
+//! database. It recognises JPEG and PNG by magic bytes, reads dimensions from headers only,
+//! checks input before a credit is spent on it ([`probe`]), hashes content ([`sha256_file`]),
+//! names outputs and writes them durably without ever overwriting a different file
+//! ([`output_path`], [`unique_destination`], [`AtomicFile`]), and walks the paths given to
+//! `hili add` ([`walk`]). Everything here blocks (std::fs): async callers use
+//! `spawn_blocking`.
+
+mod atomic;
+mod hash;
+mod header;
+mod kind;
+mod naming;
+mod probe;
+mod walk;
+
+pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
+pub use hash::{sha256_bytes, sha256_file, sha256_reader};
+pub use kind::{ImageKind, sniff};
+pub use naming::{
+    Destination, MAX_NUMBERED, OutputError, numbered, output_path, unique_destination,
+};
+pub use probe::{InputError, Probe, probe};
+pub use walk::{Found, Walk, WalkError, is_ignored_name, walk};
+
+/// The longest side, in pixels, the service accepts.
+pub const MAX_SIDE: u32 = 6000;

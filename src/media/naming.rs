@@ -1,0 +1,244 @@
+//! Output naming: where the result of a photo goes (a mirror of its place under the source
+//! root, confined to the output root) and how a free name is found without ever overwriting a
+//! different file.
+
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+
+use super::hash::sha256_file;
+use super::kind::ImageKind;
+use crate::repair::Repair;
+
+/// Longest file name most filesystems accept, in bytes.
+const NAME_MAX: usize = 255;
+/// Room kept in a name for a `-N` suffix.
+const SUFFIX_ROOM: usize = 6;
+/// How many numbered names are tried before giving up.
+pub const MAX_NUMBERED: u32 = 9999;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("{}: has no file name, so no output name can be made from it: add the photo by its own path", .path.display())]
+    NoFileName { path: PathBuf },
+}
+
+/// Where a result should go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// A file with the same content is already there: nothing to write.
+    AlreadyThere(PathBuf),
+    /// Nothing is at this path yet.
+    Free(PathBuf),
+}
+
+impl Destination {
+    pub fn path(&self) -> &Path {
+        match self {
+            Destination::AlreadyThere(p) | Destination::Free(p) => p,
+        }
+    }
+}
+
+/// Resolves `.` and `..` without touching the filesystem. `..` at the root stays at the root;
+/// leading `..` of a relative path are kept (such a path is then outside any relative root).
+fn normalise(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Cuts `s` to at most `max` bytes, on a character boundary when it is UTF-8.
+fn truncate_name(s: &OsStr, max: usize) -> OsString {
+    let bytes = s.as_bytes();
+    if bytes.len() <= max {
+        return s.to_os_string();
+    }
+    let mut end = max;
+    if let Some(text) = s.to_str() {
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+    }
+    OsString::from_vec(bytes[..end].to_vec())
+}
+
+/// `<output_root>/<source's directory relative to source_root>/<stem>.<repair>.<ext>`.
+///
+/// Confined to `output_root` whatever the input: `.` and `..` are resolved lexically first, a
+/// source outside `source_root` keeps only its file name, and a stem starting with `.` gets
+/// `_` instead so an output is never hidden (nor mistaken for a `.hili-tmp-` file).
+pub fn output_path(
+    output_root: &Path,
+    source_root: &Path,
+    source: &Path,
+    repair: Repair,
+    kind: ImageKind,
+) -> Result<PathBuf, OutputError> {
+    let src = normalise(source);
+    let no_name = || OutputError::NoFileName {
+        path: source.to_path_buf(),
+    };
+    let file_name = src.file_name().ok_or_else(no_name)?;
+    let stem = Path::new(file_name).file_stem().ok_or_else(no_name)?;
+
+    let mut out = output_root.to_path_buf();
+    if let Ok(rel) = src.strip_prefix(normalise(source_root))
+        && let Some(dir) = rel.parent()
+    {
+        for c in dir.components() {
+            if let Component::Normal(part) = c {
+                out.push(part);
+            }
+        }
+    }
+
+    let stem_bytes = stem.as_bytes();
+    let dots = stem_bytes.iter().take_while(|&&b| b == b'.').count();
+    let mut stem_fixed = vec![b'_'; dots];
+    stem_fixed.extend_from_slice(&stem_bytes[dots..]);
+    let tail = format!(".{}.{}", repair.name(), kind.ext());
+    let room = NAME_MAX - SUFFIX_ROOM - tail.len();
+    let mut name = truncate_name(OsStr::from_bytes(&stem_fixed), room);
+    name.push(tail);
+    out.push(name);
+    debug_assert!(out.starts_with(output_root));
+    Ok(out)
+}
+
+/// `candidate` for `n == 0`, otherwise the candidate with `-n` before its last extension:
+/// `x.sr.jpg` → `x.sr-1.jpg`.
+pub fn numbered(candidate: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return candidate.to_path_buf();
+    }
+    let stem = candidate.file_stem().unwrap_or_default();
+    let mut name = stem.to_os_string();
+    name.push(format!("-{n}"));
+    if let Some(ext) = candidate.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    candidate.with_file_name(name)
+}
+
+/// The first of `candidate`, `candidate-1`, `candidate-2`… that is either free or already
+/// holds exactly `content_sha256`. A different existing file (or anything that is not a
+/// regular file, symlinks included) is never chosen, so nothing is ever overwritten.
+pub fn unique_destination(candidate: &Path, content_sha256: &str) -> io::Result<Destination> {
+    for n in 0..=MAX_NUMBERED {
+        let path = numbered(candidate, n);
+        match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Destination::Free(path)),
+            Err(e) => return Err(e),
+            Ok(meta) => {
+                if meta.is_file() && sha256_file(&path)?.eq_ignore_ascii_case(content_sha256) {
+                    return Ok(Destination::AlreadyThere(path));
+                }
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "{}: {MAX_NUMBERED} numbered names are all taken by other files: move some away",
+            candidate.display()
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(root: &str, source: &str) -> PathBuf {
+        output_path(
+            Path::new("/out"),
+            Path::new(root),
+            Path::new(source),
+            Repair::Sr,
+            ImageKind::Jpeg,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn mirrors_the_source_tree() {
+        assert_eq!(
+            out("/in", "/in/a/b/photo.JPG"),
+            Path::new("/out/a/b/photo.sr.jpg")
+        );
+        assert_eq!(out("/in", "/in/photo.png"), Path::new("/out/photo.sr.jpg"));
+        assert_eq!(
+            out("/in/", "/in/./a/../b/p.tar.jpg"),
+            Path::new("/out/b/p.tar.sr.jpg")
+        );
+        assert_eq!(out("/in", "/in/noext"), Path::new("/out/noext.sr.jpg"));
+    }
+
+    #[test]
+    fn stays_confined() {
+        assert_eq!(
+            out("/in", "/in/../etc/passwd.jpg"),
+            Path::new("/out/passwd.sr.jpg")
+        );
+        assert_eq!(out("/in", "/elsewhere/x/p.jpg"), Path::new("/out/p.sr.jpg"));
+        assert_eq!(
+            out("/in", "/in/../../../../p.jpg"),
+            Path::new("/out/p.sr.jpg")
+        );
+        assert_eq!(out("in", "../in/p.jpg"), Path::new("/out/p.sr.jpg"));
+        assert_eq!(
+            out("/in", "/in/.hili-tmp-x.jpg"),
+            Path::new("/out/_hili-tmp-x.sr.jpg")
+        );
+        assert_eq!(
+            out("/in", "/in/a/.hidden"),
+            Path::new("/out/a/_hidden.sr.jpg")
+        );
+        let err = output_path(
+            Path::new("/out"),
+            Path::new("/"),
+            Path::new("/"),
+            Repair::Sr,
+            ImageKind::Png,
+        );
+        assert!(matches!(err, Err(OutputError::NoFileName { .. })));
+    }
+
+    #[test]
+    fn long_names_are_cut_to_fit() {
+        let long = format!("/in/{}.jpg", "é".repeat(200));
+        let p = out("/in", &long);
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert!(name.len() <= NAME_MAX - SUFFIX_ROOM, "{}", name.len());
+        assert!(name.ends_with(".sr.jpg"));
+    }
+
+    #[test]
+    fn numbering_goes_before_the_last_extension() {
+        assert_eq!(
+            numbered(Path::new("/o/x.sr.jpg"), 0),
+            Path::new("/o/x.sr.jpg")
+        );
+        assert_eq!(
+            numbered(Path::new("/o/x.sr.jpg"), 2),
+            Path::new("/o/x.sr-2.jpg")
+        );
+        assert_eq!(numbered(Path::new("/o/x"), 1), Path::new("/o/x-1"));
+    }
+}

@@ -1,0 +1,207 @@
+//! The pre-upload input check: everything that can be known about a photo without sending it,
+//! so no credit is spent on input bound to fail. Reads metadata first (never opening a FIFO or
+//! a device for reading, which could block), then at most the image header.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::MAX_SIDE;
+use super::header::{self, HeaderError};
+use super::kind::{self, ImageKind};
+
+/// What [`probe`] learnt about an acceptable photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub kind: ImageKind,
+    pub width: u32,
+    pub height: u32,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Why a file cannot be sent. Each message names the file and says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{}: no such file: check the path and add it again", .path.display())]
+    NotFound { path: PathBuf },
+    #[error("{}: is a symbolic link to a missing file: fix or remove the link", .path.display())]
+    BrokenSymlink { path: PathBuf },
+    #[error("{}: is a symbolic link loop: point the link at a real photo or remove it", .path.display())]
+    SymlinkLoop { path: PathBuf },
+    #[error("{}: is a directory, not a photo file: add the photos inside it instead", .path.display())]
+    Directory { path: PathBuf },
+    #[error("{}: is {what}, not a regular file: copy the photo into a regular file and add that", .path.display())]
+    NotRegular { path: PathBuf, what: &'static str },
+    #[error("{}: cannot be read ({source}): check its permissions and add it again", .path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error("{}: is empty (0 bytes): copy the photo again (it may not have finished copying) and add it again", .path.display())]
+    Empty { path: PathBuf },
+    #[error("{}: is not a JPEG or PNG image (it looks like {looks_like}); the service accepts only JPEG and PNG: convert it and add it again", .path.display())]
+    NotAnImage {
+        path: PathBuf,
+        looks_like: &'static str,
+    },
+    #[error("{}: the {kind} header is cut short, so the file is damaged or only partly copied: copy it again and add it again", .path.display())]
+    TruncatedHeader { path: PathBuf, kind: ImageKind },
+    #[error("{}: the {kind} header is damaged ({reason}): export or copy the photo again and add it again", .path.display())]
+    BadHeader {
+        path: PathBuf,
+        kind: ImageKind,
+        reason: &'static str,
+    },
+    #[error("{}: is {width}×{height} px; the service accepts at most {MAX_SIDE} px per side: resize it and add it again", .path.display())]
+    TooLarge {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+    },
+    #[error("{}: could not be checked ({source}): fix the problem and add it again", .path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl InputError {
+    /// The file the error is about.
+    pub fn path(&self) -> &Path {
+        match self {
+            InputError::NotFound { path }
+            | InputError::BrokenSymlink { path }
+            | InputError::SymlinkLoop { path }
+            | InputError::Directory { path }
+            | InputError::NotRegular { path, .. }
+            | InputError::Unreadable { path, .. }
+            | InputError::Empty { path }
+            | InputError::NotAnImage { path, .. }
+            | InputError::TruncatedHeader { path, .. }
+            | InputError::BadHeader { path, .. }
+            | InputError::TooLarge { path, .. }
+            | InputError::Io { path, .. } => path,
+        }
+    }
+}
+
+/// Maps a metadata or open failure to the error a user can act on.
+fn classify(path: &Path, e: io::Error) -> InputError {
+    let path = path.to_path_buf();
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return InputError::SymlinkLoop { path };
+    }
+    match e.kind() {
+        io::ErrorKind::NotFound => {
+            let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link {
+                InputError::BrokenSymlink { path }
+            } else {
+                InputError::NotFound { path }
+            }
+        }
+        io::ErrorKind::PermissionDenied => InputError::Unreadable { path, source: e },
+        _ => InputError::Io { path, source: e },
+    }
+}
+
+fn file_type_name(ft: fs::FileType) -> &'static str {
+    if ft.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Checks that `path` is a JPEG or PNG the service can take: a readable, non-empty regular
+/// file (symlinks followed) whose header is intact and whose sides are at most [`MAX_SIDE`].
+/// Pixel data is never read: a photo truncated after its header passes (the service will
+/// answer 9009 for it, without charging).
+pub fn probe(path: &Path) -> Result<Probe, InputError> {
+    // stat, not open: opening a FIFO for reading would block until a writer comes.
+    let meta = fs::metadata(path).map_err(|e| classify(path, e))?;
+    let ft = meta.file_type();
+    if ft.is_dir() {
+        return Err(InputError::Directory { path: path.into() });
+    }
+    if !ft.is_file() {
+        return Err(InputError::NotRegular {
+            path: path.into(),
+            what: file_type_name(ft),
+        });
+    }
+    // O_NONBLOCK: if the file was swapped for a FIFO since the stat, open still returns at
+    // once (it changes nothing for regular files), and the fstat below catches the swap.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| classify(path, e))?;
+    let meta = file.metadata().map_err(|e| classify(path, e))?;
+    if !meta.file_type().is_file() {
+        let what = file_type_name(meta.file_type());
+        return Err(InputError::NotRegular {
+            path: path.into(),
+            what,
+        });
+    }
+    let size = meta.len();
+    if size == 0 {
+        return Err(InputError::Empty { path: path.into() });
+    }
+    let (kind, width, height) = read_header(path, file)?;
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(InputError::TooLarge {
+            path: path.into(),
+            width,
+            height,
+        });
+    }
+    Ok(Probe {
+        kind,
+        width,
+        height,
+        size,
+    })
+}
+
+fn read_header(path: &Path, mut file: File) -> Result<(ImageKind, u32, u32), InputError> {
+    let mut head = [0u8; 16];
+    let n = read_up_to(&mut file, &mut head).map_err(|e| classify(path, e))?;
+    let head = &head[..n];
+    let Some(kind) = kind::sniff(head) else {
+        let looks_like = kind::describe_other(head);
+        return Err(InputError::NotAnImage {
+            path: path.into(),
+            looks_like,
+        });
+    };
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| classify(path, e))?;
+    let mut r = BufReader::with_capacity(8 << 10, file);
+    let dims = match kind {
+        ImageKind::Jpeg => header::jpeg_dimensions(&mut r),
+        ImageKind::Png => header::png_dimensions(&mut r),
+    };
+    let path = path.to_path_buf();
+    match dims {
+        Ok((w, h)) => Ok((kind, w, h)),
+        Err(HeaderError::Truncated) => Err(InputError::TruncatedHeader { path, kind }),
+        Err(HeaderError::Bad(reason)) => Err(InputError::BadHeader { path, kind, reason }),
+        Err(HeaderError::Io(e)) => Err(classify(&path, e)),
+    }
+}
+
+/// Fills `buf` as far as the file allows; returns how many bytes were read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
