@@ -18,7 +18,9 @@ const BATCH: usize = 2000;
 
 pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
     if args.repair.needs_rgb() && args.rgb.is_none() {
-        anyhow::bail!("--repair bg needs a background colour: add --rgb R,G,B (e.g. --rgb 255,255,255)");
+        anyhow::bail!(
+            "--repair bg needs a background colour: add --rgb R,G,B (e.g. --rgb 255,255,255)"
+        );
     }
     if !args.repair.needs_rgb() && args.rgb.is_some() {
         anyhow::bail!("--rgb only applies to --repair bg; remove it or use --repair bg");
@@ -71,7 +73,11 @@ pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
     if queued > 0 {
         println!("run `hili run --once` to process them");
     }
-    Ok(if problems.is_empty() { Exit::Ok } else { Exit::JobsNeedAttention })
+    Ok(if problems.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::JobsNeedAttention
+    })
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -90,14 +96,17 @@ fn walk_all(paths: &[PathBuf]) -> (Vec<Found>, Vec<String>) {
     (found, problems)
 }
 
-async fn dry_run(db: &Path, found: Vec<Found>, args: &AddArgs, output: &Path) -> anyhow::Result<Exit> {
+async fn dry_run(
+    db: &Path,
+    found: Vec<Found>,
+    args: &AddArgs,
+    output: &Path,
+) -> anyhow::Result<Exit> {
     // Without a database nothing is known yet; a dry run never creates one.
     let known: HashMap<(PathBuf, u64, i64), State> = match db.exists() {
         true => {
             let store = Store::open_existing(db).await?;
-            let index = store
-                .source_index(args.repair, args.rgb, output)
-                .await?;
+            let index = store.source_index(args.repair, args.rgb, output).await?;
             store.close().await;
             index
         }
@@ -153,9 +162,8 @@ fn probe_all(found: Vec<Found>) -> Vec<(Found, Option<String>)> {
     std::thread::scope(|s| {
         let h = s.spawn(|| check(second));
         let mut a = check(found);
-        match h.join() {
-            Ok(b) => a.extend(b),
-            Err(_) => {}
+        if let Ok(b) = h.join() {
+            a.extend(b);
         }
         a
     })

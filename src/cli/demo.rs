@@ -36,7 +36,10 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
     let sim = sim::serve(sim_opts)
         .await
         .context("could not start the simulator on 127.0.0.1")?;
-    println!("simulator (a stand-in for the real service, not AI) at {}", sim.base_url());
+    println!(
+        "simulator (a stand-in for the real service, not AI) at {}",
+        sim.base_url()
+    );
 
     let samples = {
         let inbox = inbox.clone();
@@ -106,7 +109,11 @@ fn write_samples(inbox: &Path) -> anyhow::Result<Vec<(PathBuf, Repair, Option<Rg
     // An "old photo": greyscale gradient sky, a dark hill, scratches of noise.
     let old: ImageBuffer<Luma<u8>, Vec<u8>> = ImageBuffer::from_fn(w, h, |x, y| {
         let hill = (h as f32 * 0.6 + 20.0 * ((x as f32) / 30.0).sin()) as u32;
-        let base = if y > hill { 60 } else { 200 - (y * 80 / h) as u8 };
+        let base = if y > hill {
+            60
+        } else {
+            200 - (y * 80 / h) as u8
+        };
         let scratch = if (x * 7 + y * 13) % 97 == 0 { 60 } else { 0 };
         Luma([base.saturating_add(scratch)])
     });
@@ -130,16 +137,21 @@ fn write_samples(inbox: &Path) -> anyhow::Result<Vec<(PathBuf, Repair, Option<Rg
 
     let mut out = Vec::new();
     let p = inbox.join("grandparents-1952.jpg");
-    old.save(&p).with_context(|| format!("{}: cannot write sample", p.display()))?;
+    old.save(&p)
+        .with_context(|| format!("{}: cannot write sample", p.display()))?;
     out.push((p.clone(), Repair::Colour, None));
     let p2 = inbox.join("old-street-scan.png");
-    old.save(&p2).with_context(|| format!("{}: cannot write sample", p2.display()))?;
+    old.save(&p2)
+        .with_context(|| format!("{}: cannot write sample", p2.display()))?;
     out.push((p2, Repair::Repair, None));
     let p3 = inbox.join("passport-portrait.png");
-    portrait.save(&p3).with_context(|| format!("{}: cannot write sample", p3.display()))?;
+    portrait
+        .save(&p3)
+        .with_context(|| format!("{}: cannot write sample", p3.display()))?;
     out.push((p3, Repair::Bg, Some(Rgb(255, 255, 255))));
     let p4 = inbox.join("holiday-snapshot.jpg");
-    snap.save(&p4).with_context(|| format!("{}: cannot write sample", p4.display()))?;
+    snap.save(&p4)
+        .with_context(|| format!("{}: cannot write sample", p4.display()))?;
     out.push((p4, Repair::Sr, None));
     Ok(out)
 }

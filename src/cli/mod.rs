@@ -1,8 +1,8 @@
 //! The command-line edge: turns parsed arguments into calls on the library, and results into
 //! text, tables, JSON and exit codes. `anyhow` lives here and nowhere else.
 
-pub mod args;
 mod add;
+pub mod args;
 mod demo;
 pub mod doctor;
 mod logging;
@@ -45,7 +45,10 @@ pub struct ConfigProblem(#[from] pub crate::config::ConfigError);
 /// Runs one command to completion.
 pub fn dispatch(cli: Cli) -> ExitCode {
     logging::init(cli.log_format, cli.verbose, &cli.command);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hili: cannot start the async runtime: {e}");

@@ -26,7 +26,12 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
     if args.json {
         let counts: serde_json::Map<String, Value> = State::ALL
             .iter()
-            .map(|s| (s.as_str().to_string(), json!(counts.get(s).copied().unwrap_or(0))))
+            .map(|s| {
+                (
+                    s.as_str().to_string(),
+                    json!(counts.get(s).copied().unwrap_or(0)),
+                )
+            })
             .collect();
         let out = json!({
             "counts": counts,
@@ -46,7 +51,11 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
     }
 
     for s in State::ALL {
-        println!("{:<12} {}", s.as_str(), counts.get(&s).copied().unwrap_or(0));
+        println!(
+            "{:<12} {}",
+            s.as_str(),
+            counts.get(&s).copied().unwrap_or(0)
+        );
     }
     match credits {
         Some((at, n)) => println!("credits left: {n} (seen {})", ago(at)),
@@ -54,13 +63,21 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
     }
     println!("credits spent: {spent}");
     if let Some(j) = oldest {
-        println!("oldest queued: job {} {} (queued {})", j.id, j.source_path.display(), ago(j.created_at_ms));
+        println!(
+            "oldest queued: job {} {} (queued {})",
+            j.id,
+            j.source_path.display(),
+            ago(j.created_at_ms)
+        );
     }
     if !held.is_empty() {
         println!("\nheld jobs need you:");
         for j in &held {
             println!("  job {} {}", j.id, j.source_path.display());
-            println!("    {}", j.reason.as_deref().unwrap_or("no reason recorded"));
+            println!(
+                "    {}",
+                j.reason.as_deref().unwrap_or("no reason recorded")
+            );
             println!("    resolve: {}", resolve_hint(j));
         }
     }
@@ -131,9 +148,15 @@ pub async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
 
 fn resolve_hint(j: &Job) -> String {
     if j.mdf.is_some() {
-        format!("hili retry {} (fetch the result again), or hili retry --reupload {} (spends a credit)", j.id, j.id)
+        format!(
+            "hili retry {} (fetch the result again), or hili retry --reupload {} (spends a credit)",
+            j.id, j.id
+        )
     } else {
-        format!("hili retry {}  (or hili retry --reupload {}: spends a credit)", j.id, j.id)
+        format!(
+            "hili retry {}  (or hili retry --reupload {}: spends a credit)",
+            j.id, j.id
+        )
     }
 }
 
@@ -163,4 +186,3 @@ fn ago(at_ms: i64) -> String {
     let d = humantime::format_duration(Duration::from_secs(secs));
     format!("{d} ago")
 }
-

@@ -82,10 +82,8 @@ struct Bar(ProgressBar);
 impl Bar {
     fn new() -> Bar {
         let bar = ProgressBar::new(0);
-        let style = ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} done  {msg}  ETA {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let style = ProgressStyle::with_template("{bar:30} {pos}/{len} done  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         bar.enable_steady_tick(Duration::from_millis(250));
         Bar(bar)

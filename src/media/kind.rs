@@ -87,6 +87,22 @@ pub(crate) fn describe_other(head: &[u8]) -> &'static str {
     }
 }
 
+/// The kind of an image file on disk, by its first bytes.
+pub fn sniff_file(path: &std::path::Path) -> std::io::Result<Option<ImageKind>> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let mut f = std::fs::File::open(path)?;
+    let mut n = 0;
+    while n < head.len() {
+        let got = f.read(&mut head[n..])?;
+        if got == 0 {
+            break;
+        }
+        n += got;
+    }
+    Ok(sniff(&head[..n]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

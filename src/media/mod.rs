@@ -16,12 +16,12 @@ mod walk;
 
 pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
 pub use hash::{sha256_bytes, sha256_file, sha256_reader};
-pub use kind::{ImageKind, sniff};
+pub use kind::{ImageKind, sniff, sniff_file};
 pub use naming::{
     Destination, MAX_NUMBERED, OutputError, numbered, output_path, unique_destination,
 };
 pub use probe::{InputError, Probe, probe};
-pub use walk::{Found, Walk, WalkError, is_ignored_name, walk};
+pub use walk::{Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
 
 /// The longest side, in pixels, the service accepts.
 pub const MAX_SIDE: u32 = 6000;

@@ -62,7 +62,8 @@ pub fn is_ignored_name(name: &OsStr) -> bool {
         || ends_with_ci(b".crdownload")
 }
 
-fn mtime_ns(m: &fs::Metadata) -> i64 {
+/// A file's modification time in nanoseconds since the epoch, as the queue records it.
+pub fn mtime_ns(m: &fs::Metadata) -> i64 {
     m.mtime()
         .saturating_mul(1_000_000_000)
         .saturating_add(m.mtime_nsec())

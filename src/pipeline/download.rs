@@ -33,7 +33,10 @@ pub enum FetchError {
     #[error("the result is larger than max_download_bytes ({0} bytes)")]
     TooLarge(u64),
     #[error("writing the result to {dir} failed: {source}; check free space and permissions")]
-    Write { dir: PathBuf, source: std::io::Error },
+    Write {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl FetchError {
@@ -42,7 +45,10 @@ impl FetchError {
     fn remote_fault(&self) -> bool {
         matches!(
             self,
-            FetchError::BadUrl(_) | FetchError::Status(_) | FetchError::NotImage | FetchError::TooLarge(_)
+            FetchError::BadUrl(_)
+                | FetchError::Status(_)
+                | FetchError::NotImage
+                | FetchError::TooLarge(_)
         )
     }
 }
@@ -51,7 +57,12 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let id = job.id;
     let Some(mdf) = job.mdf.clone() else {
         ctx.store
-            .hold(id, State::Downloading, "downloading without an mdf (internal error)", false)
+            .hold(
+                id,
+                State::Downloading,
+                "downloading without an mdf (internal error)",
+                false,
+            )
             .await?;
         return Ok(());
     };
@@ -74,7 +85,9 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
             let stored = blocking(move || store_output(file, &job2, kind)).await?;
             match stored {
                 Ok((path, sha)) => {
-                    ctx.store.finish(id, State::Downloading, &path, &sha).await?;
+                    ctx.store
+                        .finish(id, State::Downloading, &path, &sha)
+                        .await?;
                     ctx.control.clear_failures(id);
                     tracing::info!(job = %id, "done: {}", path.display());
                 }
@@ -124,7 +137,10 @@ async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageK
         }
         Ok(file)
     });
-    let write_err = |source| FetchError::Write { dir: dir.clone(), source };
+    let write_err = |source| FetchError::Write {
+        dir: dir.clone(),
+        source,
+    };
 
     let mut head: Vec<u8> = Vec::with_capacity(16);
     let mut total: u64 = 0;
@@ -158,9 +174,16 @@ async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageK
 
 /// Names the output and moves the temp file there (or drops it when an identical file is
 /// already in place, e.g. after a crash between the rename and `done`).
-fn store_output(file: AtomicFile, job: &Job, kind: ImageKind) -> Result<(PathBuf, String), FetchError> {
+fn store_output(
+    file: AtomicFile,
+    job: &Job,
+    kind: ImageKind,
+) -> Result<(PathBuf, String), FetchError> {
     let dir = output_dir_of(job);
-    let werr = |source| FetchError::Write { dir: dir.clone(), source };
+    let werr = |source| FetchError::Write {
+        dir: dir.clone(),
+        source,
+    };
     let candidate = media::output_path(
         &job.output_dir,
         &job.source_root,
@@ -169,15 +192,9 @@ fn store_output(file: AtomicFile, job: &Job, kind: ImageKind) -> Result<(PathBuf
         kind,
     )
     .map_err(|e| werr(std::io::Error::other(e.to_string())))?;
-    let sha = file.sha256_hex();
-    match media::unique_destination(&candidate, &sha).map_err(werr)? {
-        Destination::AlreadyThere(path) => Ok((path, sha)),
-        Destination::Free(path) => {
-            crate::failpoint::hit("before-output-rename");
-            let (path, sha) = file.commit(&path).map_err(werr)?;
-            Ok((path, sha))
-        }
-    }
+    // commit never clobbers: it numbers the name, or keeps an identical file already there
+    // (e.g. after a crash between the rename and `done`).
+    file.commit(&candidate).map_err(werr)
 }
 
 async fn expired(ctx: &Ctx, job: &Job) -> Result<(), PipelineError> {
@@ -199,13 +216,20 @@ async fn expired(ctx: &Ctx, job: &Job) -> Result<(), PipelineError> {
                 job.source_path.display()
             );
             tracing::warn!(job = %id, "{reason}");
-            ctx.store.hold(id, State::Downloading, &reason, false).await?;
+            ctx.store
+                .hold(id, State::Downloading, &reason, false)
+                .await?;
         }
     }
     Ok(())
 }
 
-async fn retry_later(ctx: &Ctx, job: &Job, why: &str, remote_fault: bool) -> Result<(), PipelineError> {
+async fn retry_later(
+    ctx: &Ctx,
+    job: &Job,
+    why: &str,
+    remote_fault: bool,
+) -> Result<(), PipelineError> {
     let id = job.id;
     let failures = ctx.control.note_failure(id);
     if remote_fault && failures >= ctx.settings.max_attempts {
@@ -214,13 +238,17 @@ async fn retry_later(ctx: &Ctx, job: &Job, why: &str, remote_fault: bool) -> Res
              service for one hour after processing: `hili retry {id}` tries again"
         );
         tracing::warn!(job = %id, "{reason}");
-        ctx.store.hold(id, State::Downloading, &reason, false).await?;
+        ctx.store
+            .hold(id, State::Downloading, &reason, false)
+            .await?;
         ctx.control.clear_failures(id);
         return Ok(());
     }
     let wait = retry_delay(failures, Duration::from_secs(1), Duration::from_secs(60));
     tracing::warn!(job = %id, "download failed, again in {wait:?}: {why}");
-    ctx.store.defer(id, State::Downloading, now_ms() + wait.as_millis() as i64).await?;
+    ctx.store
+        .defer(id, State::Downloading, now_ms() + wait.as_millis() as i64)
+        .await?;
     Ok(())
 }
 
@@ -252,7 +280,14 @@ pub async fn copy_from_twin(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, Pi
     .await?;
     match copied {
         Ok(Some(path)) => {
-            ctx.store.finish(job.id, State::Queued, &path, &twin.output_sha256.clone().unwrap_or_default()).await?;
+            ctx.store
+                .finish(
+                    job.id,
+                    State::Queued,
+                    &path,
+                    &twin.output_sha256.clone().unwrap_or_default(),
+                )
+                .await?;
             tracing::info!(job = %job.id, "same photo as job {}: result copied to {}, no credit spent", twin.id, path.display());
             Ok(true)
         }
@@ -260,7 +295,9 @@ pub async fn copy_from_twin(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, Pi
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) => {
             tracing::warn!(job = %job.id, "could not copy the result of job {}: {e}", twin.id);
-            ctx.store.defer(job.id, State::Queued, now_ms() + 5000).await?;
+            ctx.store
+                .defer(job.id, State::Queued, now_ms() + 5000)
+                .await?;
             Ok(true)
         }
     }

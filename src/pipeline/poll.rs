@@ -18,7 +18,12 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let Some(mdf) = job.mdf.as_deref() else {
         // Cannot happen through the store's transitions; hold rather than guess.
         ctx.store
-            .hold(id, State::Processing, "processing without an mdf (internal error)", false)
+            .hold(
+                id,
+                State::Processing,
+                "processing without an mdf (internal error)",
+                false,
+            )
             .await?;
         return Ok(());
     };
@@ -30,7 +35,8 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         Ok(JobStatus::Processing) => {
             let since = job.processing_since_ms.unwrap_or_else(now_ms);
             let elapsed = Duration::from_millis((now_ms() - since).max(0) as u64);
-            let next = now_ms() + poll_delay(ctx.settings.poll_interval, elapsed).as_millis() as i64;
+            let next =
+                now_ms() + poll_delay(ctx.settings.poll_interval, elapsed).as_millis() as i64;
             ctx.store.set_next_poll(id, next).await?;
         }
         Err(ApiError::NotFound { .. }) => {
@@ -39,7 +45,9 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                  the credit is probably lost: `hili retry --reupload {id}` uploads it again"
             );
             tracing::warn!(job = %id, "{reason}");
-            ctx.store.hold(id, State::Processing, &reason, false).await?;
+            ctx.store
+                .hold(id, State::Processing, &reason, false)
+                .await?;
         }
         Err(e) => {
             if e.class() == ErrorClass::AccountWide {

@@ -100,9 +100,7 @@ pub async fn reconcile(
                  `hili retry --reupload {id}` uploads it again (spends a credit)"
             );
             tracing::warn!(job = %id, "{reason}");
-            ctx.store
-                .hold(id, State::Uploading, &reason, true)
-                .await?;
+            ctx.store.hold(id, State::Uploading, &reason, true).await?;
             Ok(true)
         }
     }

@@ -102,20 +102,50 @@ pub async fn run(
         if !whole_paused {
             let free = POLL_CONCURRENCY - running[Stage::Poll as usize];
             if free > 0 {
-                let jobs = ctx.store.due_polls_limited(now, free + active.len()).await?;
-                spawn_all(&ctx, &mut tasks, &mut active, &mut running, Stage::Poll, jobs, free);
+                let jobs = ctx
+                    .store
+                    .due_polls_limited(now, free + active.len())
+                    .await?;
+                spawn_all(
+                    &ctx,
+                    &mut tasks,
+                    &mut active,
+                    &mut running,
+                    Stage::Poll,
+                    jobs,
+                    free,
+                );
             }
             let free = ctx.settings.download_concurrency - running[Stage::Download as usize];
             if free > 0 {
                 let jobs = ctx.store.due_downloads(now, free + active.len()).await?;
-                spawn_all(&ctx, &mut tasks, &mut active, &mut running, Stage::Download, jobs, free);
+                spawn_all(
+                    &ctx,
+                    &mut tasks,
+                    &mut active,
+                    &mut running,
+                    Stage::Download,
+                    jobs,
+                    free,
+                );
             }
         }
         if pause.is_none() {
             let free = ctx.settings.upload_concurrency - running[Stage::Upload as usize];
             if free > 0 {
-                let jobs = ctx.store.next_uploadable(now, (free + active.len()) as u32).await?;
-                spawn_all(&ctx, &mut tasks, &mut active, &mut running, Stage::Upload, jobs, free);
+                let jobs = ctx
+                    .store
+                    .next_uploadable(now, (free + active.len()) as u32)
+                    .await?;
+                spawn_all(
+                    &ctx,
+                    &mut tasks,
+                    &mut active,
+                    &mut running,
+                    Stage::Upload,
+                    jobs,
+                    free,
+                );
             }
         }
 
@@ -141,7 +171,9 @@ pub async fn run(
         }
 
         let wait = match ctx.store.next_due_ms().await? {
-            Some(at) => Duration::from_millis((at - now_ms()).clamp(0, IDLE_LOOK.as_millis() as i64) as u64),
+            Some(at) => {
+                Duration::from_millis((at - now_ms()).clamp(0, IDLE_LOOK.as_millis() as i64) as u64)
+            }
             None => IDLE_LOOK,
         };
         tokio::select! {
@@ -162,7 +194,13 @@ pub async fn run(
     if !tasks.is_empty() {
         drain(&ctx, &mut tasks).await;
     }
-    report(&ctx, &*progress, 0, ctx.control.paused().map(|p| p.0).as_ref()).await;
+    report(
+        &ctx,
+        &*progress,
+        0,
+        ctx.control.paused().map(|p| p.0).as_ref(),
+    )
+    .await;
 
     let outcomes = ctx.store.outcomes_since(started_ms).await?;
     let counts = ctx.store.counts().await?;
@@ -171,7 +209,10 @@ pub async fn run(
         done: outcomes.get(&State::Done).copied().unwrap_or(0),
         failed: outcomes.get(&State::Failed).copied().unwrap_or(0),
         held: outcomes.get(&State::Held).copied().unwrap_or(0),
-        unfinished: c(State::Queued) + c(State::Uploading) + c(State::Processing) + c(State::Downloading),
+        unfinished: c(State::Queued)
+            + c(State::Uploading)
+            + c(State::Processing)
+            + c(State::Downloading),
         credits_spent: ctx.control.spent(),
         elapsed: started.elapsed(),
         blocked,
@@ -233,14 +274,18 @@ fn finish_task(
 async fn drain(ctx: &Ctx, tasks: &mut JoinSet<(Stage, JobId, Result<(), PipelineError>)>) {
     let grace = ctx.settings.shutdown_grace;
     if ctx.shutdown.is_cancelled() {
-        tracing::info!("stopping: letting {} request(s) in flight finish (up to {grace:?})", tasks.len());
+        tracing::info!(
+            "stopping: letting {} request(s) in flight finish (up to {grace:?})",
+            tasks.len()
+        );
     }
-    let drained = tokio::time::timeout(grace, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!("{} request(s) still in flight after {grace:?}: abandoned, the next start recovers them", tasks.len());
+        tracing::warn!(
+            "{} request(s) still in flight after {grace:?}: abandoned, the next start recovers them",
+            tasks.len()
+        );
         tasks.shutdown().await;
     }
 }

@@ -26,7 +26,9 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let probe = blocking(move || media::probe(&src)).await?;
     if let Err(e) = probe {
         tracing::warn!(job = %id, "{e}");
-        ctx.store.fail(id, State::Queued, &e.to_string(), false).await?;
+        ctx.store
+            .fail(id, State::Queued, &e.to_string(), false)
+            .await?;
         return Ok(());
     }
 
@@ -61,7 +63,8 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         return Ok(());
     };
     if !ctx.control.reserve(ctx.settings.budget) {
-        ctx.control.pause(Pause::Budget, Duration::from_secs(365 * 24 * 3600));
+        ctx.control
+            .pause(Pause::Budget, Duration::from_secs(365 * 24 * 3600));
         return Ok(());
     }
 
@@ -71,10 +74,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         return Err(e.into());
     }
     failpoint::hit("before-upload-request");
-    let answer = ctx
-        .api
-        .upload(&job.source_path, job.repair, job.rgb)
-        .await;
+    let answer = ctx.api.upload(&job.source_path, job.repair, job.rgb).await;
     failpoint::hit("after-upload-response");
 
     match answer {
@@ -86,9 +86,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                     job.source_path.display()
                 );
             }
-            ctx.store
-                .record_uploaded(id, &up.mdf, &up.img_url)
-                .await?;
+            ctx.store.record_uploaded(id, &up.mdf, &up.img_url).await?;
             ctx.control.settle(true);
             let first_poll = now_ms() + ctx.settings.poll_interval.as_millis() as i64;
             ctx.store.set_next_poll(id, first_poll).await?;
@@ -175,9 +173,9 @@ async fn credits_for_upload(ctx: &Ctx) -> Option<u64> {
         }
         Err(e) => {
             match e {
-                ApiError::BadToken { .. } => {
-                    ctx.control.pause(Pause::BadToken, Duration::from_secs(3600))
-                }
+                ApiError::BadToken { .. } => ctx
+                    .control
+                    .pause(Pause::BadToken, Duration::from_secs(3600)),
                 _ => {
                     tracing::warn!("could not read the credits left before an upload: {e}");
                     ctx.control.pause(Pause::NoCredits, Duration::from_secs(5));
@@ -195,10 +193,10 @@ async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
         return Ok(false);
     };
     let twins = ctx.store.identity_twins(&identity, job.id).await?;
-    if let Some(done) = twins.iter().find(|t| t.state == State::Done) {
-        if super::download::copy_from_twin(ctx, job, done).await? {
-            return Ok(true);
-        }
+    if let Some(done) = twins.iter().find(|t| t.state == State::Done)
+        && super::download::copy_from_twin(ctx, job, done).await?
+    {
+        return Ok(true);
     }
     if let Some(held) = twins
         .iter()
@@ -210,15 +208,19 @@ async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
             held.reason.as_deref().unwrap_or("needs a person"),
             job.id
         );
-        ctx.store.hold(job.id, State::Queued, &reason, false).await?;
+        ctx.store
+            .hold(job.id, State::Queued, &reason, false)
+            .await?;
         return Ok(true);
     }
-    if twins
-        .iter()
-        .any(|t| t.state.in_flight() || (t.state == State::Queued && t.id < job.id && t.content_sha256.is_some()))
-    {
+    if twins.iter().any(|t| {
+        t.state.in_flight()
+            || (t.state == State::Queued && t.id < job.id && t.content_sha256.is_some())
+    }) {
         // A twin is being processed: wait for it and copy its result instead of paying twice.
-        ctx.store.defer(job.id, State::Queued, now_ms() + 1000).await?;
+        ctx.store
+            .defer(job.id, State::Queued, now_ms() + 1000)
+            .await?;
         return Ok(true);
     }
     Ok(false)

@@ -50,7 +50,11 @@ impl Store {
     }
 
     /// Processing jobs due for a poll, most overdue first, at most `limit`.
-    pub async fn due_polls_limited(&self, now_ms: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
+    pub async fn due_polls_limited(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
         self.select_jobs(
             "SELECT {cols} FROM jobs WHERE state = 'processing' \
              AND (next_poll_at IS NULL OR next_poll_at <= ?) \

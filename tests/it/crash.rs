@@ -21,13 +21,19 @@ fn run_to_end(mut cmd: Command, limit: Duration) -> (ExitStatus, String) {
         .output()
         .expect("spawn hili");
     let _ = limit;
-    (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// After a restart completes, the invariants every crash must keep.
 async fn assert_safe(env: &Env, step: &str, photos: usize) -> (usize, usize) {
     let ledger = env.sim.ledger();
-    assert_eq!(ledger.duplicate_charges, 0, "{step}: an identity was charged twice");
+    assert_eq!(
+        ledger.duplicate_charges, 0,
+        "{step}: an identity was charged twice"
+    );
     let store = env.store().await;
     let jobs = store.all_jobs(None).await.unwrap();
     assert_eq!(jobs.len(), photos, "{step}");
@@ -47,7 +53,10 @@ async fn assert_safe(env: &Env, step: &str, photos: usize) -> (usize, usize) {
             State::Held => {
                 held += 1;
                 let reason = j.reason.clone().unwrap_or_default();
-                assert!(reason.contains("charged, result unknown"), "{step}: held for {reason}");
+                assert!(
+                    reason.contains("charged, result unknown"),
+                    "{step}: held for {reason}"
+                );
             }
             other => panic!("{step}: job {} ended {other:?}: {:?}", j.id, j.reason),
         }
@@ -57,12 +66,20 @@ async fn assert_safe(env: &Env, step: &str, photos: usize) -> (usize, usize) {
     let outputs = env.outputs();
     for o in &outputs {
         let name = o.file_name().unwrap().to_string_lossy();
-        assert!(!name.starts_with(".hili-tmp"), "{step}: partial output left: {}", o.display());
+        assert!(
+            !name.starts_with(".hili-tmp"),
+            "{step}: partial output left: {}",
+            o.display()
+        );
         image::open(o).unwrap_or_else(|e| panic!("{step}: {} does not decode: {e}", o.display()));
     }
     assert_eq!(outputs.len(), done, "{step}: one output per done job");
     // Every charge is accounted for: a done job or a job held as charged.
-    assert_eq!(ledger.total_charges as usize, done + held, "{step}: charges vs jobs");
+    assert_eq!(
+        ledger.total_charges as usize,
+        done + held,
+        "{step}: charges vs jobs"
+    );
     (done, held)
 }
 
@@ -91,7 +108,10 @@ async fn a_crash_at_every_step_never_charges_twice_nor_leaves_partial_output() {
         let mut first = env.hili();
         first.env("HILI_CRASH_AT", step);
         let (status, stderr) = run_to_end(first, Duration::from_secs(30));
-        assert!(!status.success(), "{step}: the fail point was not reached:\n{stderr}");
+        assert!(
+            !status.success(),
+            "{step}: the fail point was not reached:\n{stderr}"
+        );
         assert!(stderr.contains("aborting on purpose"), "{step}: {stderr}");
 
         let (status, stderr) = run_to_end(env.hili(), Duration::from_secs(30));
@@ -161,5 +181,8 @@ async fn randomised_kills_over_200_jobs_with_faults_on() {
         started.elapsed().as_secs_f64()
     );
     assert!(kills >= 10, "too few kills to mean anything: {kills}");
-    assert!(status.code() == Some(0) || status.code() == Some(3), "{stderr}");
+    assert!(
+        status.code() == Some(0) || status.code() == Some(3),
+        "{stderr}"
+    );
 }

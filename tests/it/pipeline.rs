@@ -50,13 +50,21 @@ async fn every_repair_type_end_to_end() {
     store.close().await;
 
     let summary = env.run_once(env.settings()).await;
-    assert_eq!((summary.done, summary.failed, summary.held), (4, 0, 0), "{summary:?}");
+    assert_eq!(
+        (summary.done, summary.failed, summary.held),
+        (4, 0, 0),
+        "{summary:?}"
+    );
     assert_eq!(summary.credits_spent, 4);
 
     let ledger = env.sim.ledger();
     assert_eq!(ledger.total_charges, 4);
     assert_eq!(ledger.duplicate_charges, 0);
-    let mut wires: Vec<_> = ledger.charges.iter().map(|c| c.repair_type.clone()).collect();
+    let mut wires: Vec<_> = ledger
+        .charges
+        .iter()
+        .map(|c| c.repair_type.clone())
+        .collect();
     wires.sort();
     assert_eq!(wires, ["bg", "sr", "sr,repair", "sr,repair,colour"]);
 
@@ -67,18 +75,37 @@ async fn every_repair_type_end_to_end() {
         if *name == "bg" {
             assert_eq!((img.width(), img.height()), (48, 32));
         } else {
-            assert_eq!((img.width(), img.height()), (96, 64), "{name} is a 2x upscale");
+            assert_eq!(
+                (img.width(), img.height()),
+                (96, 64),
+                "{name} is a 2x upscale"
+            );
         }
     }
     // The store recorded each output's sha256, and it matches the file.
     let store = env.store().await;
     for j in store.all_jobs(None).await.unwrap() {
         let out = j.output_path.clone().unwrap();
-        assert_eq!(hili::media::sha256_file(&out).unwrap(), j.output_sha256.clone().unwrap());
-        let path: Vec<_> = store.events(j.id).await.unwrap().iter().map(|e| e.to).collect();
+        assert_eq!(
+            hili::media::sha256_file(&out).unwrap(),
+            j.output_sha256.clone().unwrap()
+        );
+        let path: Vec<_> = store
+            .events(j.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.to)
+            .collect();
         assert_eq!(
             path,
-            [State::Queued, State::Uploading, State::Processing, State::Downloading, State::Done]
+            [
+                State::Queued,
+                State::Uploading,
+                State::Processing,
+                State::Downloading,
+                State::Done
+            ]
         );
     }
 }
@@ -119,7 +146,12 @@ async fn invalid_input_fails_before_any_request() {
     let store = env.store().await;
     for j in store.jobs_in(State::Failed).await.unwrap() {
         let reason = j.reason.unwrap();
-        let name = j.source_path.file_name().unwrap().to_string_lossy().to_string();
+        let name = j
+            .source_path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         assert!(reason.contains(&name), "reason names the file: {reason}");
         assert!(!j.credit_spent);
     }
@@ -128,18 +160,28 @@ async fn invalid_input_fails_before_any_request() {
 #[tokio::test]
 async fn errno_9009_fails_the_photo_without_a_charge() {
     let env = Env::new(fast_sim()).await;
-    env.sim.set_faults(Faults { e9009: 1.0, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        e9009: 1.0,
+        ..Faults::default()
+    });
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     env.add(Repair::Sr, None).await;
     let summary = env.run_once(env.settings()).await;
-    assert_eq!((summary.failed, summary.credits_spent), (1, 0), "{summary:?}");
+    assert_eq!(
+        (summary.failed, summary.credits_spent),
+        (1, 0),
+        "{summary:?}"
+    );
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
 
 #[tokio::test]
 async fn transient_failures_are_retried_then_give_up_after_max_attempts() {
     let env = Env::with_queue(fast_sim(), "max_attempts = 2").await;
-    env.sim.set_faults(Faults { e9006: 1.0, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        e9006: 1.0,
+        ..Faults::default()
+    });
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     env.add(Repair::Sr, None).await;
     let summary = env.run_once(env.settings()).await;
@@ -147,14 +189,22 @@ async fn transient_failures_are_retried_then_give_up_after_max_attempts() {
     let store = env.store().await;
     let j = &store.jobs_in(State::Failed).await.unwrap()[0];
     assert_eq!(j.attempts, 2);
-    assert!(j.reason.as_deref().unwrap().contains("2 attempts"), "{:?}", j.reason);
+    assert!(
+        j.reason.as_deref().unwrap().contains("2 attempts"),
+        "{:?}",
+        j.reason
+    );
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
 
 #[tokio::test]
 async fn http_500_and_9006_are_retried_until_done() {
     let env = Env::new(fast_sim()).await;
-    env.sim.set_faults(Faults { http500: 0.3, e9006: 0.3, ..Faults::default() });
+    env.sim.set_faults(Faults {
+        http500: 0.3,
+        e9006: 0.3,
+        ..Faults::default()
+    });
     for i in 0..6 {
         write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
     }
@@ -163,7 +213,10 @@ async fn http_500_and_9006_are_retried_until_done() {
     assert_eq!(summary.done, 6, "{summary:?}");
     let ledger = env.sim.ledger();
     assert_eq!((ledger.total_charges, ledger.duplicate_charges), (6, 0));
-    assert!(ledger.faults.values().sum::<u64>() > 0, "faults really happened");
+    assert!(
+        ledger.faults.values().sum::<u64>() > 0,
+        "faults really happened"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +227,10 @@ async fn a_rejected_token_pauses_everything_and_leaves_jobs_queued() {
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     env.add(Repair::Sr, None).await;
     let summary = env.run_once(env.settings()).await;
-    assert!(summary.blocked.as_deref().unwrap().contains("9999"), "{summary:?}");
+    assert!(
+        summary.blocked.as_deref().unwrap().contains("9999"),
+        "{summary:?}"
+    );
     assert_eq!(states(&env).await, [State::Queued]);
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
@@ -197,12 +253,21 @@ async fn no_credits_pauses_uploads_and_resumes_after_a_top_up() {
     assert_eq!(states(&env).await, [State::Queued, State::Queued]);
 
     // A run that waits for credits resumes by itself once they are topped up.
-    let sim = env.sim.clone();
+    let admin = format!("{}/__sim/credits", env.sim.base_url());
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        sim.add_credits(5);
+        let body = serde_json::json!({"add": 5});
+        reqwest::Client::new()
+            .post(admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
     });
-    let opts = RunOptions { once: true, exit_when_blocked: false };
+    let opts = RunOptions {
+        once: true,
+        exit_when_blocked: false,
+    };
     let summary = env.run_with(settings, opts, CancellationToken::new()).await;
     assert_eq!(summary.done, 2, "{summary:?}");
     assert_eq!(env.sim.credits(), 3);
@@ -252,7 +317,11 @@ async fn an_expired_result_is_held_as_a_lost_credit() {
     assert_eq!(summary.held, 1, "{summary:?}");
     let store = env.store().await;
     let j = &store.jobs_in(State::Held).await.unwrap()[0];
-    assert!(j.reason.as_deref().unwrap().contains("expired"), "{:?}", j.reason);
+    assert!(
+        j.reason.as_deref().unwrap().contains("expired"),
+        "{:?}",
+        j.reason
+    );
     assert!(env.outputs().is_empty());
 }
 
@@ -270,6 +339,14 @@ async fn an_expired_result_is_uploaded_again_when_configured() {
     // than spend credit after credit.
     let summary = env.run_once(settings).await;
     assert_eq!(summary.held, 1, "{summary:?}");
-    assert_eq!(env.sim.ledger().total_charges, 2, "re-uploaded once after expiry");
-    assert_eq!(env.sim.ledger().duplicate_charges, 1, "the re-upload is the one asked for");
+    assert_eq!(
+        env.sim.ledger().total_charges,
+        2,
+        "re-uploaded once after expiry"
+    );
+    assert_eq!(
+        env.sim.ledger().duplicate_charges,
+        1,
+        "the re-upload is the one asked for"
+    );
 }

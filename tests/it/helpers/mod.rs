@@ -34,12 +34,16 @@ pub fn photo(seed: u32, w: u32, h: u32) -> RgbImage {
 
 pub fn write_jpeg(path: &Path, seed: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    photo(seed, 48, 32).save_with_format(path, image::ImageFormat::Jpeg).unwrap();
+    photo(seed, 48, 32)
+        .save_with_format(path, image::ImageFormat::Jpeg)
+        .unwrap();
 }
 
 pub fn write_png(path: &Path, seed: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    photo(seed, 40, 30).save_with_format(path, image::ImageFormat::Png).unwrap();
+    photo(seed, 40, 30)
+        .save_with_format(path, image::ImageFormat::Png)
+        .unwrap();
 }
 
 /// Simulator options for fast tests: short processing, no faults.
@@ -93,7 +97,14 @@ impl Env {
             ),
         )
         .unwrap();
-        Env { dir, sim, inbox, out, db, config }
+        Env {
+            dir,
+            sim,
+            inbox,
+            out,
+            db,
+            config,
+        }
     }
 
     pub fn config(&self) -> Config {
@@ -142,17 +153,32 @@ impl Env {
 
     /// Runs the pipeline in-process until the queue is drained, bounded in time.
     pub async fn run_once(&self, settings: Settings) -> Summary {
-        self.run_with(settings, RunOptions { once: true, exit_when_blocked: true }, CancellationToken::new())
-            .await
+        self.run_with(
+            settings,
+            RunOptions {
+                once: true,
+                exit_when_blocked: true,
+            },
+            CancellationToken::new(),
+        )
+        .await
     }
 
-    pub async fn run_with(&self, settings: Settings, opts: RunOptions, stop: CancellationToken) -> Summary {
+    pub async fn run_with(
+        &self,
+        settings: Settings,
+        opts: RunOptions,
+        stop: CancellationToken,
+    ) -> Summary {
         let store = self.store().await;
         let ctx = Ctx::new(store, self.client(), settings, stop).unwrap();
-        let summary = tokio::time::timeout(Duration::from_secs(60), pipeline::run(ctx.clone(), opts, Arc::new(NoProgress)))
-            .await
-            .expect("pipeline run timed out")
-            .expect("pipeline run failed");
+        let summary = tokio::time::timeout(
+            Duration::from_secs(60),
+            pipeline::run(ctx.clone(), opts, Arc::new(NoProgress)),
+        )
+        .await
+        .expect("pipeline run timed out")
+        .expect("pipeline run failed");
         ctx.store.close().await;
         summary
     }
