@@ -197,7 +197,7 @@ fn store_output(
     file.commit(&candidate).map_err(werr)
 }
 
-async fn expired(ctx: &Ctx, job: &Job) -> Result<(), PipelineError> {
+pub(super) async fn expired(ctx: &Ctx, job: &Job) -> Result<(), PipelineError> {
     let id = job.id;
     match ctx.settings.on_expired {
         OnExpired::Reupload if job.charges < 2 => {

@@ -39,15 +39,15 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                 now_ms() + poll_delay(ctx.settings.poll_interval, elapsed).as_millis() as i64;
             ctx.store.set_next_poll(id, next).await?;
         }
+        // The service forgets a photo when its result expires (one hour after processing):
+        // handled like an expired download.
         Err(ApiError::NotFound { .. }) => {
-            let reason = format!(
-                "the service no longer knows photo {mdf} (status 9002) although it was uploaded; \
-                 the credit is probably lost: `hili retry --reupload {id}` uploads it again"
-            );
-            tracing::warn!(job = %id, "{reason}");
-            ctx.store
-                .hold(id, State::Processing, &reason, false)
-                .await?;
+            ctx.store.begin_download(id).await?;
+            let job = crate::store::Job {
+                state: State::Downloading,
+                ..job
+            };
+            return super::download::expired(ctx, &job).await;
         }
         Err(e) => {
             if e.class() == ErrorClass::AccountWide {

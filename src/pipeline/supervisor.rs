@@ -170,11 +170,13 @@ pub async fn run(
             }
         }
 
+        // Sleep until the next job falls due. Work already due but not started waits for a
+        // free slot (a task ending wakes us) or for a pause to end (within IDLE_LOOK).
         let wait = match ctx.store.next_due_ms().await? {
-            Some(at) => {
-                Duration::from_millis((at - now_ms()).clamp(0, IDLE_LOOK.as_millis() as i64) as u64)
+            Some(at) if at > now_ms() => {
+                Duration::from_millis((at - now_ms()) as u64).min(IDLE_LOOK)
             }
-            None => IDLE_LOOK,
+            _ => IDLE_LOOK,
         };
         tokio::select! {
             biased;
@@ -187,7 +189,7 @@ pub async fn run(
                 }
             }
             _ = ctx.control.woken() => {}
-            _ = tokio::time::sleep(wait), if wait > Duration::ZERO => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 

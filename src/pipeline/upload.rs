@@ -59,7 +59,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
 
     // 3. Credits: never start an upload the account cannot pay for, and remember what we saw
     //    so a lost answer can be reconciled.
-    let Some(credits_before) = credits_for_upload(ctx).await else {
+    let Some(credits_before) = credits_for_upload(ctx, &job).await? else {
         return Ok(());
     };
     if !ctx.control.reserve(ctx.settings.budget) {
@@ -137,7 +137,7 @@ async fn on_upload_error(
             };
             let wait = match pause {
                 Pause::NoCredits => ctx.settings.credits_recheck,
-                _ => Duration::from_secs(3600),
+                _ => Duration::from_secs(60),
             };
             ctx.control.pause(pause, wait);
             ctx.store
@@ -152,36 +152,35 @@ async fn on_upload_error(
     Ok(false)
 }
 
-/// Reads the credits left before an upload. `None` means "do not upload now" (no credits, or
-/// the service unreachable), with uploads paused accordingly.
-async fn credits_for_upload(ctx: &Ctx) -> Option<u64> {
+/// Reads the credits left before an upload. `None` means "do not upload now": the account
+/// has no credits or rejected the token (uploads are paused), or the service could not be
+/// asked (this job waits a little).
+async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, PipelineError> {
     ctx.gate.acquire(Priority::Low).await;
     match ctx.api.credits().await {
         Ok(n) => {
-            if let Err(e) = ctx.store.record_credits(n).await {
-                tracing::warn!("could not record the credit count: {e}");
-            }
+            ctx.store.record_credits(n).await?;
             if n == 0 {
                 ctx.control
                     .pause(Pause::NoCredits, ctx.settings.credits_recheck);
-                return None;
+                return Ok(None);
             }
             if matches!(ctx.control.paused(), Some((Pause::NoCredits, _))) {
                 ctx.control.resume();
             }
-            Some(n)
+            Ok(Some(n))
+        }
+        Err(e) if e.class() == ErrorClass::AccountWide => {
+            ctx.control.pause(Pause::BadToken, Duration::from_secs(60));
+            Ok(None)
         }
         Err(e) => {
-            match e {
-                ApiError::BadToken { .. } => ctx
-                    .control
-                    .pause(Pause::BadToken, Duration::from_secs(3600)),
-                _ => {
-                    tracing::warn!("could not read the credits left before an upload: {e}");
-                    ctx.control.pause(Pause::NoCredits, Duration::from_secs(5));
-                }
-            }
-            None
+            let failures = ctx.control.note_failure(job.id);
+            let wait = retry_delay(failures, Duration::from_secs(1), Duration::from_secs(60));
+            tracing::warn!(job = %job.id, "could not read the credits left before the upload, again in {wait:?}: {e}");
+            let at = now_ms() + wait.as_millis() as i64;
+            ctx.store.defer(job.id, State::Queued, at).await?;
+            Ok(None)
         }
     }
 }
