@@ -93,7 +93,7 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Add(args) => add::add(&load_config(config_path)?, args).await,
-        Command::Run(args) => run::run(&load_config(config_path)?, args).await,
+        Command::Run(args) => run::run(&load_config(config_path)?, config_path, args).await,
         Command::Status(args) => report::status(&load_config(config_path)?, args).await,
         Command::Jobs(args) => report::jobs(&load_config(config_path)?, args).await,
         Command::Retry(args) => report::retry(&load_config(config_path)?, args).await,

@@ -22,16 +22,34 @@ pub fn client(config: &Config) -> anyhow::Result<ApiClient> {
     ApiClient::new(opts).context("could not build the HTTP client")
 }
 
-pub async fn run(config: &Config, args: RunArgs) -> anyhow::Result<Exit> {
+pub async fn run(config: &Config, config_path: Option<&std::path::Path>, args: RunArgs) -> anyhow::Result<Exit> {
     let db = config.database_path();
     let store = Store::open(&db).await?;
     let api = client(config)?;
     let shutdown = super::stop_on_signal();
     let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown)
         .context("could not build the HTTP client for results")?;
+    if !args.once {
+        let progress: Arc<dyn Progress> = Arc::new(Quiet);
+        let summary = crate::daemon::run(ctx.clone(), config, config_path.map(Into::into), progress).await?;
+        ctx.store.close().await;
+        print_summary(&summary);
+        return Ok(Exit::Ok);
+    }
+    // `--once` also scans every watch folder once, waiting for files to settle.
+    if !config.watch.is_empty() {
+        ctx.set_dispositions(crate::daemon::dispositions(&config.watch));
+        let report = crate::watch::scan_once(&config.watch, &ctx.store).await?;
+        tracing::info!(
+            "scanned {} watch folder(s): {} file(s) seen, {} queued",
+            config.watch.len(),
+            report.seen,
+            report.enqueued
+        );
+    }
     let opts = RunOptions {
-        once: args.once,
-        exit_when_blocked: args.once,
+        once: true,
+        exit_when_blocked: true,
     };
     let summary = run_with_progress(ctx, opts).await?;
     Ok(exit_code(&summary))

@@ -4,11 +4,11 @@
 //! here: it is all in the store.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::store::JobId;
 
@@ -39,17 +39,46 @@ impl Pause {
     }
 }
 
-#[derive(Default)]
 pub struct Control {
     pause: Mutex<Option<(Pause, Instant)>>,
     spent: AtomicU64,
     reserved: AtomicU64,
-    wake: Notify,
+    wake: Arc<Notify>,
+    recovered: watch::Sender<bool>,
     /// Consecutive download failures per job in this run (for the hold after max_attempts).
     failures: Mutex<HashMap<JobId, u32>>,
 }
 
+impl Default for Control {
+    fn default() -> Control {
+        Control {
+            pause: Mutex::new(None),
+            spent: AtomicU64::new(0),
+            reserved: AtomicU64::new(0),
+            wake: Arc::new(Notify::new()),
+            recovered: watch::channel(false).0,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
 impl Control {
+    /// The wake-up signal, for other parts (the folder watcher) that add work to the store.
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// Marks start-up recovery as finished.
+    pub fn set_recovered(&self) {
+        self.recovered.send_replace(true);
+    }
+
+    /// Resolves once start-up recovery has finished.
+    pub async fn recovered(&self) {
+        let mut rx = self.recovered.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
     /// Pauses uploads until `for_at_least` has passed (then the next upload re-checks).
     pub fn pause(&self, why: Pause, for_at_least: Duration) {
         let mut p = self.pause.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,6 +11,7 @@
 
 pub mod backoff;
 pub mod control;
+pub mod dispose;
 pub mod download;
 pub mod gate;
 pub mod poll;
@@ -53,6 +54,8 @@ pub struct Ctx {
     pub settings: Settings,
     pub control: Control,
     pub shutdown: CancellationToken,
+    /// What to do with watched sources after their jobs (replaced on SIGHUP).
+    dispositions: std::sync::RwLock<Vec<dispose::Disposition>>,
 }
 
 impl Ctx {
@@ -75,7 +78,22 @@ impl Ctx {
             settings,
             control: Control::default(),
             shutdown,
+            dispositions: std::sync::RwLock::new(Vec::new()),
         }))
+    }
+
+    pub fn dispositions(&self) -> Vec<dispose::Disposition> {
+        self.dispositions
+            .read()
+            .map(|d| d.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    pub fn set_dispositions(&self, rules: Vec<dispose::Disposition>) {
+        match self.dispositions.write() {
+            Ok(mut d) => *d = rules,
+            Err(e) => *e.into_inner() = rules,
+        }
     }
 }
 

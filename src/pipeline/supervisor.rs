@@ -84,6 +84,7 @@ pub async fn run(
         Ok(()) | Err(PipelineError::Shutdown) => {}
         Err(e) => return Err(e),
     }
+    ctx.control.set_recovered();
 
     let mut tasks: JoinSet<(Stage, JobId, Result<(), PipelineError>)> = JoinSet::new();
     let mut active: HashSet<JobId> = HashSet::new();
@@ -149,6 +150,8 @@ pub async fn run(
             }
         }
 
+        super::dispose::pass(&ctx).await?;
+
         if last_progress.elapsed() >= Duration::from_millis(200) {
             report(&ctx, &*progress, tasks.len(), pause.as_ref()).await;
             last_progress = Instant::now();
@@ -196,6 +199,7 @@ pub async fn run(
     if !tasks.is_empty() {
         drain(&ctx, &mut tasks).await;
     }
+    super::dispose::pass(&ctx).await?;
     report(
         &ctx,
         &*progress,

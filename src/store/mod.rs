@@ -8,6 +8,7 @@
 //! transition is one guarded `UPDATE … WHERE id=? AND state=?` plus its events row, so two
 //! workers can never both move a job (and so never both spend a credit on it).
 
+mod dispose;
 mod enqueue;
 mod error;
 mod identity;

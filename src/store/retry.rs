@@ -5,8 +5,9 @@ use super::transitions::{CLEAR_RESULT, Set, Val};
 use super::{JobId, State, Store, StoreError};
 
 /// Columns reset when a person retries: a fresh attempt budget and no backoff.
-const FRESH: [Set; 3] = [
+const FRESH: [Set; 4] = [
     Set::Raw("attempts = 0"),
+    Set::Raw("disposed = 0"),
     Set::Raw("not_before = 0"),
     Set::Raw("reason = NULL"),
 ];
