@@ -1,0 +1,268 @@
+//! The drop-folder daemon as a child process against the simulator: files dropped, written
+//! slowly, moved in, dropped while it was stopped; ignore rules; what happens to sources after
+//! their job; a stop signal in the middle of an upload; polling mode; systemd notifications.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use hili::sim::{Faults, SimOptions};
+use hili::store::State;
+
+use crate::helpers::*;
+
+/// A `[[watch]]` table for `inbox` with the given extra keys.
+fn watch_table(env: &Env, extra: &str) -> String {
+    format!(
+        "\n[[watch]]\npath = \"{}\"\nrepair = \"sr\"\noutput = \"{}\"\nstable_for = \"500ms\"\nrescan_interval = \"2s\"\n{extra}\n",
+        env.inbox.display(),
+        env.out.display()
+    )
+}
+
+/// An environment whose config has one watch folder on its inbox.
+async fn watched(opts: SimOptions, extra: &str) -> Env {
+    let env = Env::new(opts).await;
+    let table = watch_table(&env, extra);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&env.config).unwrap();
+    f.write_all(table.as_bytes()).unwrap();
+    env
+}
+
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(env: &Env) -> Daemon {
+        Daemon::start_with(env, &[])
+    }
+
+    fn start_with(env: &Env, vars: &[(&str, &str)]) -> Daemon {
+        let mut cmd = env.hili();
+        cmd.arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        Daemon(cmd.spawn().expect("spawn hili run"))
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+
+    /// SIGTERM, then the exit status (bounded).
+    fn stop(mut self) -> (Option<i32>, String) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.0.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status.code(), err);
+            }
+            assert!(Instant::now() < deadline, "daemon did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `f` holds, up to `limit`.
+async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn done_count(env: &Env) -> usize {
+    let Ok(store) = hili::store::Store::open_existing(&env.db).await else {
+        return 0;
+    };
+    let n = store.jobs_in(State::Done).await.map(|v| v.len()).unwrap_or(0);
+    store.close().await;
+    n
+}
+
+fn sha256(p: &Path) -> String {
+    hili::media::sha256_file(p).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_slow_and_moved_in_files_are_processed_once_each() {
+    let env = watched(fast_sim(), "").await;
+    // Dropped while the daemon was stopped: found by the start-up scan.
+    write_jpeg(&env.inbox.join("before.jpg"), 1);
+    let d = Daemon::start(&env);
+    until(Duration::from_secs(20), "the start-up file", async || done_count(&env).await == 1).await;
+
+    // Dropped while running.
+    write_jpeg(&env.inbox.join("dropped.jpg"), 2);
+    // Written in chunks over 3 s: must be uploaded once, complete.
+    let staging = env.dir.path().join("staging.jpg");
+    write_jpeg(&staging, 3);
+    let bytes = std::fs::read(&staging).unwrap();
+    let slow = env.inbox.join("slow.jpg");
+    let mut f = std::fs::File::create(&slow).unwrap();
+    for chunk in bytes.chunks(bytes.len().div_ceil(6)) {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    drop(f);
+    // A whole folder moved in from outside.
+    let outside = env.dir.path().join("outside-album");
+    write_jpeg(&outside.join("a.jpg"), 4);
+    write_jpeg(&outside.join("b.jpg"), 5);
+    std::fs::rename(&outside, env.inbox.join("album")).unwrap();
+    // Ignored names never reach the service.
+    std::fs::write(env.inbox.join(".DS_Store"), b"junk").unwrap();
+    write_jpeg(&env.inbox.join("download.jpg.part"), 6);
+    write_jpeg(&env.inbox.join("~$draft.jpg"), 7);
+
+    until(Duration::from_secs(30), "all five photos done", async || done_count(&env).await == 5).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // a rescan comes and goes
+    let (code, err) = d.stop();
+    assert_eq!(code, Some(0), "{err}");
+
+    let ledger = env.sim.ledger();
+    assert_eq!(ledger.total_charges, 5, "{:?}", ledger.charges);
+    assert_eq!(ledger.duplicate_charges, 0);
+    let slow_sha = sha256(&slow);
+    assert!(
+        ledger.charges.iter().any(|c| c.sha256 == slow_sha),
+        "the slowly written file was uploaded complete"
+    );
+    for ignored in [6u32, 7] {
+        let p = env.dir.path().join(format!("ignored{ignored}.jpg"));
+        write_jpeg(&p, ignored);
+        let s = sha256(&p);
+        assert!(!ledger.charges.iter().any(|c| c.sha256 == s), "ignored file {ignored} was charged");
+    }
+
+    // A restart finds nothing new to do.
+    let d = Daemon::start(&env);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    assert_eq!(env.sim.ledger().total_charges, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_are_kept_moved_or_deleted_and_failures_go_to_failed_dir() {
+    for after in ["keep", "move", "delete"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let done_dir = tmp.path().join("done");
+        let failed_dir = tmp.path().join("failed");
+        let extra = format!(
+            "after = \"{after}\"\ndone_dir = \"{}\"\nfailed_dir = \"{}\"",
+            done_dir.display(),
+            failed_dir.display()
+        );
+        let env = watched(fast_sim(), &extra).await;
+        write_jpeg(&env.inbox.join("sub/ok.jpg"), 1);
+        std::fs::write(env.inbox.join("sub/bad.jpg"), b"not a photo at all").unwrap();
+        let d = Daemon::start(&env);
+        until(Duration::from_secs(20), "one done", async || done_count(&env).await == 1).await;
+        until(Duration::from_secs(10), "failed source moved", async || {
+            failed_dir.join("sub/bad.jpg").exists()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (code, err) = d.stop();
+        assert_eq!(code, Some(0), "{after}: {err}");
+
+        let reason = std::fs::read_to_string(failed_dir.join("sub/bad.jpg.reason.txt")).unwrap();
+        assert!(reason.contains("bad.jpg"), "{after}: {reason}");
+        assert!(!env.inbox.join("sub/bad.jpg").exists());
+        let src = env.inbox.join("sub/ok.jpg");
+        match after {
+            "keep" => assert!(src.exists() && !done_dir.join("sub/ok.jpg").exists()),
+            "move" => assert!(!src.exists() && done_dir.join("sub/ok.jpg").exists()),
+            _ => assert!(!src.exists() && !done_dir.join("sub/ok.jpg").exists()),
+        }
+        assert_eq!(env.outputs().len(), 1, "{after}");
+        assert_eq!(env.sim.ledger().total_charges, 1, "{after}: kept sources are not re-queued");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_upload_exits_cleanly_and_the_restart_does_not_pay_twice() {
+    let mut opts = fast_sim();
+    opts.faults = Faults { slow: 1.0, ..Faults::default() };
+    opts.latency = Duration::from_secs(2);
+    let env = watched(opts, "").await;
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    let d = Daemon::start(&env);
+    // Wait until the upload is in flight (the slow answer holds it there).
+    until(Duration::from_secs(15), "an upload in flight", async || {
+        let Ok(store) = hili::store::Store::open_existing(&env.db).await else { return false };
+        let n = store.jobs_in(State::Uploading).await.map(|v| v.len()).unwrap_or(0);
+        store.close().await;
+        n == 1
+    })
+    .await;
+    let (code, err) = d.stop();
+    assert_eq!(code, Some(0), "{err}");
+    env.sim.set_faults(Faults::default());
+
+    let d = Daemon::start(&env);
+    until(Duration::from_secs(20), "done after restart", async || done_count(&env).await == 1).await;
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    let ledger = env.sim.ledger();
+    assert_eq!((ledger.total_charges, ledger.duplicate_charges), (1, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_mode_picks_up_files_without_events() {
+    let env = watched(fast_sim(), "poll = true\npoll_interval = \"300ms\"\nrescan_interval = \"1h\"").await;
+    let d = Daemon::start(&env);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_jpeg(&env.inbox.join("deep/in/here.jpg"), 1);
+    until(Duration::from_secs(20), "polled file done", async || done_count(&env).await == 1).await;
+    let (code, err) = d.stop();
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_status_and_stopping() {
+    let env = watched(fast_sim(), "").await;
+    let sock_path: PathBuf = env.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let d = Daemon::start_with(&env, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(seen.iter().any(|m: &String| m.contains("READY=1")) && seen.iter().any(|m| m.contains("STATUS=")))
+    {
+        assert!(Instant::now() < deadline, "no READY/STATUS: {seen:?}");
+        let n = sock.recv(&mut buf).unwrap();
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let status = seen.iter().find(|m| m.contains("STATUS=")).unwrap();
+    assert!(status.contains("queued") && status.contains("credits"), "{status}");
+
+    d.signal(libc::SIGTERM);
+    let mut stopping = false;
+    while !stopping {
+        let n = sock.recv(&mut buf).expect("STOPPING=1 before exit");
+        stopping = String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+    }
+    let (code, err) = d.stop();
+    assert_eq!(code, Some(0), "{err}");
+}
