@@ -366,7 +366,11 @@ async fn reset_is_ambiguous_on_upload_and_transient_on_status() {
             ErrorClass::Transient
         );
         env.sim.set_faults(Faults::default());
-        assert_eq!(env.sim.ledger().total_charges, 1, "the reset upload was not charged");
+        assert_eq!(
+            env.sim.ledger().total_charges,
+            1,
+            "the reset upload was not charged"
+        );
         assert_eq!(c.credits().await.unwrap(), 999);
     })
     .await
@@ -481,7 +485,10 @@ async fn skewed_workstation(skew: i64) {
         "{text}"
     );
     let offset = c.clock().offset().unwrap();
-    assert!((offset + skew).abs() <= 2, "offset {offset} for skew {skew}");
+    assert!(
+        (offset + skew).abs() <= 2,
+        "offset {offset} for skew {skew}"
+    );
 
     // Corrected from now on: one request each, all succeed.
     let up = c
@@ -594,7 +601,15 @@ async fn sim_clock_300_s_ahead_is_learnt_and_requests_succeed() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let url = c.download_url(&up.mdf).await.unwrap();
-        let bytes = c.http().get(&url).send().await.unwrap().bytes().await.unwrap();
+        let bytes = c
+            .http()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         image::load_from_memory(&bytes).unwrap();
         let l = env.sim.ledger();
         assert_eq!(l.total_charges, 1);
