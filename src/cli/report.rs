@@ -141,7 +141,12 @@ pub async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
                 }
             }
             Err(e) => {
-                eprintln!("hili: job {id}: {e}");
+                // Store errors about a job already name it ("job #3 is done: ...").
+                let msg = e.to_string();
+                match msg.contains(&id.to_string()) {
+                    true => eprintln!("hili: {msg}"),
+                    false => eprintln!("hili: job {id}: {msg}"),
+                }
                 code = Exit::Error;
             }
         }

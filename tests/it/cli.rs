@@ -481,6 +481,37 @@ async fn a_failed_job_exits_3_and_retry_failed_after_a_fix_completes_it() {
     let out = hili(&env, ["jobs", "--state", "sideways"]).await;
     assert_ne!(out.code, Some(0), "{}", out.both());
 
+    // A dry run does not pretend the failed photo is waiting in the queue.
+    let out = hili(
+        &env,
+        [
+            "add",
+            "inbox",
+            "--repair",
+            "sr",
+            "--output",
+            "out",
+            "--dry-run",
+        ],
+    )
+    .await;
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .contains("1 already done, 0 already queued, 1 failed or held"),
+        "{}",
+        out.both()
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.ends_with("broken.jpg"))
+        .unwrap();
+    assert!(
+        line.starts_with("already failed") && line.contains("hili retry"),
+        "{line}"
+    );
+
     // Fix the input, retry, run again.
     write_jpeg(&broken, 9);
     let out = hili(&env, ["retry", "--failed"]).await;
@@ -691,6 +722,23 @@ async fn the_command_in_a_held_reason_works_when_pasted_into_a_shell() {
 }
 
 #[tokio::test]
+#[ignore = "bug: the pipeline records credits only before an upload \
+            (src/pipeline/upload.rs credits_for_upload), so after a run `hili status` shows the \
+            count from before the last upload: one more than the service has"]
+async fn status_after_a_run_shows_the_credits_the_service_has() {
+    let env = Env::new(fast_sim()).await;
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    write_jpeg(&env.inbox.join("b.jpg"), 2);
+    hili(&env, ["add", "inbox", "--repair", "sr", "--output", "out"])
+        .await
+        .expect_code(0);
+    hili(&env, ["run", "--once"]).await.expect_code(0);
+    let st = json(&hili(&env, ["status", "--json"]).await);
+    assert_eq!(st["credits_spent"], 2, "{st}");
+    assert_eq!(st["credits_left"], env.sim.credits(), "{st}");
+}
+
+#[tokio::test]
 async fn retry_of_a_done_job_without_reupload_is_refused() {
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
@@ -703,9 +751,26 @@ async fn retry_of_a_done_job_without_reupload_is_refused() {
     let out = hili(&env, ["retry", &id]).await;
     assert_ne!(out.code, Some(0), "{}", out.both());
     assert!(out.stderr.contains("--reupload"), "{}", out.both());
+    assert_eq!(
+        out.stderr.matches(&format!("#{id}")).count(),
+        1,
+        "{}",
+        out.both()
+    );
     let out = hili(&env, ["retry", "--reupload", &id]).await;
     out.expect_code(0);
-    assert!(out.stdout.contains("credit"), "{}", out.both());
+    assert!(
+        out.stdout.contains("spends another credit"),
+        "{}",
+        out.both()
+    );
+    let out = hili(&env, ["retry", "999"]).await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("#999 does not exist") && out.stderr.contains("hili jobs"),
+        "{}",
+        out.both()
+    );
 }
 
 #[tokio::test]
