@@ -113,6 +113,7 @@ async fn dry_run(
         false => HashMap::new(),
     };
     let (mut to_queue, mut done, mut pending, mut invalid) = (0u64, 0u64, 0u64, 0u64);
+    let mut stuck = 0u64;
     let probed = tokio::task::spawn_blocking(move || probe_all(found)).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
@@ -122,6 +123,15 @@ async fn dry_run(
             (Some(State::Done), _) if !args.force => {
                 done += 1;
                 format!("already done  {}", f.path.display())
+            }
+            // A failed or held job is not waiting for anything: adding the file again does not
+            // queue it (only `hili retry` does), so it is not reported as queued.
+            (Some(s @ (State::Failed | State::Held)), _) if !args.force => {
+                stuck += 1;
+                format!(
+                    "already {s} (see `hili status`, then `hili retry`)  {}",
+                    f.path.display()
+                )
             }
             (Some(s), _) if !args.force && *s != State::Done => {
                 pending += 1;
@@ -140,7 +150,7 @@ async fn dry_run(
     }
     let _ = writeln!(
         out,
-        "dry run: {to_queue} to queue (at most {to_queue} credit(s), about ¥{}), {done} already done, {pending} already queued, {invalid} invalid (never uploaded)",
+        "dry run: {to_queue} to queue (at most {to_queue} credit(s), about ¥{}), {done} already done, {pending} already queued, {stuck} failed or held, {invalid} invalid (never uploaded)",
         to_queue * 5
     );
     Ok(Exit::Ok)

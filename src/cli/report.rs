@@ -129,15 +129,24 @@ pub async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
         let before = store.get(id).await?;
         match store.retry(id, args.reupload).await {
             Ok(state) => {
-                let spends = state == State::Queued && before.is_some_and(|j| j.credit_spent);
-                if spends {
-                    println!("job {id}: queued for a new upload: this spends another credit");
-                } else {
-                    println!("job {id}: now {state}");
+                let spent_before = before.is_some_and(|j| j.credit_spent);
+                match state {
+                    State::Queued if spent_before => {
+                        println!("job {id}: queued for a new upload: this spends another credit")
+                    }
+                    State::Queued if args.reupload => {
+                        println!("job {id}: queued for a new upload: this spends a credit")
+                    }
+                    _ => println!("job {id}: now {state}"),
                 }
             }
             Err(e) => {
-                eprintln!("hili: job {id}: {e}");
+                // Store errors about a job already name it ("job #3 is done: ...").
+                let msg = e.to_string();
+                match msg.contains(&id.to_string()) {
+                    true => eprintln!("hili: {msg}"),
+                    false => eprintln!("hili: job {id}: {msg}"),
+                }
                 code = Exit::Error;
             }
         }
@@ -146,17 +155,20 @@ pub async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
     Ok(code)
 }
 
+/// The command that resolves a held job. Ids are printed bare: `JobId`'s Display is `#N`,
+/// and a `#` in a shell command starts a comment, so a pasted `hili retry #3` would do nothing.
 fn resolve_hint(j: &Job) -> String {
-    if j.mdf.is_some() {
-        format!(
-            "hili retry {} (fetch the result again), or hili retry --reupload {} (spends a credit)",
-            j.id, j.id
-        )
-    } else {
-        format!(
-            "hili retry {}  (or hili retry --reupload {}: spends a credit)",
-            j.id, j.id
-        )
+    let id = j.id.0;
+    match (&j.mdf, j.credit_spent) {
+        (Some(_), _) => format!(
+            "hili retry {id} (fetch the result again), or hili retry --reupload {id} (spends a credit)"
+        ),
+        // Without an mdf there is nothing to fetch: any retry uploads again, and this job's
+        // credit was already spent once.
+        (None, true) => {
+            format!("hili retry --reupload {id} (uploads it again: spends another credit)")
+        }
+        (None, false) => format!("hili retry {id}"),
     }
 }
 

@@ -22,10 +22,15 @@ pub fn client(config: &Config) -> anyhow::Result<ApiClient> {
     ApiClient::new(opts).context("could not build the HTTP client")
 }
 
-pub async fn run(config: &Config, config_path: Option<&std::path::Path>, args: RunArgs) -> anyhow::Result<Exit> {
-    let db = config.database_path();
-    let store = Store::open(&db).await?;
+pub async fn run(
+    config: &Config,
+    config_path: Option<&std::path::Path>,
+    args: RunArgs,
+) -> anyhow::Result<Exit> {
+    // The client first: a configuration error (no secret, bad URL) must not leave behind a
+    // freshly created, empty database.
     let api = client(config)?;
+    let store = Store::open(&config.database_path()).await?;
     let shutdown = super::stop_on_signal();
     let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown)
         .context("could not build the HTTP client for results")?;

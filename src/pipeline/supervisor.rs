@@ -200,6 +200,9 @@ pub async fn run(
         drain(&ctx, &mut tasks).await;
     }
     super::dispose::pass(&ctx).await?;
+    if ctx.control.spent() > 0 {
+        record_final_credits(&ctx).await;
+    }
     report(
         &ctx,
         &*progress,
@@ -293,6 +296,21 @@ async fn drain(ctx: &Ctx, tasks: &mut JoinSet<(Stage, JobId, Result<(), Pipeline
             tasks.len()
         );
         tasks.shutdown().await;
+    }
+}
+
+/// Reads the credits once more at the end of a run that spent some, so `hili status` shows
+/// what the account has now. Best effort: a failure only leaves an older figure.
+async fn record_final_credits(ctx: &Ctx) {
+    ctx.gate.acquire(super::gate::Priority::High).await;
+    match tokio::time::timeout(ctx.settings.timeout, ctx.api.credits()).await {
+        Ok(Ok(n)) => {
+            if let Err(e) = ctx.store.record_credits(n).await {
+                tracing::warn!("could not record the credits left: {e}");
+            }
+        }
+        Ok(Err(e)) => tracing::info!("could not read the credits left at the end of the run: {e}"),
+        Err(_) => tracing::info!("reading the credits left at the end of the run timed out"),
     }
 }
 

@@ -1,6 +1,8 @@
 //! One integration-test binary (so the crate links once); each module covers one room.
 
+mod cli;
 mod client;
+mod client_sim;
 mod crash;
 mod helpers;
 mod media;
