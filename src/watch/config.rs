@@ -333,6 +333,30 @@ mod tests {
     }
 
     #[test]
+    fn example_watch_block_parses_with_the_defaults_it_shows() {
+        let example = include_str!("../../config/hili.example.toml");
+        let start = example.find("# [[watch]]").unwrap();
+        let text: String = example[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with("[[watch]]") || l.split(' ').nth(1) == Some("="))
+            .map(|l| format!("{l}\n"))
+            // The example shows every key; pick values under which all of them are allowed.
+            .collect::<String>()
+            .replace("repair = \"repair\"", "repair = \"bg\"")
+            .replace("after = \"keep\"", "after = \"move\"");
+        let c = parse(&text).unwrap();
+        let w = &c.watch[0];
+        let mut want = WatchConfig::new("/srv/scans/in", Repair::Bg, "/srv/scans/out");
+        want.rgb = Some(Rgb(255, 255, 255));
+        want.ignore = vec!["*.raw".into(), "/incoming-tmp".into()];
+        want.after = After::Move;
+        want.done_dir = Some("/srv/scans/done".into());
+        want.failed_dir = Some("/srv/scans/failed".into());
+        assert_eq!(*w, want);
+    }
+
+    #[test]
     fn normalize_is_lexical() {
         assert_eq!(normalize(Path::new("/a/./b/../c/")), PathBuf::from("/a/c"));
         assert_eq!(normalize(Path::new("x/y")), PathBuf::from("x/y"));
