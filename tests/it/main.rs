@@ -7,3 +7,4 @@ mod media;
 mod pipeline;
 mod sim;
 mod store;
+mod watch;
