@@ -13,12 +13,15 @@ use serde::Deserialize;
 
 use crate::api::client::ClientOptions;
 use crate::secret::Secret;
+use crate::watch::WatchConfig;
 
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub api: ApiConfig,
     pub queue: QueueConfig,
+    /// `[[watch]]` tables: the drop folders of `hili run`.
+    pub watch: Vec<WatchConfig>,
     /// The file that was read; `None` when running on defaults.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -214,7 +217,7 @@ impl Config {
 
     /// Parses and validates TOML text; `path` is only used in messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let message = e.message().trim_end().replace('\n', " ");
             // Name the line and show it: it holds the key even when the span is the value.
             let message = match e.span().and_then(|s| text.get(..s.start)) {
@@ -238,6 +241,11 @@ impl Config {
                 message,
             }
         })?;
+        // Relative watch paths are relative to the config file, like `secret_key_file`.
+        let base = path.parent().unwrap_or(Path::new(""));
+        for w in &mut config.watch {
+            w.resolve_relative(base);
+        }
         config.validate(path)?;
         Ok(config)
     }
@@ -280,7 +288,7 @@ impl Config {
         if q.max_attempts < 1 {
             return Err(invalid("queue.max_attempts", "must be at least 1"));
         }
-        Ok(())
+        crate::watch::config::validate(&self.watch, path)
     }
 
     /// `queue.database`, else `$STATE_DIRECTORY/hili.db`, `$XDG_STATE_HOME/hili/hili.db`,
@@ -421,7 +429,7 @@ fn locate(explicit: Option<&Path>, env: &Env) -> Option<PathBuf> {
 }
 
 /// Serde helper for durations written as "60s", "10m", "1h 30m".
-mod human_duration {
+pub(crate) mod human_duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 

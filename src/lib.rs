@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod failpoint;
 pub mod media;
 pub mod pipeline;
@@ -12,3 +13,4 @@ pub mod repair;
 pub mod secret;
 pub mod sim;
 pub mod store;
+pub mod watch;

@@ -38,10 +38,9 @@ pub fn init(format: LogFormat, verbose: u8, command: &Command) {
     let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Auto if under_journal => builder
-            .with_ansi(false)
-            .event_format(Journal)
-            .try_init(),
+        LogFormat::Auto if under_journal => {
+            builder.with_ansi(false).event_format(Journal).try_init()
+        }
         LogFormat::Auto => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),

@@ -36,7 +36,8 @@ pub async fn run(
         .context("could not build the HTTP client for results")?;
     if !args.once {
         let progress: Arc<dyn Progress> = Arc::new(Quiet);
-        let summary = crate::daemon::run(ctx.clone(), config, config_path.map(Into::into), progress).await?;
+        let summary =
+            crate::daemon::run(ctx.clone(), config, config_path.map(Into::into), progress).await?;
         ctx.store.close().await;
         print_summary(&summary);
         return Ok(Exit::Ok);

@@ -80,33 +80,38 @@ pub async fn run(
     };
     let mut pipe = tokio::spawn(pipeline::run(ctx.clone(), opts, progress));
 
-    let mut hup = signal(SignalKind::hangup()).ok();
-    let ready = async {
-        ctx.control.recovered().await;
-        watcher.first_scan_done().await;
-    };
-    tokio::pin!(ready);
-    let mut is_ready = false;
-    let mut status = tokio::time::interval(STATUS_EVERY);
-    let watchdog_every = notifier.watchdog_interval().unwrap_or(Duration::from_secs(3600));
-    let mut watchdog = tokio::time::interval(watchdog_every);
+    // The loop borrows the watcher (readiness); it ends before the watcher is joined.
+    let summary = {
+        let mut hup = signal(SignalKind::hangup()).ok();
+        let ready = async {
+            ctx.control.recovered().await;
+            watcher.first_scan_done().await;
+        };
+        tokio::pin!(ready);
+        let mut is_ready = false;
+        let mut status = tokio::time::interval(STATUS_EVERY);
+        let watchdog_every = notifier
+            .watchdog_interval()
+            .unwrap_or(Duration::from_secs(3600));
+        let mut watchdog = tokio::time::interval(watchdog_every);
 
-    let summary = loop {
-        tokio::select! {
-            res = &mut pipe => break res??,
-            () = &mut ready, if !is_ready => {
-                is_ready = true;
-                notifier.ready();
-                send_status(&ctx, &notifier).await;
-                tracing::info!("ready: watching {} folder(s)", config.watch.len());
-            }
-            _ = status.tick(), if is_ready => send_status(&ctx, &notifier).await,
-            _ = watchdog.tick() => notifier.watchdog(),
-            Some(()) = recv_hup(&mut hup) => reload(&ctx, &watcher, config_path.as_deref()),
-            () = shutdown.cancelled() => {
-                notifier.stopping();
-                notifier.status("stopping: letting requests in flight finish");
-                break (&mut pipe).await??;
+        loop {
+            tokio::select! {
+                res = &mut pipe => break res??,
+                () = &mut ready, if !is_ready => {
+                    is_ready = true;
+                    notifier.ready();
+                    send_status(&ctx, &notifier).await;
+                    tracing::info!("ready: watching {} folder(s)", config.watch.len());
+                }
+                _ = status.tick(), if is_ready => send_status(&ctx, &notifier).await,
+                _ = watchdog.tick() => notifier.watchdog(),
+                Some(()) = recv_hup(&mut hup) => reload(&ctx, &watcher, config_path.as_deref()),
+                () = shutdown.cancelled() => {
+                    notifier.stopping();
+                    notifier.status("stopping: letting requests in flight finish");
+                    break (&mut pipe).await??;
+                }
             }
         }
     };
@@ -127,11 +132,16 @@ async fn recv_hup(hup: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 fn reload(ctx: &Ctx, watcher: &Watcher, path: Option<&Path>) {
     match Config::load(path) {
         Ok(config) => {
-            tracing::info!("SIGHUP: reloaded the watch list ({} folder(s))", config.watch.len());
+            tracing::info!(
+                "SIGHUP: reloaded the watch list ({} folder(s))",
+                config.watch.len()
+            );
             ctx.set_dispositions(dispositions(&config.watch));
             watcher.reload(config.watch);
         }
-        Err(e) => tracing::error!("SIGHUP: the configuration did not load, keeping the old one: {e}"),
+        Err(e) => {
+            tracing::error!("SIGHUP: the configuration did not load, keeping the old one: {e}")
+        }
     }
 }
 
@@ -160,4 +170,3 @@ async fn send_status(ctx: &Ctx, notifier: &Notifier) {
         c(State::Held),
     ));
 }
-

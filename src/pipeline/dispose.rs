@@ -80,13 +80,20 @@ fn dispose(job: &Job, rule: &Disposition) -> std::io::Result<Option<String>> {
     match (job.state, rule.after, &rule.done_dir, &rule.failed_dir) {
         (State::Done, SourceAfter::Move, Some(done_dir), _) => {
             let dest = move_below(src, &rule.root, done_dir)?;
-            Ok(Some(format!("moved {} to {}", src.display(), dest.display())))
+            Ok(Some(format!(
+                "moved {} to {}",
+                src.display(),
+                dest.display()
+            )))
         }
         (State::Done, SourceAfter::Delete, _, _) => {
             // `done` is recorded only after the output's rename and directory fsync.
             let output_ok = job.output_path.as_deref().is_some_and(Path::is_file);
             if !output_ok {
-                return Ok(Some(format!("kept {}: its output is missing", src.display())));
+                return Ok(Some(format!(
+                    "kept {}: its output is missing",
+                    src.display()
+                )));
             }
             std::fs::remove_file(src)?;
             Ok(Some(format!("deleted {}", src.display())))
@@ -100,7 +107,12 @@ fn dispose(job: &Job, rule: &Disposition) -> std::io::Result<Option<String>> {
             writeln!(f, "hili job {} ({}): {reason}", job.id, job.state)?;
             writeln!(f, "source: {}", src.display())?;
             f.sync_all()?;
-            Ok(Some(format!("moved {} to {} ({})", src.display(), dest.display(), job.state)))
+            Ok(Some(format!(
+                "moved {} to {} ({})",
+                src.display(),
+                dest.display(),
+                job.state
+            )))
         }
         _ => Ok(None),
     }

@@ -10,7 +10,11 @@ use super::{Job, JobId, Store, StoreError};
 impl Store {
     /// Done, failed or held jobs found under one of `roots` whose source has not been disposed
     /// of yet, oldest first, at most `limit`.
-    pub async fn undisposed(&self, roots: &[PathBuf], limit: usize) -> Result<Vec<Job>, StoreError> {
+    pub async fn undisposed(
+        &self,
+        roots: &[PathBuf],
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
         if roots.is_empty() {
             return Ok(Vec::new());
         }

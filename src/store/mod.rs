@@ -18,6 +18,7 @@ mod retry;
 mod schedule;
 pub mod state;
 mod transitions;
+mod watch;
 
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};

@@ -26,7 +26,10 @@ fn watch_table(env: &Env, extra: &str) -> String {
 async fn watched(opts: SimOptions, extra: &str) -> Env {
     let env = Env::new(opts).await;
     let table = watch_table(&env, extra);
-    let mut f = std::fs::OpenOptions::new().append(true).open(&env.config).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&env.config)
+        .unwrap();
     f.write_all(table.as_bytes()).unwrap();
     env
 }
@@ -40,7 +43,10 @@ impl Daemon {
 
     fn start_with(env: &Env, vars: &[(&str, &str)]) -> Daemon {
         let mut cmd = env.hili();
-        cmd.arg("run").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         for (k, v) in vars {
             cmd.env(k, v);
         }
@@ -65,7 +71,10 @@ impl Daemon {
                 }
                 return (status.code(), err);
             }
-            assert!(Instant::now() < deadline, "daemon did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not stop after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -91,7 +100,11 @@ async fn done_count(env: &Env) -> usize {
     let Ok(store) = hili::store::Store::open_existing(&env.db).await else {
         return 0;
     };
-    let n = store.jobs_in(State::Done).await.map(|v| v.len()).unwrap_or(0);
+    let n = store
+        .jobs_in(State::Done)
+        .await
+        .map(|v| v.len())
+        .unwrap_or(0);
     store.close().await;
     n
 }
@@ -106,7 +119,10 @@ async fn dropped_slow_and_moved_in_files_are_processed_once_each() {
     // Dropped while the daemon was stopped: found by the start-up scan.
     write_jpeg(&env.inbox.join("before.jpg"), 1);
     let d = Daemon::start(&env);
-    until(Duration::from_secs(20), "the start-up file", async || done_count(&env).await == 1).await;
+    until(Duration::from_secs(20), "the start-up file", async || {
+        done_count(&env).await == 1
+    })
+    .await;
 
     // Dropped while running.
     write_jpeg(&env.inbox.join("dropped.jpg"), 2);
@@ -132,7 +148,12 @@ async fn dropped_slow_and_moved_in_files_are_processed_once_each() {
     write_jpeg(&env.inbox.join("download.jpg.part"), 6);
     write_jpeg(&env.inbox.join("~$draft.jpg"), 7);
 
-    until(Duration::from_secs(30), "all five photos done", async || done_count(&env).await == 5).await;
+    until(
+        Duration::from_secs(30),
+        "all five photos done",
+        async || done_count(&env).await == 5,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await; // a rescan comes and goes
     let (code, err) = d.stop();
     assert_eq!(code, Some(0), "{err}");
@@ -149,7 +170,10 @@ async fn dropped_slow_and_moved_in_files_are_processed_once_each() {
         let p = env.dir.path().join(format!("ignored{ignored}.jpg"));
         write_jpeg(&p, ignored);
         let s = sha256(&p);
-        assert!(!ledger.charges.iter().any(|c| c.sha256 == s), "ignored file {ignored} was charged");
+        assert!(
+            !ledger.charges.iter().any(|c| c.sha256 == s),
+            "ignored file {ignored} was charged"
+        );
     }
 
     // A restart finds nothing new to do.
@@ -175,7 +199,10 @@ async fn sources_are_kept_moved_or_deleted_and_failures_go_to_failed_dir() {
         write_jpeg(&env.inbox.join("sub/ok.jpg"), 1);
         std::fs::write(env.inbox.join("sub/bad.jpg"), b"not a photo at all").unwrap();
         let d = Daemon::start(&env);
-        until(Duration::from_secs(20), "one done", async || done_count(&env).await == 1).await;
+        until(Duration::from_secs(20), "one done", async || {
+            done_count(&env).await == 1
+        })
+        .await;
         until(Duration::from_secs(10), "failed source moved", async || {
             failed_dir.join("sub/bad.jpg").exists()
         })
@@ -194,22 +221,35 @@ async fn sources_are_kept_moved_or_deleted_and_failures_go_to_failed_dir() {
             _ => assert!(!src.exists() && !done_dir.join("sub/ok.jpg").exists()),
         }
         assert_eq!(env.outputs().len(), 1, "{after}");
-        assert_eq!(env.sim.ledger().total_charges, 1, "{after}: kept sources are not re-queued");
+        assert_eq!(
+            env.sim.ledger().total_charges,
+            1,
+            "{after}: kept sources are not re-queued"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_an_upload_exits_cleanly_and_the_restart_does_not_pay_twice() {
     let mut opts = fast_sim();
-    opts.faults = Faults { slow: 1.0, ..Faults::default() };
+    opts.faults = Faults {
+        slow: 1.0,
+        ..Faults::default()
+    };
     opts.latency = Duration::from_secs(2);
     let env = watched(opts, "").await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     let d = Daemon::start(&env);
     // Wait until the upload is in flight (the slow answer holds it there).
     until(Duration::from_secs(15), "an upload in flight", async || {
-        let Ok(store) = hili::store::Store::open_existing(&env.db).await else { return false };
-        let n = store.jobs_in(State::Uploading).await.map(|v| v.len()).unwrap_or(0);
+        let Ok(store) = hili::store::Store::open_existing(&env.db).await else {
+            return false;
+        };
+        let n = store
+            .jobs_in(State::Uploading)
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0);
         store.close().await;
         n == 1
     })
@@ -219,7 +259,10 @@ async fn sigterm_during_an_upload_exits_cleanly_and_the_restart_does_not_pay_twi
     env.sim.set_faults(Faults::default());
 
     let d = Daemon::start(&env);
-    until(Duration::from_secs(20), "done after restart", async || done_count(&env).await == 1).await;
+    until(Duration::from_secs(20), "done after restart", async || {
+        done_count(&env).await == 1
+    })
+    .await;
     let (code, _) = d.stop();
     assert_eq!(code, Some(0));
     let ledger = env.sim.ledger();
@@ -228,11 +271,18 @@ async fn sigterm_during_an_upload_exits_cleanly_and_the_restart_does_not_pay_twi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_mode_picks_up_files_without_events() {
-    let env = watched(fast_sim(), "poll = true\npoll_interval = \"300ms\"\nrescan_interval = \"1h\"").await;
+    let env = watched(
+        fast_sim(),
+        "poll = true\npoll_interval = \"300ms\"\nrescan_interval = \"1h\"",
+    )
+    .await;
     let d = Daemon::start(&env);
     tokio::time::sleep(Duration::from_millis(500)).await;
     write_jpeg(&env.inbox.join("deep/in/here.jpg"), 1);
-    until(Duration::from_secs(20), "polled file done", async || done_count(&env).await == 1).await;
+    until(Duration::from_secs(20), "polled file done", async || {
+        done_count(&env).await == 1
+    })
+    .await;
     let (code, err) = d.stop();
     assert_eq!(code, Some(0), "{err}");
 }
@@ -242,20 +292,25 @@ async fn systemd_hears_ready_status_and_stopping() {
     let env = watched(fast_sim(), "").await;
     let sock_path: PathBuf = env.dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let d = Daemon::start_with(&env, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
 
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !(seen.iter().any(|m: &String| m.contains("READY=1")) && seen.iter().any(|m| m.contains("STATUS=")))
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().any(|m| m.contains("STATUS=")))
     {
         assert!(Instant::now() < deadline, "no READY/STATUS: {seen:?}");
         let n = sock.recv(&mut buf).unwrap();
         seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     let status = seen.iter().find(|m| m.contains("STATUS=")).unwrap();
-    assert!(status.contains("queued") && status.contains("credits"), "{status}");
+    assert!(
+        status.contains("queued") && status.contains("credits"),
+        "{status}"
+    );
 
     d.signal(libc::SIGTERM);
     let mut stopping = false;
