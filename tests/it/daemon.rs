@@ -13,13 +13,19 @@ use hili::store::State;
 
 use crate::helpers::*;
 
-/// A `[[watch]]` table for `inbox` with the given extra keys.
+/// A `[[watch]]` table for `inbox`: fast test defaults, unless `extra` sets those keys.
 fn watch_table(env: &Env, extra: &str) -> String {
-    format!(
-        "\n[[watch]]\npath = \"{}\"\nrepair = \"sr\"\noutput = \"{}\"\nstable_for = \"500ms\"\nrescan_interval = \"2s\"\n{extra}\n",
+    let mut table = format!(
+        "\n[[watch]]\npath = \"{}\"\nrepair = \"sr\"\noutput = \"{}\"\n{extra}\n",
         env.inbox.display(),
         env.out.display()
-    )
+    );
+    for (key, default) in [("stable_for", "\"700ms\""), ("rescan_interval", "\"2s\"")] {
+        if !extra.contains(key) {
+            table.push_str(&format!("{key} = {default}\n"));
+        }
+    }
+    table
 }
 
 /// An environment whose config has one watch folder on its inbox.
@@ -34,7 +40,8 @@ async fn watched(opts: SimOptions, extra: &str) -> Env {
     env
 }
 
-struct Daemon(Child);
+/// A `hili run` child; its log goes to a file that is printed if the test fails.
+struct Daemon(Child, PathBuf);
 
 impl Daemon {
     fn start(env: &Env) -> Daemon {
@@ -42,15 +49,20 @@ impl Daemon {
     }
 
     fn start_with(env: &Env, vars: &[(&str, &str)]) -> Daemon {
+        let log = (0..)
+            .map(|i| env.dir.path().join(format!("daemon-{i}.log")))
+            .find(|p| !p.exists())
+            .unwrap();
+        let file = std::fs::File::create(&log).unwrap();
         let mut cmd = env.hili();
         cmd.arg("run")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(file);
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        Daemon(cmd.spawn().expect("spawn hili run"))
+        Daemon(cmd.spawn().expect("spawn hili run"), log)
     }
 
     fn signal(&self, sig: i32) {
@@ -64,12 +76,10 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.0.stderr.take() {
-                    use std::io::Read;
-                    let _ = e.read_to_string(&mut err);
-                }
-                return (status.code(), err);
+                return (
+                    status.code(),
+                    std::fs::read_to_string(&self.1).unwrap_or_default(),
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -80,10 +90,31 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// SIGTERM already sent: waits for the exit (bounded).
+    fn wait_exit(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return (
+                    status.code(),
+                    std::fs::read_to_string(&self.1).unwrap_or_default(),
+                );
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
+            eprintln!("--- daemon log {} ---\n{log}", self.1.display());
+        }
     }
 }
 
@@ -115,7 +146,8 @@ fn sha256(p: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_slow_and_moved_in_files_are_processed_once_each() {
-    let env = watched(fast_sim(), "").await;
+    // The slow writer below pauses 500 ms between chunks; stable_for must outlast a pause.
+    let env = watched(fast_sim(), "stable_for = \"1500ms\"").await;
     // Dropped while the daemon was stopped: found by the start-up scan.
     write_jpeg(&env.inbox.join("before.jpg"), 1);
     let d = Daemon::start(&env);
@@ -190,11 +222,13 @@ async fn sources_are_kept_moved_or_deleted_and_failures_go_to_failed_dir() {
         let tmp = tempfile::tempdir().unwrap();
         let done_dir = tmp.path().join("done");
         let failed_dir = tmp.path().join("failed");
-        let extra = format!(
-            "after = \"{after}\"\ndone_dir = \"{}\"\nfailed_dir = \"{}\"",
-            done_dir.display(),
+        let mut extra = format!(
+            "after = \"{after}\"\nfailed_dir = \"{}\"\n",
             failed_dir.display()
         );
+        if after == "move" {
+            extra.push_str(&format!("done_dir = \"{}\"\n", done_dir.display()));
+        }
         let env = watched(fast_sim(), &extra).await;
         write_jpeg(&env.inbox.join("sub/ok.jpg"), 1);
         std::fs::write(env.inbox.join("sub/bad.jpg"), b"not a photo at all").unwrap();
@@ -318,6 +352,6 @@ async fn systemd_hears_ready_status_and_stopping() {
         let n = sock.recv(&mut buf).expect("STOPPING=1 before exit");
         stopping = String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
     }
-    let (code, err) = d.stop();
+    let (code, err) = d.wait_exit();
     assert_eq!(code, Some(0), "{err}");
 }
