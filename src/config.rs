@@ -72,6 +72,9 @@ pub struct QueueConfig {
     pub max_download_bytes: u64,
     /// Most credits to spend; 0 = no limit.
     pub budget: u64,
+    /// After SIGINT/SIGTERM, how long requests in flight may take to finish.
+    #[serde(with = "human_duration")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for QueueConfig {
@@ -85,6 +88,7 @@ impl Default for QueueConfig {
             on_expired: OnExpired::Hold,
             max_download_bytes: 512 * 1024 * 1024,
             budget: 0,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

@@ -244,7 +244,7 @@ async fn retry_later(
         ctx.control.clear_failures(id);
         return Ok(());
     }
-    let wait = retry_delay(failures, Duration::from_secs(1), Duration::from_secs(60));
+    let wait = retry_delay(failures, ctx.settings.retry_base, Duration::from_secs(60));
     tracing::warn!(job = %id, "download failed, again in {wait:?}: {why}");
     ctx.store
         .defer(id, State::Downloading, now_ms() + wait.as_millis() as i64)

@@ -29,6 +29,8 @@ pub struct Settings {
     pub budget: u64,
     /// Time given to requests in flight after a stop signal.
     pub shutdown_grace: Duration,
+    /// First delay of the exponential backoff after a transient failure (tests shorten it).
+    pub retry_base: Duration,
 }
 
 impl Settings {
@@ -48,7 +50,8 @@ impl Settings {
             },
             max_download_bytes: c.queue.max_download_bytes,
             budget: c.queue.budget,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: c.queue.shutdown_grace,
+            retry_base: Duration::from_secs(1),
         }
     }
 }

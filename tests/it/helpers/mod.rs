@@ -147,8 +147,11 @@ impl Env {
         .unwrap()
     }
 
+    /// The config's settings, with a short backoff so retries do not dominate test time.
     pub fn settings(&self) -> Settings {
-        Settings::from_config(&self.config())
+        let mut s = Settings::from_config(&self.config());
+        s.retry_base = Duration::from_millis(50);
+        s
     }
 
     /// Runs the pipeline in-process until the queue is drained, bounded in time.
