@@ -518,7 +518,7 @@ async fn a_failed_job_exits_3_and_retry_failed_after_a_fix_completes_it() {
     out.expect_code(0);
     assert_eq!(
         out.stdout.trim(),
-        format!("job #{id}: now queued"),
+        format!("job {id}: now queued"),
         "{}",
         out.both()
     );
@@ -639,7 +639,7 @@ async fn status_shows_a_held_job_with_its_reason_and_how_to_resolve_it() {
     let out = hili(&env, ["retry", "--reupload", &id.to_string()]).await;
     out.expect_code(0);
     assert!(
-        out.stdout.contains(&format!("job #{id}")) && out.stdout.contains("spends another credit"),
+        out.stdout.contains(&format!("job {id}")) && out.stdout.contains("spends another credit"),
         "{}",
         out.both()
     );
@@ -746,7 +746,7 @@ async fn retry_of_a_done_job_without_reupload_is_refused() {
     assert_ne!(out.code, Some(0), "{}", out.both());
     assert!(out.stderr.contains("--reupload"), "{}", out.both());
     assert_eq!(
-        out.stderr.matches(&format!("#{id}")).count(),
+        out.stderr.matches(&format!("job {id}")).count(),
         1,
         "{}",
         out.both()
@@ -761,7 +761,7 @@ async fn retry_of_a_done_job_without_reupload_is_refused() {
     let out = hili(&env, ["retry", "999"]).await;
     out.expect_code(1);
     assert!(
-        out.stderr.contains("#999 does not exist") && out.stderr.contains("hili jobs"),
+        out.stderr.contains("job 999 does not exist") && out.stderr.contains("hili jobs"),
         "{}",
         out.both()
     );
