@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::store::{Job, JobId, State};
+use crate::store::{JobId, State};
 
 use super::control::Pause;
 use super::{Ctx, PipelineError, download, now_ms, poll, recover, upload};
@@ -86,9 +86,7 @@ pub async fn run(
     }
     ctx.control.set_recovered();
 
-    let mut tasks: JoinSet<(Stage, JobId, Result<(), PipelineError>)> = JoinSet::new();
-    let mut active: HashSet<JobId> = HashSet::new();
-    let mut running = [0usize; 3];
+    let mut workers = Workers::default();
     let mut last_progress = Instant::now() - Duration::from_secs(1);
     let mut blocked = None;
 
@@ -96,68 +94,23 @@ pub async fn run(
         if ctx.shutdown.is_cancelled() {
             break;
         }
-        let now = now_ms();
         let pause = ctx.control.paused().map(|p| p.0);
-        let whole_paused = pause == Some(Pause::BadToken);
-
-        if !whole_paused {
-            let free = POLL_CONCURRENCY - running[Stage::Poll as usize];
-            if free > 0 {
-                let jobs = ctx
-                    .store
-                    .due_polls_limited(now, free + active.len())
-                    .await?;
-                spawn_all(
-                    &ctx,
-                    &mut tasks,
-                    &mut active,
-                    &mut running,
-                    Stage::Poll,
-                    jobs,
-                    free,
-                );
+        // A database hiccup (busy beyond busy_timeout, disk full) must not end a daemon that
+        // runs for months: log it and look again shortly. Job state is safe in the store.
+        let wait = match step(&ctx, &mut workers, pause.as_ref()).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::error!("scheduling failed, retrying in {IDLE_LOOK:?}: {e}");
+                IDLE_LOOK
             }
-            let free = ctx.settings.download_concurrency - running[Stage::Download as usize];
-            if free > 0 {
-                let jobs = ctx.store.due_downloads(now, free + active.len()).await?;
-                spawn_all(
-                    &ctx,
-                    &mut tasks,
-                    &mut active,
-                    &mut running,
-                    Stage::Download,
-                    jobs,
-                    free,
-                );
-            }
-        }
-        if pause.is_none() {
-            let free = ctx.settings.upload_concurrency - running[Stage::Upload as usize];
-            if free > 0 {
-                let jobs = ctx
-                    .store
-                    .next_uploadable(now, (free + active.len()) as u32)
-                    .await?;
-                spawn_all(
-                    &ctx,
-                    &mut tasks,
-                    &mut active,
-                    &mut running,
-                    Stage::Upload,
-                    jobs,
-                    free,
-                );
-            }
-        }
-
-        super::dispose::pass(&ctx).await?;
+        };
 
         if last_progress.elapsed() >= Duration::from_millis(200) {
-            report(&ctx, &*progress, tasks.len(), pause.as_ref()).await;
+            report(&ctx, &*progress, workers.tasks.len(), pause.as_ref()).await;
             last_progress = Instant::now();
         }
 
-        if opts.once && tasks.is_empty() {
+        if opts.once && workers.tasks.is_empty() {
             let counts = ctx.store.counts().await?;
             let c = |s| counts.get(&s).copied().unwrap_or(0);
             let in_flight = c(State::Uploading) + c(State::Processing) + c(State::Downloading);
@@ -173,28 +126,21 @@ pub async fn run(
             }
         }
 
-        // Sleep until the next job falls due. Work already due but not started waits for a
-        // free slot (a task ending wakes us) or for a pause to end (within IDLE_LOOK).
-        let wait = match ctx.store.next_due_ms().await? {
-            Some(at) if at > now_ms() => {
-                Duration::from_millis((at - now_ms()) as u64).min(IDLE_LOOK)
-            }
-            _ => IDLE_LOOK,
-        };
         tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled() => break,
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                finish_task(done, &mut active, &mut running);
+            Some(done) = workers.tasks.join_next(), if !workers.tasks.is_empty() => {
+                workers.finish(done);
                 // Collect whatever else finished meanwhile before looking at the store again.
-                while let Some(done) = tasks.try_join_next() {
-                    finish_task(done, &mut active, &mut running);
+                while let Some(done) = workers.tasks.try_join_next() {
+                    workers.finish(done);
                 }
             }
             _ = ctx.control.woken() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
+    let mut tasks = workers.tasks;
 
     if !tasks.is_empty() {
         drain(&ctx, &mut tasks).await;
@@ -228,59 +174,107 @@ pub async fn run(
     })
 }
 
-fn spawn_all(
-    ctx: &Arc<Ctx>,
-    tasks: &mut JoinSet<(Stage, JobId, Result<(), PipelineError>)>,
-    active: &mut HashSet<JobId>,
-    running: &mut [usize; 3],
-    stage: Stage,
-    jobs: Vec<Job>,
-    mut free: usize,
-) {
-    for job in jobs {
+type TaskResult = (Stage, JobId, Result<(), PipelineError>);
+
+/// The tasks in flight, which jobs they hold, and how many per stage.
+#[derive(Default)]
+struct Workers {
+    tasks: JoinSet<TaskResult>,
+    active: HashSet<JobId>,
+    running: [usize; 3],
+}
+
+impl Workers {
+    /// Free slots of a stage.
+    fn free(&self, ctx: &Ctx, stage: Stage) -> usize {
+        let limit = match stage {
+            Stage::Upload => ctx.settings.upload_concurrency,
+            Stage::Poll => POLL_CONCURRENCY,
+            Stage::Download => ctx.settings.download_concurrency,
+        };
+        limit.saturating_sub(self.running[stage as usize])
+    }
+
+    /// Starts a stage's due jobs in its free slots. Jobs already held by a task are skipped,
+    /// which is why the store is asked for `free + active` candidates.
+    async fn fill(&mut self, ctx: &Arc<Ctx>, stage: Stage, now: i64) -> Result<(), PipelineError> {
+        let free = self.free(ctx, stage);
         if free == 0 {
-            break;
+            return Ok(());
         }
-        if !active.insert(job.id) {
-            continue;
+        let want = free + self.active.len();
+        let jobs = match stage {
+            Stage::Poll => ctx.store.due_polls_limited(now, want).await?,
+            Stage::Download => ctx.store.due_downloads(now, want).await?,
+            Stage::Upload => ctx.store.next_uploadable(now, want as u32).await?,
+        };
+        let mut started = 0;
+        for job in jobs {
+            if started == free {
+                break;
+            }
+            if !self.active.insert(job.id) {
+                continue;
+            }
+            started += 1;
+            self.running[stage as usize] += 1;
+            let ctx = ctx.clone();
+            let id = job.id;
+            self.tasks.spawn(async move {
+                let res = match stage {
+                    Stage::Upload => upload::run(&ctx, job).await,
+                    Stage::Poll => poll::run(&ctx, job).await,
+                    Stage::Download => download::run(&ctx, job).await,
+                };
+                (stage, id, res)
+            });
         }
-        free -= 1;
-        running[stage as usize] += 1;
-        let ctx = ctx.clone();
-        let id = job.id;
-        tasks.spawn(async move {
-            let res = match stage {
-                Stage::Upload => upload::run(&ctx, job).await,
-                Stage::Poll => poll::run(&ctx, job).await,
-                Stage::Download => download::run(&ctx, job).await,
-            };
-            (stage, id, res)
-        });
+        Ok(())
+    }
+
+    fn finish(&mut self, done: Result<TaskResult, tokio::task::JoinError>) {
+        match done {
+            Ok((stage, id, res)) => {
+                self.active.remove(&id);
+                self.running[stage as usize] -= 1;
+                match res {
+                    Ok(()) | Err(PipelineError::Shutdown) => {}
+                    Err(e) => tracing::error!(job = %id, "{stage:?} step failed, will retry: {e}"),
+                }
+            }
+            // A panicking task is a bug; its job stays in a state that recovery continues from.
+            Err(e) => tracing::error!("a pipeline task ended abnormally: {e}"),
+        }
     }
 }
 
-fn finish_task(
-    done: Result<(Stage, JobId, Result<(), PipelineError>), tokio::task::JoinError>,
-    active: &mut HashSet<JobId>,
-    running: &mut [usize; 3],
-) {
-    match done {
-        Ok((stage, id, res)) => {
-            active.remove(&id);
-            running[stage as usize] -= 1;
-            match res {
-                Ok(()) | Err(PipelineError::Shutdown) => {}
-                Err(e) => tracing::error!(job = %id, "{stage:?} step failed, will retry: {e}"),
-            }
-        }
-        // A panicking task is a bug; its job stays in a state that recovery continues from.
-        Err(e) => tracing::error!("a pipeline task ended abnormally: {e}"),
+/// One look at the store: starts due work — polls and downloads before uploads, since results
+/// expire — carries out source dispositions, and says how long to sleep.
+async fn step(
+    ctx: &Arc<Ctx>,
+    workers: &mut Workers,
+    pause: Option<&Pause>,
+) -> Result<Duration, PipelineError> {
+    let now = now_ms();
+    if pause != Some(&Pause::BadToken) {
+        workers.fill(ctx, Stage::Poll, now).await?;
+        workers.fill(ctx, Stage::Download, now).await?;
     }
+    if pause.is_none() {
+        workers.fill(ctx, Stage::Upload, now).await?;
+    }
+    super::dispose::pass(ctx).await?;
+    // Sleep until the next job falls due. Work already due but not started waits for a free
+    // slot (a task ending wakes us) or for a pause to end (within IDLE_LOOK).
+    Ok(match ctx.store.next_due_ms().await? {
+        Some(at) if at > now_ms() => Duration::from_millis((at - now_ms()) as u64).min(IDLE_LOOK),
+        _ => IDLE_LOOK,
+    })
 }
 
 /// Lets work in flight finish within the grace period, then abandons it. Abandoning is safe: an
 /// upload cut short is reconciled at the next start, a download is simply done again.
-async fn drain(ctx: &Ctx, tasks: &mut JoinSet<(Stage, JobId, Result<(), PipelineError>)>) {
+async fn drain(ctx: &Ctx, tasks: &mut JoinSet<TaskResult>) {
     let grace = ctx.settings.shutdown_grace;
     if ctx.shutdown.is_cancelled() {
         tracing::info!(
