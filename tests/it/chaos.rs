@@ -355,3 +355,50 @@ async fn chaos_kills_and_faults_never_pay_twice_nor_lose_a_photo() {
         ledger.total_charges
     );
 }
+
+/// The honest limit of reconciliation by the credit count: credits spent by another client
+/// while an upload's answer is lost look like this upload's charge, so hili holds the job
+/// "charged, result unknown" rather than guess — and never uploads it a second time by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credits_spent_elsewhere_while_an_answer_is_lost_hold_the_job_rather_than_guess() {
+    let env = Env::new(fast_sim()).await;
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    env.add(hili::repair::Repair::Sr, None).await;
+
+    // The intent is recorded, then hili dies before the request leaves: nothing was charged.
+    let first = env
+        .hili()
+        .args(["run", "--once"])
+        .env("HILI_CRASH_AT", "before-upload-request")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!first.status.success(), "the fail point was not reached");
+    // Meanwhile another client on the same account spends a credit.
+    env.sim.set_credits(env.sim.credits() - 1);
+
+    let second = env
+        .hili()
+        .args(["run", "--once"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{stderr}");
+    let store = env.store().await;
+    let held = store.jobs_in(State::Held).await.unwrap();
+    store.close().await;
+    assert_eq!(held.len(), 1, "{stderr}");
+    assert!(
+        held[0]
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("charged, result unknown"),
+        "{:?}",
+        held[0].reason
+    );
+    let ledger = env.sim.ledger();
+    assert_eq!(ledger.total_charges, 0, "hili held it without paying");
+    assert!(env.outputs().is_empty());
+}
