@@ -1,5 +1,6 @@
 //! One integration-test binary (so the crate links once); each module covers one room.
 
+mod chaos;
 mod cli;
 mod client;
 mod client_sim;
