@@ -154,22 +154,29 @@ impl ApiClient {
     ) -> Result<Uploaded, ApiError> {
         #[derive(Deserialize)]
         struct Data {
-            img_url: String,
+            // Only recorded, never fetched: a broken one must not cost the paid result.
+            #[serde(default)]
+            img_url: Option<Value>,
             mdf: String,
         }
         let (data, tracker): (Data, _) = self
             .call(Endpoint::Upload, || self.upload_form(path, repair, rgb))
             .await?;
-        if data.mdf.trim().is_empty() {
-            return Err(bad_body(Endpoint::Upload, "empty mdf"));
-        }
+        check_mdf(&data.mdf).map_err(|d| bad_body(Endpoint::Upload, &d))?;
+        let img_url = match data.img_url {
+            Some(Value::String(u)) if check_url(&u).is_ok() => u,
+            other => {
+                tracing::warn!(mdf = %data.mdf, "upload answer has no usable img_url ({}); not needed, ignored", preview(&other.map(|v| v.to_string()).unwrap_or_default()));
+                String::new()
+            }
+        };
         let (sent_sha256, sent_bytes) = match tracker {
             Some(t) => t.finish(),
             None => (String::new(), 0),
         };
         Ok(Uploaded {
             mdf: data.mdf,
-            img_url: data.img_url,
+            img_url,
             sent_sha256,
             sent_bytes,
         })
@@ -198,9 +205,7 @@ impl ApiClient {
             url: String,
         }
         let (data, _): (Data, _) = self.call(Endpoint::Download, || self.mdf_form(mdf)).await?;
-        if !(data.url.starts_with("http://") || data.url.starts_with("https://")) {
-            return Err(bad_body(Endpoint::Download, "url is not http(s)"));
-        }
+        check_url(&data.url).map_err(|d| bad_body(Endpoint::Download, &d))?;
         Ok(data.url)
     }
 
@@ -392,6 +397,47 @@ impl ApiClient {
             ApiError::Transport { endpoint, detail }
         }
     }
+}
+
+/// Longest `mdf` accepted; the vendor's are 32 hex digits.
+const MAX_MDF_CHARS: usize = 128;
+
+/// An `mdf` is echoed back in forms and logs and stored: it must be a plain token
+/// (1-128 of `A-Z a-z 0-9 _ -`), never text, a path or markup.
+pub fn check_mdf(mdf: &str) -> Result<(), String> {
+    let ok = (1..=MAX_MDF_CHARS).contains(&mdf.len())
+        && mdf
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "mdf {} ({} bytes) is not a plain token of 1-{MAX_MDF_CHARS} letters, digits, '_' or '-'",
+            preview(mdf),
+            mdf.len()
+        ))
+    }
+}
+
+/// A result URL must parse as an absolute http(s) URL with a host.
+pub fn check_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(u) => Err(format!(
+            "url {} is not http(s) with a host (scheme {:?})",
+            preview(url),
+            preview(u.scheme())
+        )),
+        Err(e) => Err(format!("url {} does not parse: {e}", preview(url))),
+    }
+}
+
+/// A server-supplied string, quoted and cut short, safe to put in one log line.
+fn preview(s: &str) -> String {
+    let head: String = s.chars().take(40).collect();
+    let more = if head.len() < s.len() { "…" } else { "" };
+    format!("{head:?}{more}")
 }
 
 fn bad_body(endpoint: Endpoint, detail: &str) -> ApiError {
@@ -632,6 +678,44 @@ mod tests {
             .sum();
         assert_eq!(n, 4);
         assert_eq!(tracker.finish().0, hex::encode(Sha256::digest(b"0123")));
+    }
+
+    #[test]
+    fn mdf_and_url_validation() {
+        for good in [
+            "40b37f58db153e5149f008421797714e",
+            "a",
+            "A_b-9",
+            &"x".repeat(128),
+        ] {
+            assert!(check_mdf(good).is_ok(), "{good}");
+        }
+        let huge = "hostile text ".repeat(800);
+        for bad in [
+            "",
+            "../../etc/passwd",
+            "a b",
+            "a/b",
+            "é",
+            "a\n",
+            &"x".repeat(129),
+            &huge,
+        ] {
+            let e = check_mdf(bad).unwrap_err();
+            assert!(e.len() < 200, "error stays short: {e}");
+        }
+        assert!(check_url("https://photo.example.com/static/life_img/x01100.jpg").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/a.jpg").is_ok());
+        for bad in [
+            "file:///etc/passwd",
+            "ftp://127.0.0.1/x.jpg",
+            "http//x",
+            "/static/x.jpg",
+            "https://",
+            "data:image/jpeg;base64,AAAA",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

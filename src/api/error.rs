@@ -113,7 +113,7 @@ pub enum ApiError {
         snippet: String,
     },
     #[error(
-        "{endpoint}: the answer is not the expected JSON ({detail}){}",
+        "{endpoint}: the answer is malformed, not the expected JSON or values ({detail}){}",
         upload_hint(*endpoint)
     )]
     BadBody { endpoint: Endpoint, detail: String },
@@ -346,6 +346,21 @@ mod tests {
                 assert_eq!(e.class(), class, "{e}");
             }
         }
+    }
+
+    #[test]
+    fn malformed_answers_are_ambiguous_only_for_uploads() {
+        let e = |endpoint| ApiError::BadBody {
+            endpoint,
+            detail: "mdf \"../../etc\" is not a plain token".into(),
+        };
+        let up = e(Endpoint::Upload);
+        assert_eq!(up.class(), Ambiguous);
+        let s = up.to_string();
+        assert!(s.contains("malformed") && s.contains("reconciles"), "{s}");
+        let dl = e(Endpoint::Download);
+        assert_eq!(dl.class(), Transient);
+        assert!(dl.to_string().contains("retried"));
     }
 
     #[test]

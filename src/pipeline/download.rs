@@ -1,11 +1,13 @@
 //! The download stage: from `downloading` to `done`. Asks the API for the result's URL, GETs it
-//! (http/https only, at most 5 redirects, a size cap, must be an image by magic bytes), streams
-//! it into a temp file in the output directory, fsyncs, renames without clobbering, fsyncs the
-//! directory, and only then records `done` with the output's path and SHA-256. Also copies an
-//! earlier twin's output when a photo was already processed.
+//! (http/https only, at most 5 redirects, a size cap, a stall limit and a minimum throughput,
+//! must be an image by magic bytes), streams it into a temp file in the output directory,
+//! fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
+//! the output's path and SHA-256. A server that keeps sending something wrong gets
+//! `max_attempts` tries, then the job is held with the reason. Also copies an earlier twin's
+//! output when a photo was already processed.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -24,14 +26,21 @@ use super::{Ctx, OnExpired, PipelineError, blocking, now_ms};
 pub enum FetchError {
     #[error("the result URL {0:?} is not http or https")]
     BadUrl(String),
-    #[error("fetching the result failed: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error("fetching the result failed: {}", chain(.0))]
+    Http(reqwest::Error),
     #[error("the result host answered HTTP {0}")]
     Status(u16),
     #[error("the result is not a JPEG or PNG image")]
     NotImage,
     #[error("the result is larger than max_download_bytes ({0} bytes)")]
     TooLarge(u64),
+    #[error("the result host sent nothing for {0:?}")]
+    Stalled(Duration),
+    #[error(
+        "the result came too slowly ({bytes} bytes in {after:?}, under {} bytes/s)",
+        MIN_BYTES_PER_SEC
+    )]
+    TooSlow { bytes: u64, after: Duration },
     #[error("writing the result to {dir} failed: {source}; check free space and permissions")]
     Write {
         dir: PathBuf,
@@ -42,14 +51,19 @@ pub enum FetchError {
 impl FetchError {
     /// Failures of our own disk or the network are retried until the result expires; a server
     /// that sends something wrong is retried `max_attempts` times, then the job is held.
+    /// A result host that answers but stalls, trickles or loops counts as sending something
+    /// wrong; a connection that cannot be made or breaks is treated as our network.
     fn remote_fault(&self) -> bool {
-        matches!(
-            self,
+        match self {
             FetchError::BadUrl(_)
-                | FetchError::Status(_)
-                | FetchError::NotImage
-                | FetchError::TooLarge(_)
-        )
+            | FetchError::Status(_)
+            | FetchError::NotImage
+            | FetchError::TooLarge(_)
+            | FetchError::Stalled(_)
+            | FetchError::TooSlow { .. } => true,
+            FetchError::Http(e) => e.is_redirect() || e.is_timeout(),
+            FetchError::Write { .. } => false,
+        }
     }
 }
 
@@ -75,7 +89,10 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                 ctx.control
                     .pause(super::control::Pause::BadToken, Duration::from_secs(60));
             }
-            return retry_later(ctx, &job, &e.to_string(), false).await;
+            // A malformed answer (not JSON, wrong shape, a URL that is not http(s)) is the
+            // server sending something wrong: it counts towards max_attempts, then holds.
+            let malformed = matches!(e, ApiError::BadBody { .. });
+            return retry_later(ctx, &job, &e.to_string(), malformed).await;
         }
     };
     let dest_dir = output_dir_of(&job);
@@ -113,19 +130,108 @@ pub fn output_dir_of(job: &Job) -> PathBuf {
     .unwrap_or_else(|| job.output_dir.clone())
 }
 
+/// The slowest average a result GET may keep up once its grace period (`api.timeout`) is over.
+/// With the size cap this bounds the total time of any result GET, even one that trickles.
+pub const MIN_BYTES_PER_SEC: u64 = 16 * 1024;
+/// Bytes read before the magic check; no file is created before it passes.
+const HEAD_BYTES: usize = 8;
+
+/// Limits of one result GET.
+struct Limits {
+    max_bytes: u64,
+    /// Longest wait for the answer's headers or for any chunk, and the throughput grace.
+    stall: Duration,
+    started: Instant,
+}
+
+impl Limits {
+    /// Waits for the next chunk and checks it against every limit.
+    async fn next<S>(&self, stream: &mut S, total: &mut u64) -> Result<Option<Bytes>, FetchError>
+    where
+        S: futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    {
+        let chunk = match tokio::time::timeout(self.stall, stream.next()).await {
+            Err(_) => return Err(FetchError::Stalled(self.stall)),
+            Ok(None) => return Ok(None),
+            Ok(Some(c)) => c.map_err(|e| self.http_error(e))?,
+        };
+        *total += chunk.len() as u64;
+        if *total > self.max_bytes {
+            return Err(FetchError::TooLarge(self.max_bytes));
+        }
+        let elapsed = self.started.elapsed();
+        if elapsed > self.stall
+            && (*total as f64) < MIN_BYTES_PER_SEC as f64 * elapsed.as_secs_f64()
+        {
+            return Err(FetchError::TooSlow {
+                bytes: *total,
+                after: elapsed,
+            });
+        }
+        Ok(Some(chunk))
+    }
+
+    /// The client's own read timeout is a stall too.
+    fn http_error(&self, e: reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            FetchError::Stalled(self.stall)
+        } else {
+            FetchError::Http(e)
+        }
+    }
+}
+
+/// An error and its causes on one line ("error following redirect: too many redirects").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// GETs a result into a temp file in `dir`. Only http(s); headers within `api.timeout`; no
+/// stall longer than that; at least [`MIN_BYTES_PER_SEC`] on average after that; at most
+/// `max_download_bytes`; JPEG or PNG by magic bytes (checked before any file exists). On any
+/// failure the temp file is removed before this returns. Nothing the server sends (URL path,
+/// headers) is used to name anything: the output's name comes from the source path only.
 async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageKind), FetchError> {
     let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(FetchError::BadUrl(url.to_string()));
     }
-    let max = ctx.settings.max_download_bytes;
-    let resp = ctx.results.get(parsed).send().await?;
+    let limits = Limits {
+        max_bytes: ctx.settings.max_download_bytes,
+        stall: ctx.settings.timeout,
+        started: Instant::now(),
+    };
+    let resp = tokio::time::timeout(limits.stall, ctx.results.get(parsed).send())
+        .await
+        .map_err(|_| FetchError::Stalled(limits.stall))?
+        .map_err(|e| limits.http_error(e))?;
     if !resp.status().is_success() {
         return Err(FetchError::Status(resp.status().as_u16()));
     }
-    if resp.content_length().is_some_and(|n| n > max) {
-        return Err(FetchError::TooLarge(max));
+    if resp.content_length().is_some_and(|n| n > limits.max_bytes) {
+        return Err(FetchError::TooLarge(limits.max_bytes));
     }
+    let mut stream = resp.bytes_stream();
+    let mut total: u64 = 0;
+
+    // The head first: a body that is not an image never reaches the disk.
+    let mut head: Vec<u8> = Vec::with_capacity(64);
+    let mut first: Vec<Bytes> = Vec::new();
+    while head.len() < HEAD_BYTES {
+        let Some(chunk) = limits.next(&mut stream, &mut total).await? else {
+            break;
+        };
+        head.extend_from_slice(&chunk[..chunk.len().min(HEAD_BYTES - head.len())]);
+        first.push(chunk);
+    }
+    let kind = media::sniff(&head).ok_or(FetchError::NotImage)?;
 
     // The body is written by a blocking task while it streams in, so memory stays flat.
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
@@ -137,39 +243,37 @@ async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageK
         }
         Ok(file)
     });
-    let write_err = |source| FetchError::Write {
-        dir: dir.clone(),
-        source,
-    };
-
-    let mut head: Vec<u8> = Vec::with_capacity(16);
-    let mut total: u64 = 0;
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        total += chunk.len() as u64;
-        if total > max {
-            return Err(FetchError::TooLarge(max));
-        }
-        if head.len() < 16 {
-            let take = (16 - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
-            if head.len() >= 8 && media::sniff(&head).is_none() {
-                return Err(FetchError::NotImage);
+    let streamed = async {
+        for chunk in first {
+            if tx.send(chunk).await.is_err() {
+                return Ok(()); // the writer failed: its error is reported below
             }
         }
-        if tx.send(chunk).await.is_err() {
-            break; // the writer failed: its error is reported below
+        while let Some(chunk) = limits.next(&mut stream, &mut total).await? {
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
         }
+        Ok::<(), FetchError>(())
     }
+    .await;
     drop(tx);
-    let file = match writer.await {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => return Err(write_err(e)),
-        Err(e) => return Err(write_err(std::io::Error::other(e))),
+    let written = match writer.await {
+        Ok(Ok(f)) => Ok(f),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(std::io::Error::other(e)),
     };
-    let kind = media::sniff(&head).ok_or(FetchError::NotImage)?;
-    Ok((file, kind))
+    match (streamed, written) {
+        (Ok(()), Ok(file)) => Ok((file, kind)),
+        (Ok(()), Err(source)) => Err(FetchError::Write { dir, source }),
+        (Err(e), Ok(file)) => {
+            // Dropping removes the temp file: done off the async threads, and before returning
+            // so nothing partial is left once the job's state is updated.
+            let _ = tokio::task::spawn_blocking(move || drop(file)).await;
+            Err(e)
+        }
+        (Err(e), Err(_)) => Err(e),
+    }
 }
 
 /// Names the output and moves the temp file there (or drops it when an identical file is

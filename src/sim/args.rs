@@ -101,6 +101,7 @@ impl SimArgs {
             clock_offset_secs: self.clock_offset,
             passthrough: self.passthrough,
             work_dir: self.work_dir,
+            hostile: None,
         }
     }
 }

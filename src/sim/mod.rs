@@ -8,12 +8,14 @@
 //! Rooms: `routes` (endpoints, admin, Date/log layer), `upload` (the charging endpoint),
 //! `form` (multipart/urlencoded bodies, uploads streamed to disk), `state` (clock, credits,
 //! ledger, jobs), `transform` (image work), `faults` + `conn` (fault injection and the
-//! hand-rolled connection server that can reset a connection), `args` (the command line).
+//! hand-rolled connection server that can reset a connection), `hostile` (test-only broken or
+//! malicious answers, see its table), `args` (the command line).
 
 mod args;
 mod conn;
 mod faults;
 mod form;
+mod hostile;
 mod routes;
 mod state;
 mod transform;
@@ -34,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use args::SimArgs;
+pub use hostile::{ApiSite, EVIL_NAME, HUGE_RESULT_BYTES, Hostile, HostileMode};
 pub use state::{Charge, Ledger};
 use workdir::WorkDir;
 
@@ -59,6 +62,8 @@ pub struct SimOptions {
     pub passthrough: bool,
     /// Where uploads and results live; `None`: a fresh temp dir, removed at shutdown.
     pub work_dir: Option<PathBuf>,
+    /// Test-only broken or malicious answers (see `hostile.rs`); `None`: an honest server.
+    pub hostile: Option<Hostile>,
 }
 
 impl Default for SimOptions {
@@ -76,6 +81,7 @@ impl Default for SimOptions {
             clock_offset_secs: 0,
             passthrough: false,
             work_dir: None,
+            hostile: None,
         }
     }
 }
@@ -95,6 +101,7 @@ impl fmt::Debug for SimOptions {
             .field("clock_offset_secs", &self.clock_offset_secs)
             .field("passthrough", &self.passthrough)
             .field("work_dir", &self.work_dir)
+            .field("hostile", &self.hostile)
             .finish()
     }
 }
@@ -186,6 +193,15 @@ impl SimHandle {
         });
     }
 
+    /// Makes answers hostile from now on (`None`: honest again). Test-only behaviour.
+    pub fn set_hostile(&self, h: Option<Hostile>) {
+        self.shared.set_hostile(h);
+    }
+
+    pub fn hostile(&self) -> Option<Hostile> {
+        self.shared.hostile()
+    }
+
     /// Stops accepting, lets open requests finish (briefly), removes the temp dir.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
@@ -209,6 +225,10 @@ pub async fn serve(opts: SimOptions) -> io::Result<SimHandle> {
     opts.faults
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if let Some(h) = &opts.hostile {
+        h.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    }
     let listener = TcpListener::bind(opts.listen).await.map_err(|e| {
         io::Error::new(
             e.kind(),
@@ -229,6 +249,7 @@ pub async fn serve(opts: SimOptions) -> io::Result<SimHandle> {
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(sweep(shared.clone(), stop.clone()));
+    shared.set_tarpit(hostile::tarpit(stop.clone(), &tasks).await?);
     let app = routes::router(shared.clone());
     let accept = tokio::spawn(conn::accept_loop(
         listener,

@@ -18,6 +18,7 @@ use tokio_util::io::ReaderStream;
 
 use super::faults::{self, AbortConnection};
 use super::form::read_form;
+use super::hostile::{self, Hostile};
 use super::state::{Phase, Shared};
 use super::{Faults, upload};
 
@@ -57,11 +58,13 @@ pub(crate) fn router(st: Arc<Shared>) -> Router {
         .route("/api/third/company/nums", post(nums))
         .route("/static/life_img/{name}", get(result_file))
         .route("/static/img/{name}", get(upload_file))
+        .route_layer(middleware::from_fn_with_state(st.clone(), hostile::rewrite))
         .route_layer(middleware::from_fn_with_state(st.clone(), faults::inject));
     Router::new()
         .route("/__sim/ledger", get(ledger))
         .route("/__sim/credits", post(credits))
         .route("/__sim/faults", post(set_faults).get(get_faults))
+        .route("/__sim/hostile", post(set_hostile).get(get_hostile))
         .merge(faulted)
         .layer(middleware::from_fn_with_state(st.clone(), date_and_log))
         .with_state(st)
@@ -244,4 +247,17 @@ async fn set_faults(State(st): State<Arc<Shared>>, Json(f): Json<Faults>) -> Res
 
 async fn get_faults(State(st): State<Arc<Shared>>) -> Response {
     Json(st.faults()).into_response()
+}
+
+/// `POST /__sim/hostile` with a [`Hostile`] as JSON, or `null` for an honest server again.
+async fn set_hostile(State(st): State<Arc<Shared>>, Json(h): Json<Option<Hostile>>) -> Response {
+    if let Some(Err(e)) = h.as_ref().map(Hostile::validate) {
+        return (StatusCode::BAD_REQUEST, e).into_response();
+    }
+    st.set_hostile(h);
+    Json(h).into_response()
+}
+
+async fn get_hostile(State(st): State<Arc<Shared>>) -> Response {
+    Json(st.hostile()).into_response()
 }

@@ -4,15 +4,17 @@
 //! held across an `.await`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::hostile::{Hostile, HostileMode};
 use super::transform::Format;
 use super::{Faults, SimOptions};
 use crate::api::token::digest;
@@ -93,6 +95,7 @@ impl Job {
 struct Inner {
     credits: u64,
     faults: Faults,
+    hostile: Option<Hostile>,
     mdf_rng: ChaCha8Rng,
     fault_rng: ChaCha8Rng,
     charges: Vec<Charge>,
@@ -116,6 +119,8 @@ pub(crate) struct Shared {
     /// `http://127.0.0.1:PORT`, used to build `img_url` and download URLs.
     pub base_url: String,
     upload_seq: AtomicU64,
+    /// The never-answering listener of the `url_hang` hostile mode.
+    tarpit: OnceLock<SocketAddr>,
     inner: Mutex<Inner>,
 }
 
@@ -135,9 +140,11 @@ impl Shared {
             files_dir,
             base_url,
             upload_seq: AtomicU64::new(0),
+            tarpit: OnceLock::new(),
             inner: Mutex::new(Inner {
                 credits: opts.credits,
                 faults: opts.faults,
+                hostile: opts.hostile,
                 mdf_rng: ChaCha8Rng::seed_from_u64(opts.seed),
                 fault_rng,
                 charges: Vec::new(),
@@ -213,6 +220,43 @@ impl Shared {
 
     pub fn set_faults(&self, f: Faults) {
         self.lock().faults = f;
+    }
+
+    pub fn hostile(&self) -> Option<Hostile> {
+        self.lock().hostile
+    }
+
+    pub fn set_hostile(&self, h: Option<Hostile>) {
+        self.lock().hostile = h;
+    }
+
+    pub fn tarpit(&self) -> Option<SocketAddr> {
+        self.tarpit.get().copied()
+    }
+
+    pub fn set_tarpit(&self, addr: SocketAddr) {
+        let _ = self.tarpit.set(addr);
+    }
+
+    /// Claims one hostile answer of `mode` if that mode is still set and has turns left
+    /// (the last turn clears it), and counts it in the ledger as `hostile:<mode>`.
+    pub fn take_hostile_turn(&self, mode: HostileMode) -> bool {
+        let mut g = self.lock();
+        let Some(h) = g.hostile.as_mut().filter(|h| h.mode == mode) else {
+            return false;
+        };
+        match h.times {
+            Some(0) => {
+                g.hostile = None;
+                return false;
+            }
+            Some(1) => g.hostile = None,
+            Some(n) => h.times = Some(n - 1),
+            None => {}
+        }
+        let key = format!("hostile:{}", mode.name());
+        *g.fault_counts.entry(key).or_insert(0) += 1;
+        true
     }
 
     /// Rolls every fault kind once, in [`FAULT_KINDS`] order, so a seed gives the same

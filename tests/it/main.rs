@@ -7,6 +7,7 @@ mod client_sim;
 mod crash;
 mod daemon;
 mod helpers;
+mod hostile_server;
 mod media;
 mod pipeline;
 mod sim;
