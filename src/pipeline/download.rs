@@ -208,7 +208,7 @@ async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageK
         stall: ctx.settings.timeout,
         started: Instant::now(),
     };
-    let resp = tokio::time::timeout(limits.stall, ctx.results.get(parsed).send())
+    let resp = tokio::time::timeout(limits.stall, ctx.api.http().get(parsed).send())
         .await
         .map_err(|_| FetchError::Stalled(limits.stall))?
         .map_err(|e| limits.http_error(e))?;

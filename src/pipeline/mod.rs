@@ -49,8 +49,6 @@ pub struct Ctx {
     pub store: Store,
     pub api: ApiClient,
     pub gate: ApiGate,
-    /// Client for result GETs (not API calls: no token, not rate-limited, redirects allowed).
-    pub results: reqwest::Client,
     pub settings: Settings,
     pub control: Control,
     pub shutdown: CancellationToken,
@@ -65,16 +63,10 @@ impl Ctx {
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Result<Arc<Ctx>, reqwest::Error> {
-        let results = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .connect_timeout(settings.timeout)
-            .read_timeout(settings.timeout)
-            .build()?;
         Ok(Arc::new(Ctx {
             gate: ApiGate::new(settings.requests_per_second, settings.burst),
             store,
             api,
-            results,
             settings,
             control: Control::default(),
             shutdown,

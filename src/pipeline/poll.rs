@@ -30,6 +30,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     ctx.gate.acquire(Priority::High).await;
     match ctx.api.status(mdf).await {
         Ok(JobStatus::Done) => {
+            ctx.control.clear_failures(id);
             ctx.store.begin_download(id).await?;
         }
         Ok(JobStatus::Processing) => {
@@ -52,6 +53,24 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         Err(e) => {
             if e.class() == ErrorClass::AccountWide {
                 ctx.control.pause(Pause::BadToken, Duration::from_secs(60));
+            }
+            // An outage is waited out (the result stays for an hour, and expiry is handled);
+            // answers that keep arriving malformed are not, or the job would poll forever.
+            if matches!(e, ApiError::BadBody { .. } | ApiError::UnknownErrno { .. }) {
+                let n = ctx.control.note_failure(id);
+                if n > ctx.settings.max_attempts {
+                    let reason = format!(
+                        "the service's status answers for photo {mdf} were malformed {n} times ({e}); \
+                         the result may still be there: `hili retry {}` fetches it",
+                        id.0
+                    );
+                    tracing::warn!(job = %id, "{reason}");
+                    ctx.control.clear_failures(id);
+                    ctx.store
+                        .hold(id, State::Processing, &reason, false)
+                        .await?;
+                    return Ok(());
+                }
             }
             let wait = retry_delay(2, ctx.settings.poll_interval, Duration::from_secs(60));
             tracing::info!(job = %id, "status check failed, again in {wait:?}: {e}");

@@ -5,7 +5,7 @@
 //! pause ends, or a stop is requested; on stop it lets requests in flight finish within the
 //! grace period.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -176,12 +176,18 @@ pub async fn run(
 
 type TaskResult = (Stage, JobId, Result<(), PipelineError>);
 
+/// How long a job whose step failed with an error (not a handled API failure) rests before
+/// it is tried again, so a persistent problem cannot spin the loop.
+const COOLDOWN: Duration = Duration::from_secs(5);
+
 /// The tasks in flight, which jobs they hold, and how many per stage.
 #[derive(Default)]
 struct Workers {
     tasks: JoinSet<TaskResult>,
     active: HashSet<JobId>,
     running: [usize; 3],
+    /// Jobs whose last step failed, and when they may be tried again.
+    resting: HashMap<JobId, Instant>,
 }
 
 impl Workers {
@@ -202,7 +208,9 @@ impl Workers {
         if free == 0 {
             return Ok(());
         }
-        let want = free + self.active.len();
+        let rested = Instant::now();
+        self.resting.retain(|_, until| *until > rested);
+        let want = free + self.active.len() + self.resting.len();
         let jobs = match stage {
             Stage::Poll => ctx.store.due_polls_limited(now, want).await?,
             Stage::Download => ctx.store.due_downloads(now, want).await?,
@@ -213,7 +221,7 @@ impl Workers {
             if started == free {
                 break;
             }
-            if !self.active.insert(job.id) {
+            if self.resting.contains_key(&job.id) || !self.active.insert(job.id) {
                 continue;
             }
             started += 1;
@@ -239,7 +247,10 @@ impl Workers {
                 self.running[stage as usize] -= 1;
                 match res {
                     Ok(()) | Err(PipelineError::Shutdown) => {}
-                    Err(e) => tracing::error!(job = %id, "{stage:?} step failed, will retry: {e}"),
+                    Err(e) => {
+                        tracing::error!(job = %id, "{stage:?} step failed, again in {COOLDOWN:?}: {e}");
+                        self.resting.insert(id, Instant::now() + COOLDOWN);
+                    }
                 }
             }
             // A panicking task is a bug; its job stays in a state that recovery continues from.

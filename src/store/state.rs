@@ -97,6 +97,8 @@ pub fn check(from: State, to: State) -> Result<(), IllegalTransition> {
         (Queued, Failed) => true,
         // Same identity already done: output copied, no upload.
         (Queued, Done) => true,
+        // Same identity as a job held after a charge: wait for a person, never pay twice.
+        (Queued, Held) => true,
         // Vendor answered with an mdf.
         (Uploading, Processing) => true,
         // Not charged (code=9000 transient, or reconciled as never received).
@@ -133,10 +135,11 @@ mod tests {
     use super::State::*;
     use super::*;
 
-    const LEGAL: [(State, State); 16] = [
+    const LEGAL: [(State, State); 17] = [
         (Queued, Uploading),
         (Queued, Failed),
         (Queued, Done),
+        (Queued, Held),
         (Uploading, Processing),
         (Uploading, Queued),
         (Uploading, Held),

@@ -187,6 +187,21 @@ async fn status_not_json_for_a_while_is_retried_then_done() {
 }
 
 #[tokio::test]
+async fn status_answers_malformed_for_good_hold_the_job_instead_of_polling_forever() {
+    let env = env_with(Hostile::new(HostileMode::NotJson).on(ApiSite::Status)).await;
+    let (summary, job) = run(&env).await;
+    assert_eq!(job.state, State::Held, "{summary:?} {job:?}");
+    let reason = job.reason.clone().unwrap();
+    assert!(reason.contains("malformed"), "{reason}");
+    assert!(
+        reason.contains(&format!("hili retry {}", job.id)),
+        "{reason}"
+    );
+    assert_eq!(env.sim.ledger().total_charges, 1);
+    assert!(written_only_to_output(&env).is_empty());
+}
+
+#[tokio::test]
 async fn credits_answer_without_data_for_a_while_is_retried_then_done() {
     let env = env_with(
         Hostile::new(HostileMode::MissingData)

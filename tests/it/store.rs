@@ -244,7 +244,10 @@ async fn each_transition_writes_exactly_one_event_and_its_columns() {
 async fn illegal_and_stale_transitions_change_nothing() {
     let (_d, store) = open_tmp().await;
     let id = add(&store, "a.jpg").await;
-    let err = store.hold(id, State::Queued, "x", false).await.unwrap_err();
+    let err = store
+        .fail(id, State::Processing, "x", false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Illegal(_)), "{err}");
     // Legal pair, wrong current state: a conflict naming both.
     let err = store.begin_download(id).await.unwrap_err();
@@ -487,6 +490,12 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
         Failed
     );
     step!(store.retry(id, false), Failed, Queued);
+    step!(
+        store.hold(id, Queued, "same photo as a held job", false),
+        Queued,
+        Held
+    );
+    step!(store.retry(id, false), Held, Queued);
     step!(store.begin_upload(id, 9), Queued, Uploading);
     step!(
         store.fail(id, Uploading, "errno 9005", false),
@@ -530,7 +539,7 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
         Queued,
         Done
     );
-    assert_eq!(seen.len(), 16, "all legal pairs covered: {seen:?}");
+    assert_eq!(seen.len(), 17, "all legal pairs covered: {seen:?}");
     // Three charged uploads; the last user retry reset the attempt budget.
     let j = store.get(id).await.unwrap().unwrap();
     assert_eq!((j.charges, j.attempts), (3, 0));
