@@ -7,7 +7,7 @@
 //! of the versions already queued (loaded from the store at start, pruned by each full scan)
 //! keeps rescans of thousands of unchanged files from touching the database.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +33,9 @@ const MISSING_RETRY: Duration = Duration::from_secs(10);
 /// Events handled per wake-up (the rest wait in the channel).
 const EVENT_BATCH: usize = 4096;
 const CHANNEL: usize = 1024;
+/// A folder that arrived is walked at once and again this much later: notify adds its watch
+/// after passing the event on, so a file created in between is seen by neither.
+const REWALK_AFTER: Duration = Duration::from_secs(2);
 
 type EventRx = mpsc::Receiver<notify::Result<Event>>;
 
@@ -83,6 +86,8 @@ struct Folder {
     tracker: Tracker,
     /// Files already reported as unreadable (reported once, retried at each full scan).
     warned: HashSet<PathBuf>,
+    /// Arrived folders to walk once more, in time order.
+    rewalk: VecDeque<(Instant, PathBuf)>,
     first: Option<oneshot::Sender<()>>,
 }
 
@@ -137,6 +142,7 @@ pub(crate) async fn run(
         store,
         on_enqueued,
         warned: HashSet::new(),
+        rewalk: VecDeque::new(),
         first,
     };
     f.run(token).await;
@@ -280,11 +286,21 @@ impl Folder {
                 };
                 next_scan = Instant::now() + interval;
             }
+            while let Some((at, _)) = self.rewalk.front()
+                && *at <= Instant::now()
+            {
+                if let Some((_, dir)) = self.rewalk.pop_front() {
+                    self.walk_into(dir).await;
+                }
+            }
             self.settle().await;
-            let wake = self
-                .tracker
-                .next_due()
-                .map_or(next_scan, |d| d.min(next_scan));
+            let wake = [
+                self.tracker.next_due(),
+                self.rewalk.front().map(|(at, _)| *at),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(next_scan, Instant::min);
             let batch = tokio::select! {
                 biased;
                 _ = token.cancelled() => return End::Shutdown,
@@ -422,18 +438,25 @@ impl Folder {
         }
         for dir in dirs {
             // Files inside a folder created or moved in may predate the watch on it.
-            let ig = self.ignore.clone();
-            let d = dir.clone();
-            match blocking(move || walk_dir(&d, &ig, true)).await {
-                Some(Ok(w)) => {
-                    let now = Instant::now();
-                    for (p, stat) in w.files {
-                        self.observe(p, stat, now);
-                    }
+            self.rewalk
+                .push_back((Instant::now() + REWALK_AFTER, dir.clone()));
+            self.walk_into(dir).await;
+        }
+    }
+
+    /// Walks a folder under the watch folder into the tracker.
+    async fn walk_into(&mut self, dir: PathBuf) {
+        let ig = self.ignore.clone();
+        let d = dir.clone();
+        match blocking(move || walk_dir(&d, &ig, true)).await {
+            Some(Ok(w)) => {
+                let now = Instant::now();
+                for (p, stat) in w.files {
+                    self.observe(p, stat, now);
                 }
-                Some(Err(e)) => tracing::debug!("{}: not walked ({e})", dir.display()),
-                None => {}
             }
+            Some(Err(e)) => tracing::debug!("{}: not walked ({e})", dir.display()),
+            None => {}
         }
     }
 
