@@ -16,6 +16,7 @@ mod folder;
 pub mod fstype;
 mod ignore;
 mod intake;
+mod mode;
 mod once;
 mod scan;
 pub mod stability;
