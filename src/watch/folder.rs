@@ -7,44 +7,32 @@
 //! of the versions already queued (loaded from the store at start, pruned by each full scan)
 //! keeps rescans of thousands of unchanged files from touching the database.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use humantime::format_duration;
-use notify::{Event, RecommendedWatcher};
-use tokio::sync::{Notify, mpsc, oneshot};
+use notify::Event;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::config::{PollMode, WatchConfig};
-use super::events::{Interest, interpret, out_of_watches, watch};
-use super::fstype::remote_fs;
+use super::events::{Interest, interpret, out_of_watches};
 use super::ignore::Ignore;
 use super::intake::{FolderSpec, check_due, enqueue};
+use super::mode::{Mode, next_events};
 use super::scan::{stat_file, walk_dir};
 use super::stability::{Stat, Tracker};
 use crate::store::{EnqueueOutcome, Store};
 
 /// How soon a missing or broken folder is looked at again (or `rescan_interval`, if shorter).
 const MISSING_RETRY: Duration = Duration::from_secs(10);
-/// Events handled per wake-up (the rest wait in the channel).
-const EVENT_BATCH: usize = 4096;
-const CHANNEL: usize = 1024;
-
-type EventRx = mpsc::Receiver<notify::Result<Event>>;
-
-enum Mode {
-    Events {
-        // Kept alive for its inotify watches; dropping it stops them.
-        _watcher: RecommendedWatcher,
-        rx: EventRx,
-    },
-    /// Full scans every `interval`, no events.
-    Poll { interval: Duration },
-}
+/// A folder that arrived is walked at once and again this much later: notify adds its watch
+/// after passing the event on, so a file created in between is seen by neither.
+const REWALK_AFTER: Duration = Duration::from_secs(2);
 
 enum End {
     Shutdown,
@@ -69,7 +57,9 @@ fn root_id(path: &Path) -> Result<RootId, String> {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     tokio::task::spawn_blocking(f).await.ok()
 }
 
@@ -83,6 +73,8 @@ struct Folder {
     tracker: Tracker,
     /// Files already reported as unreadable (reported once, retried at each full scan).
     warned: HashSet<PathBuf>,
+    /// Arrived folders to walk once more, in time order.
+    rewalk: VecDeque<(Instant, PathBuf)>,
     first: Option<oneshot::Sender<()>>,
 }
 
@@ -137,6 +129,7 @@ pub(crate) async fn run(
         store,
         on_enqueued,
         warned: HashSet::new(),
+        rewalk: VecDeque::new(),
         first,
     };
     f.run(token).await;
@@ -183,7 +176,7 @@ impl Folder {
             if absent.take().is_some() {
                 tracing::info!("watch folder {} is available: scanning it", self.name());
             }
-            let mut mode = self.start_mode().await;
+            let mut mode = Mode::start(&self.cfg).await;
             match self.active(&mut mode, id, &token).await {
                 End::Shutdown => return,
                 End::RootLost(why) => {
@@ -195,73 +188,6 @@ impl Folder {
                 }
             }
         }
-    }
-
-    /// Events if possible and wanted, else polling; logs why it polls.
-    async fn start_mode(&self) -> Mode {
-        let cfg = &self.cfg;
-        let poll = Mode::Poll {
-            interval: cfg.poll_interval,
-        };
-        match cfg.poll {
-            PollMode::Always => {
-                tracing::info!(
-                    "watch folder {}: polling every {} (poll = true)",
-                    self.name(),
-                    format_duration(cfg.poll_interval)
-                );
-                return poll;
-            }
-            PollMode::Auto => {
-                let path = cfg.path.clone();
-                if let Some(Some(fs)) = blocking(move || remote_fs(&path)).await {
-                    tracing::info!(
-                        "watch folder {} is on {fs}, where changes made by other machines raise no events: polling it every {}",
-                        self.name(),
-                        format_duration(cfg.poll_interval)
-                    );
-                    return poll;
-                }
-            }
-            PollMode::Never => {}
-        }
-        let (tx, rx) = mpsc::channel(CHANNEL);
-        let (path, recursive) = (cfg.path.clone(), cfg.recursive);
-        // Adding a watch per subdirectory walks the tree: blocking work.
-        let started = blocking(move || watch(&path, recursive, tx)).await;
-        match started {
-            Some(Ok(w)) => {
-                tracing::debug!("watch folder {}: watching for events", self.name());
-                Mode::Events { _watcher: w, rx }
-            }
-            Some(Err(e)) => self.events_failed(&e),
-            None => self.events_failed(&notify::Error::generic("the watch task panicked")),
-        }
-    }
-
-    /// The fallback when events cannot be had: polling (`auto`), or rescans only (`false`).
-    fn events_failed(&self, e: &notify::Error) -> Mode {
-        let cfg = &self.cfg;
-        let (interval, instead) = match cfg.poll {
-            PollMode::Never => (cfg.rescan_interval, "poll = false: only the full rescans"),
-            _ => (cfg.poll_interval, "polling"),
-        };
-        if out_of_watches(e) {
-            tracing::warn!(
-                "watch folder {}: inotify ran out of watches ({e}); using {instead} every {} instead. \
-                 To get events, raise the limits: `sysctl fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=512` \
-                 and keep them in /etc/sysctl.d/90-hili.conf, then reload or restart hili",
-                self.name(),
-                format_duration(interval)
-            );
-        } else {
-            tracing::warn!(
-                "watch folder {}: cannot watch it for events ({e}); using {instead} every {} instead",
-                self.name(),
-                format_duration(interval)
-            );
-        }
-        Mode::Poll { interval }
     }
 
     /// Watches a present folder until shutdown or until the folder disappears.
@@ -280,11 +206,21 @@ impl Folder {
                 };
                 next_scan = Instant::now() + interval;
             }
+            while let Some((at, _)) = self.rewalk.front()
+                && *at <= Instant::now()
+            {
+                if let Some((_, dir)) = self.rewalk.pop_front() {
+                    self.walk_into(dir).await;
+                }
+            }
             self.settle().await;
-            let wake = self
-                .tracker
-                .next_due()
-                .map_or(next_scan, |d| d.min(next_scan));
+            let wake = [
+                self.tracker.next_due(),
+                self.rewalk.front().map(|(at, _)| *at),
+            ]
+            .into_iter()
+            .flatten()
+            .fold(next_scan, Instant::min);
             let batch = tokio::select! {
                 biased;
                 _ = token.cancelled() => return End::Shutdown,
@@ -293,7 +229,10 @@ impl Folder {
             };
             let Some(batch) = batch else {
                 // The notify thread is gone: poll from now on.
-                *mode = self.events_failed(&notify::Error::generic("the event thread stopped"));
+                *mode = Mode::events_failed(
+                    &self.cfg,
+                    &notify::Error::generic("the event thread stopped"),
+                );
                 continue;
             };
             match self.on_events(batch, mode).await {
@@ -329,7 +268,7 @@ impl Folder {
                 Ok(ev) => ev,
                 Err(e) if out_of_watches(&e) => {
                     if self.cfg.poll == PollMode::Auto {
-                        *mode = self.events_failed(&e);
+                        *mode = Mode::events_failed(&self.cfg, &e);
                     } else {
                         tracing::warn!(
                             "watch folder {}: inotify ran out of watches ({e}); new subfolders may be seen only at the next rescan. \
@@ -422,18 +361,25 @@ impl Folder {
         }
         for dir in dirs {
             // Files inside a folder created or moved in may predate the watch on it.
-            let ig = self.ignore.clone();
-            let d = dir.clone();
-            match blocking(move || walk_dir(&d, &ig, true)).await {
-                Some(Ok(w)) => {
-                    let now = Instant::now();
-                    for (p, stat) in w.files {
-                        self.observe(p, stat, now);
-                    }
+            self.rewalk
+                .push_back((Instant::now() + REWALK_AFTER, dir.clone()));
+            self.walk_into(dir).await;
+        }
+    }
+
+    /// Walks a folder under the watch folder into the tracker.
+    async fn walk_into(&mut self, dir: PathBuf) {
+        let ig = self.ignore.clone();
+        let d = dir.clone();
+        match blocking(move || walk_dir(&d, &ig, true)).await {
+            Some(Ok(w)) => {
+                let now = Instant::now();
+                for (p, stat) in w.files {
+                    self.observe(p, stat, now);
                 }
-                Some(Err(e)) => tracing::debug!("{}: not walked ({e})", dir.display()),
-                None => {}
             }
+            Some(Err(e)) => tracing::debug!("{}: not walked ({e})", dir.display()),
+            None => {}
         }
     }
 
@@ -528,20 +474,4 @@ impl Folder {
             }
         }
     }
-}
-
-/// The next batch of events; never resolves when polling. `None`: the event thread is gone.
-async fn next_events(mode: &mut Mode) -> Option<Vec<notify::Result<Event>>> {
-    let Mode::Events { rx, .. } = mode else {
-        return std::future::pending().await;
-    };
-    let first = rx.recv().await?;
-    let mut batch = vec![first];
-    while batch.len() < EVENT_BATCH {
-        match rx.try_recv() {
-            Ok(ev) => batch.push(ev),
-            Err(_) => break,
-        }
-    }
-    Some(batch)
 }

@@ -116,10 +116,23 @@ pub(crate) async fn enqueue(
             .collect();
         out.extend(store.enqueue_many(jobs).await?);
     }
-    for ((p, _), o) in ready.iter().zip(&out) {
-        if let EnqueueOutcome::Queued(id) = o {
-            tracing::info!("queued {} as job {id} ({})", p.display(), cfg.repair);
+    let queued = out
+        .iter()
+        .filter(|o| matches!(o, EnqueueOutcome::Queued(_)))
+        .count();
+    // One line per file for ordinary drops; a summary for a mass drop.
+    if queued <= 20 {
+        for ((p, _), o) in ready.iter().zip(&out) {
+            if let EnqueueOutcome::Queued(id) = o {
+                tracing::info!("queued {} as job {id} ({})", p.display(), cfg.repair);
+            }
         }
+    } else {
+        tracing::info!(
+            "queued {queued} files from {} ({})",
+            cfg.path.display(),
+            cfg.repair
+        );
     }
     Ok(out)
 }

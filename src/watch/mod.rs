@@ -16,12 +16,14 @@ mod folder;
 pub mod fstype;
 mod ignore;
 mod intake;
+mod mode;
 mod once;
 mod scan;
 pub mod stability;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -121,6 +123,23 @@ struct Running {
     handle: JoinHandle<()>,
 }
 
+/// How long a stopping folder task may take (a scan of a hung network mount never ends).
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// Cancels a folder task and waits for it, at most [`STOP_WAIT`]; then abandons it (its
+/// blocking walk may still be stuck in the kernel, but nothing is queued after this).
+async fn stop_folder(r: Running) {
+    r.token.cancel();
+    let abort = r.handle.abort_handle();
+    if tokio::time::timeout(STOP_WAIT, r.handle).await.is_err() {
+        abort.abort();
+        tracing::warn!(
+            "watch folder {} did not stop within {STOP_WAIT:?} (a hung network mount?): abandoned",
+            r.spec.cfg.path.display()
+        );
+    }
+}
+
 struct Supervisor {
     store: Store,
     on_enqueued: Arc<Notify>,
@@ -158,8 +177,7 @@ impl Supervisor {
             }
         }
         for r in self.running.drain(..) {
-            r.token.cancel();
-            let _ = r.handle.await;
+            stop_folder(r).await;
         }
     }
 
@@ -177,8 +195,7 @@ impl Supervisor {
             .partition(|r| wanted.contains(&r.spec));
         let stopped = stop.len();
         for r in stop {
-            r.token.cancel();
-            let _ = r.handle.await;
+            stop_folder(r).await;
         }
         self.running = keep;
         let mut firsts = Vec::new();

@@ -415,3 +415,69 @@ async fn scan_once_waits_for_stability_and_counts() {
     assert!(t0.elapsed() < STABLE);
     assert_eq!(rig.jobs().await.len(), 2);
 }
+
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
+
+fn rss_kb() -> u64 {
+    let s = fs::read_to_string("/proc/self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Idle cost of watching 10,000 files in 1,000 folders (run alone:
+/// `cargo test --test it watch::idle_cost -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: 40 s, run alone"]
+async fn idle_cost_of_10k_files_in_1k_folders() {
+    let rig = Rig::new().await;
+    let w = rig.watch("in", true);
+    for d in 0..1000 {
+        for f in 0..10 {
+            put(&w.path.join(format!("d{d:04}/p{f}.jpg")), b"x");
+        }
+    }
+    let rss_start = rss_kb();
+    let t0 = Instant::now();
+    let run = rig.start(vec![w.clone()]);
+    run.ready().await;
+    let first_scan = t0.elapsed();
+    // counts(), not all_jobs(): loading 10k rows would inflate the RSS being measured.
+    while rig.store.counts().await.unwrap().values().sum::<u64>() < 10_000 {
+        assert!(t0.elapsed() < Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all_queued = t0.elapsed();
+    let (c0, r0) = (cpu_time(), rss_kb());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let idle = cpu_time() - c0;
+    run.stop().await;
+    // Restart: the cache comes from the store, and a rescan every second.
+    let mut fast = w.clone();
+    fast.rescan_interval = Duration::from_secs(1);
+    let run = rig.start(vec![fast]);
+    run.ready().await;
+    let c1 = cpu_time();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let per_rescan = (cpu_time() - c1) / 10;
+    run.stop().await;
+    eprintln!(
+        "first scan {first_scan:?}, all queued {all_queued:?}; idle CPU over 20 s: {idle:?}; \
+         test process RSS {} MB (before the watcher {} MB, idle {} MB); CPU per full rescan of 10k known files: {per_rescan:?}",
+        rss_kb() / 1024,
+        rss_start / 1024,
+        r0 / 1024
+    );
+    assert_eq!(rig.jobs().await.len(), 10_000);
+    assert!(
+        idle < Duration::from_millis(170),
+        "idle CPU {idle:?} per 20 s"
+    );
+}
