@@ -57,6 +57,14 @@ pub enum InputError {
         width: u32,
         height: u32,
     },
+    #[error("{}: is {size} bytes, far more than any {width}×{height} px image can need (at most {max}): the file is damaged or padded (e.g. pre-allocated or sparse): export or copy the photo again and add it again", .path.display())]
+    ImplausibleSize {
+        path: PathBuf,
+        size: u64,
+        width: u32,
+        height: u32,
+        max: u64,
+    },
     #[error("{}: could not be checked ({source}): fix the problem and add it again", .path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -76,6 +84,7 @@ impl InputError {
             | InputError::TruncatedHeader { path, .. }
             | InputError::BadHeader { path, .. }
             | InputError::TooLarge { path, .. }
+            | InputError::ImplausibleSize { path, .. }
             | InputError::Io { path, .. } => path,
         }
     }
@@ -157,12 +166,33 @@ pub fn probe(path: &Path) -> Result<Probe, InputError> {
             height,
         });
     }
+    let max = plausible_size(width, height);
+    if size > max {
+        return Err(InputError::ImplausibleSize {
+            path: path.into(),
+            size,
+            width,
+            height,
+            max,
+        });
+    }
     Ok(Probe {
         kind,
         width,
         height,
         size,
     })
+}
+
+/// Room for metadata and trailers (EXIF, ICC, XMP, a phone's "motion photo" video after the
+/// image) on top of the pixels.
+const SIZE_SLACK: u64 = 64 << 20;
+
+/// The largest file a `width`×`height` image can plausibly be: 8 bytes per pixel (16-bit RGBA
+/// stored uncompressed, worse than any real JPEG or PNG) plus [`SIZE_SLACK`]. A bigger file is
+/// damaged or padded, and sending it would only stream gigabytes the service rejects.
+fn plausible_size(width: u32, height: u32) -> u64 {
+    u64::from(width) * u64::from(height) * 8 + SIZE_SLACK
 }
 
 fn read_header(path: &Path, mut file: File) -> Result<(ImageKind, u32, u32), InputError> {
