@@ -166,16 +166,6 @@ pub fn probe(path: &Path) -> Result<Probe, InputError> {
             height,
         });
     }
-    let max = plausible_size(width, height);
-    if size > max {
-        return Err(InputError::ImplausibleSize {
-            path: path.into(),
-            size,
-            width,
-            height,
-            max,
-        });
-    }
     Ok(Probe {
         kind,
         width,
@@ -193,6 +183,23 @@ const SIZE_SLACK: u64 = 64 << 20;
 /// damaged or padded, and sending it would only stream gigabytes the service rejects.
 fn plausible_size(width: u32, height: u32) -> u64 {
     u64::from(width) * u64::from(height) * 8 + SIZE_SLACK
+}
+
+/// The upload's size check, on top of [`probe`]: refuses a file far larger than an image of
+/// its dimensions can be (a sparse or pre-allocated file behind a valid header), which the
+/// service would charge for or reject after gigabytes were streamed to it.
+pub fn check_size(path: &Path, p: &Probe) -> Result<(), InputError> {
+    let max = plausible_size(p.width, p.height);
+    if p.size > max {
+        return Err(InputError::ImplausibleSize {
+            path: path.into(),
+            size: p.size,
+            width: p.width,
+            height: p.height,
+            max,
+        });
+    }
+    Ok(())
 }
 
 fn read_header(path: &Path, mut file: File) -> Result<(ImageKind, u32, u32), InputError> {
@@ -234,4 +241,27 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_check_allows_metadata_and_refuses_padding() {
+        let p = |size| Probe {
+            kind: ImageKind::Jpeg,
+            width: 32,
+            height: 16,
+            size,
+        };
+        let path = Path::new("x.jpg");
+        assert!(check_size(path, &p(40 << 20)).is_ok());
+        let e = check_size(path, &p(2 << 30)).unwrap_err();
+        assert!(matches!(e, InputError::ImplausibleSize { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("x.jpg: is 2147483648 bytes"),
+            "{e}"
+        );
+    }
 }

@@ -25,7 +25,8 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let src = job.source_path.clone();
 
     // 1. The input check: the same rules as the service's, so a photo bound to fail costs nothing.
-    let probe = blocking(move || media::probe(&src)).await?;
+    let probe =
+        blocking(move || media::probe(&src).and_then(|p| media::check_size(&src, &p))).await?;
     if let Err(e) = probe {
         tracing::warn!(job = %id, "{e}");
         ctx.store

@@ -6,6 +6,7 @@ mod client_sim;
 mod crash;
 mod daemon;
 mod helpers;
+mod hostile_input;
 mod media;
 mod pipeline;
 mod sim;
