@@ -120,11 +120,11 @@ pub async fn open_checked(config: &Config) -> anyhow::Result<Store> {
         db: db.clone(),
         ours,
     };
-    if !db.exists() {
-        if let Some((dir, other)) = foreign_marker(&dirs, None)? {
-            let ours = "missing (it would be created empty)".to_string();
-            return Err(refuse(dir, other, ours).into());
-        }
+    if !db.exists()
+        && let Some((dir, other)) = foreign_marker(&dirs, None)?
+    {
+        let ours = "missing (it would be created empty)".to_string();
+        return Err(refuse(dir, other, ours).into());
     }
     let store = Store::open(&db).await?;
     let own = store.queue_id().await?;

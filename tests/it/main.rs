@@ -5,6 +5,7 @@ mod client;
 mod client_sim;
 mod crash;
 mod daemon;
+mod environment;
 mod helpers;
 mod hostile_input;
 mod media;
