@@ -3,13 +3,15 @@
 //! checks input before a credit is spent on it ([`probe`]), hashes content ([`sha256_file`]),
 //! names outputs and writes them durably without ever overwriting a different file
 //! ([`output_path`], [`unique_destination`], [`AtomicFile`]), and walks the paths given to
-//! `hili add` ([`walk`]). Everything here blocks (std::fs): async callers use
+//! `hili add` ([`walk`]), and keeps the `.hili-queue` marker of output directories
+//! ([`ensure_marker`]). Everything here blocks (std::fs): async callers use
 //! `spawn_blocking`.
 
 mod atomic;
 mod hash;
 mod header;
 mod kind;
+mod marker;
 mod naming;
 mod probe;
 mod walk;
@@ -17,10 +19,11 @@ mod walk;
 pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
 pub use hash::{sha256_bytes, sha256_file, sha256_reader};
 pub use kind::{ImageKind, sniff, sniff_file};
+pub use marker::{MARKER_NAME, ensure_marker, marker_path, read_marker};
 pub use naming::{
     Destination, MAX_NUMBERED, OutputError, numbered, output_path, unique_destination,
 };
-pub use probe::{InputError, Probe, probe};
+pub use probe::{InputError, Probe, check_size, probe};
 pub use walk::{Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
 
 /// The longest side, in pixels, the service accepts.

@@ -23,6 +23,8 @@ pub const MAX_NUMBERED: u32 = 9999;
 pub enum OutputError {
     #[error("{}: has no file name, so no output name can be made from it: add the photo by its own path", .path.display())]
     NoFileName { path: PathBuf },
+    #[error("{}: is a symbolic link inside the output directory; hili never writes through links, so results cannot leave the output directory: replace the link with a real directory (or point the output setting at the target)", .link.display())]
+    SymlinkInOutput { link: PathBuf },
 }
 
 /// Where a result should go.
@@ -80,7 +82,8 @@ fn truncate_name(s: &OsStr, max: usize) -> OsString {
 /// `<output_root>/<source's directory relative to source_root>/<stem>.<repair>.<ext>`.
 ///
 /// Confined to `output_root` whatever the input: `.` and `..` are resolved lexically first, a
-/// source outside `source_root` keeps only its file name, and a stem starting with `.` gets
+/// source outside `source_root` keeps only its file name, a directory below `output_root`
+/// that is a symbolic link is refused ([`OutputError::SymlinkInOutput`]), and a stem starting with `.` gets
 /// `_` instead so an output is never hidden (nor mistaken for a `.hili-tmp-` file).
 pub fn output_path(
     output_root: &Path,
@@ -103,6 +106,11 @@ pub fn output_path(
         for c in dir.components() {
             if let Component::Normal(part) = c {
                 out.push(part);
+                // A link inside the output tree would carry the result (and its temp file)
+                // outside it. The output root itself may be a link: the user chose it.
+                if fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(OutputError::SymlinkInOutput { link: out });
+                }
             }
         }
     }
@@ -218,6 +226,41 @@ mod tests {
             ImageKind::Png,
         );
         assert!(matches!(err, Err(OutputError::NoFileName { .. })));
+    }
+
+    #[test]
+    fn symlinked_subdirectories_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (out, src, elsewhere) = (
+            d.path().join("out"),
+            d.path().join("in"),
+            d.path().join("x"),
+        );
+        fs::create_dir_all(&out).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, out.join("a")).unwrap();
+        let r = output_path(
+            &out,
+            &src,
+            &src.join("a/b/p.jpg"),
+            Repair::Sr,
+            ImageKind::Jpeg,
+        );
+        assert!(
+            matches!(&r, Err(OutputError::SymlinkInOutput { link }) if *link == out.join("a")),
+            "{r:?}"
+        );
+        // The root itself may be a link.
+        let root_link = d.path().join("root-link");
+        std::os::unix::fs::symlink(&elsewhere, &root_link).unwrap();
+        let p = output_path(
+            &root_link,
+            &src,
+            &src.join("c/p.jpg"),
+            Repair::Sr,
+            ImageKind::Jpeg,
+        );
+        assert_eq!(p.unwrap(), root_link.join("c/p.sr.jpg"));
     }
 
     #[test]

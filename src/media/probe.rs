@@ -57,6 +57,14 @@ pub enum InputError {
         width: u32,
         height: u32,
     },
+    #[error("{}: is {size} bytes, far more than any {width}×{height} px image can need (at most {max}): the file is damaged or padded (e.g. pre-allocated or sparse): export or copy the photo again and add it again", .path.display())]
+    ImplausibleSize {
+        path: PathBuf,
+        size: u64,
+        width: u32,
+        height: u32,
+        max: u64,
+    },
     #[error("{}: could not be checked ({source}): fix the problem and add it again", .path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -76,6 +84,7 @@ impl InputError {
             | InputError::TruncatedHeader { path, .. }
             | InputError::BadHeader { path, .. }
             | InputError::TooLarge { path, .. }
+            | InputError::ImplausibleSize { path, .. }
             | InputError::Io { path, .. } => path,
         }
     }
@@ -165,6 +174,34 @@ pub fn probe(path: &Path) -> Result<Probe, InputError> {
     })
 }
 
+/// Room for metadata and trailers (EXIF, ICC, XMP, a phone's "motion photo" video after the
+/// image) on top of the pixels.
+const SIZE_SLACK: u64 = 64 << 20;
+
+/// The largest file a `width`×`height` image can plausibly be: 8 bytes per pixel (16-bit RGBA
+/// stored uncompressed, worse than any real JPEG or PNG) plus [`SIZE_SLACK`]. A bigger file is
+/// damaged or padded, and sending it would only stream gigabytes the service rejects.
+fn plausible_size(width: u32, height: u32) -> u64 {
+    u64::from(width) * u64::from(height) * 8 + SIZE_SLACK
+}
+
+/// The upload's size check, on top of [`probe`]: refuses a file far larger than an image of
+/// its dimensions can be (a sparse or pre-allocated file behind a valid header), which the
+/// service would charge for or reject after gigabytes were streamed to it.
+pub fn check_size(path: &Path, p: &Probe) -> Result<(), InputError> {
+    let max = plausible_size(p.width, p.height);
+    if p.size > max {
+        return Err(InputError::ImplausibleSize {
+            path: path.into(),
+            size: p.size,
+            width: p.width,
+            height: p.height,
+            max,
+        });
+    }
+    Ok(())
+}
+
 fn read_header(path: &Path, mut file: File) -> Result<(ImageKind, u32, u32), InputError> {
     let mut head = [0u8; 16];
     let n = read_up_to(&mut file, &mut head).map_err(|e| classify(path, e))?;
@@ -204,4 +241,27 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_check_allows_metadata_and_refuses_padding() {
+        let p = |size| Probe {
+            kind: ImageKind::Jpeg,
+            width: 32,
+            height: 16,
+            size,
+        };
+        let path = Path::new("x.jpg");
+        assert!(check_size(path, &p(40 << 20)).is_ok());
+        let e = check_size(path, &p(2 << 30)).unwrap_err();
+        assert!(matches!(e, InputError::ImplausibleSize { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with("x.jpg: is 2147483648 bytes"),
+            "{e}"
+        );
+    }
 }

@@ -5,6 +5,8 @@
 //! before anything else happens; a lost answer is reconciled by the credit count, never by a
 //! blind re-upload.
 
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::api::error::{ApiError, ErrorClass};
@@ -23,7 +25,8 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let src = job.source_path.clone();
 
     // 1. The input check: the same rules as the service's, so a photo bound to fail costs nothing.
-    let probe = blocking(move || media::probe(&src)).await?;
+    let probe =
+        blocking(move || media::probe(&src).and_then(|p| media::check_size(&src, &p))).await?;
     if let Err(e) = probe {
         tracing::warn!(job = %id, "{e}");
         ctx.store
@@ -68,26 +71,36 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         return Ok(());
     }
 
+    // The output directory is marked as this queue's before a credit is spent on it, so a
+    // lost database is noticed at the next start instead of re-uploading everything.
+    mark_output_dir(ctx, &job).await;
+
     // 4. The intent, durable before a byte is sent.
     if let Err(e) = ctx.store.begin_upload(id, credits_before).await {
         ctx.control.settle(false);
         return Err(e.into());
     }
     failpoint::hit("before-upload-request");
+    run_before_send_hook(&job.source_path);
     let answer = ctx.api.upload(&job.source_path, job.repair, job.rgb).await;
     failpoint::hit("after-upload-response");
 
     match answer {
         Ok(up) => {
-            if up.sent_sha256 != sha {
-                tracing::warn!(
-                    job = %id,
-                    "{} changed while it was being uploaded; the result is of the bytes sent",
-                    job.source_path.display()
-                );
-            }
             ctx.store.record_uploaded(id, &up.mdf, &up.img_url).await?;
             ctx.control.settle(true);
+            if !up.sent_sha256.eq_ignore_ascii_case(&sha) {
+                // The result is of the bytes sent, so they are the job's identity: dedupe
+                // and `hili status` must not claim the result is of the file as hashed.
+                tracing::warn!(
+                    job = %id,
+                    "{} changed while it was being uploaded; recording the hash of the bytes \
+                     sent ({}), the result is of those",
+                    job.source_path.display(),
+                    up.sent_sha256
+                );
+                ctx.store.set_sent_hash(id, &up.sent_sha256).await?;
+            }
             let first_poll = now_ms() + ctx.settings.poll_interval.as_millis() as i64;
             ctx.store.set_next_poll(id, first_poll).await?;
             tracing::info!(job = %id, mdf = %up.mdf, "uploaded {}", job.source_path.display());
@@ -223,4 +236,51 @@ async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Writes the `.hili-queue` marker into the job's output directory if it has none. Best
+/// effort: an output directory that cannot be written now is reported by the download (which
+/// retries); the marker only protects against a lost database.
+async fn mark_output_dir(ctx: &Ctx, job: &Job) {
+    let queue_id = match ctx.store.queue_id().await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::warn!(job = %job.id, "could not read the queue id for the output marker: {e}");
+            return;
+        }
+    };
+    let dir = job.output_dir.clone();
+    let res = blocking(move || media::ensure_marker(&dir, &queue_id)).await;
+    if let Ok(Err(e)) = res {
+        tracing::warn!(
+            job = %job.id,
+            "could not write {}: {e}",
+            media::marker_path(&job.output_dir).display()
+        );
+    }
+}
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+/// Test hooks run right before an upload request, keyed by source path.
+static BEFORE_SEND: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
+
+/// Test hook: runs `f` once, right before the upload request for `source` is sent (after the
+/// input check, the hash and the persisted intent) — e.g. to replace the file mid-flight.
+/// Unused in normal operation; costs one uncontended lock per upload.
+#[doc(hidden)]
+pub fn before_send(source: PathBuf, f: impl FnOnce() + Send + 'static) {
+    let mut hooks = BEFORE_SEND.lock().unwrap_or_else(|e| e.into_inner());
+    hooks.push((source, Box::new(f)));
+}
+
+fn run_before_send_hook(source: &Path) {
+    let hook = {
+        let mut hooks = BEFORE_SEND.lock().unwrap_or_else(|e| e.into_inner());
+        let i = hooks.iter().position(|(p, _)| p == source);
+        i.map(|i| hooks.swap_remove(i).1)
+    };
+    if let Some(f) = hook {
+        f();
+    }
 }

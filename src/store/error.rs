@@ -17,6 +17,11 @@ pub enum StoreError {
     },
 
     #[error(
+        "the queue database {path} is damaged (it is not a readable SQLite database: {detail}); hili will not start a new empty queue in its place, which would upload every photo again: restore the file from a backup, or move it aside (keeping it for diagnosis) and start afresh with an empty queue"
+    )]
+    NotADatabase { path: PathBuf, detail: String },
+
+    #[error(
         "no queue database at {path}: nothing has been queued yet; run `hili add <folder>` or start `hili run`, or point --db/config at the right file"
     )]
     Missing { path: PathBuf },

@@ -13,6 +13,7 @@ mod enqueue;
 mod error;
 mod identity;
 mod jobs;
+mod meta;
 mod queries;
 mod retry;
 mod schedule;
@@ -118,16 +119,34 @@ impl Store {
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                source: Box::new(e),
+            .map_err(|e| match not_a_database(&e) {
+                Some(detail) => StoreError::NotADatabase {
+                    path: path.to_path_buf(),
+                    detail,
+                },
+                None => StoreError::Open {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                },
             })?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_path_buf(),
-                source,
+            .map_err(|source| {
+                let damaged = match &source {
+                    sqlx::migrate::MigrateError::Execute(e) => not_a_database(e),
+                    _ => None,
+                };
+                match damaged {
+                    Some(detail) => StoreError::NotADatabase {
+                        path: path.to_path_buf(),
+                        detail,
+                    },
+                    None => StoreError::Migrate {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                }
             })?;
         Ok(Store {
             pool,
@@ -174,6 +193,15 @@ impl Store {
             Ok(Err(rows.join("; ")))
         }
     }
+}
+
+/// SQLite's answer for a file that is not a database or is damaged (SQLITE_NOTADB 26,
+/// SQLITE_CORRUPT 11): a clear "damaged" error, never a generic open failure.
+fn not_a_database(e: &sqlx::Error) -> Option<String> {
+    let db = e.as_database_error()?;
+    let code = db.code()?;
+    let primary = code.parse::<i32>().ok()? & 0xff;
+    matches!(primary, 11 | 26).then(|| db.message().to_string())
 }
 
 /// Wall-clock now in unix milliseconds (what every `*_at` column holds).

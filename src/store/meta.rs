@@ -1,0 +1,68 @@
+//! Facts about the queue as a whole: its random id (made by migration 0003, see
+//! `migrations/0003_meta.sql`), how many jobs it holds and where they write, so `hili run` can
+//! tell a lost or replaced database from a genuinely new queue. Also the one guarded update
+//! that records the hash of the bytes an upload really sent.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use super::error::SqlContext;
+use super::transitions::{Set, Val};
+use super::{JobId, State, Store, StoreError};
+
+impl Store {
+    /// This queue's random id (32 hex digits), stable for the life of the database file.
+    pub async fn queue_id(&self) -> Result<String, StoreError> {
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'queue_id'")
+            .fetch_one(self.pool())
+            .await
+            .ctx("reading the queue id")
+    }
+
+    /// How many jobs the queue holds, in any state.
+    pub async fn job_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
+            .fetch_one(self.pool())
+            .await
+            .ctx("counting jobs")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Every distinct output directory jobs were queued with.
+    pub async fn output_dirs(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT DISTINCT output_dir FROM jobs")
+            .fetch_all(self.pool())
+            .await
+            .ctx("listing output directories")?;
+        Ok(rows
+            .into_iter()
+            .map(|b| PathBuf::from(OsStr::from_bytes(&b)))
+            .collect())
+    }
+
+    /// Records, for a job just recorded as uploaded (`processing`), the SHA-256 of the bytes
+    /// that were actually sent, when the file changed between hashing and sending: the result
+    /// is of those bytes, so they are the job's identity. Not a transition: no event.
+    pub async fn set_sent_hash(&self, id: JobId, sha256: &str) -> Result<(), StoreError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid {
+                detail: format!("job {id}: sent hash {sha256:?} is not 64 hex digits"),
+            });
+        }
+        let sets = [Set::Bind(
+            "content_sha256",
+            Val::Text(Some(sha256.to_ascii_lowercase())),
+        )];
+        let context = format!("recording the hash of the bytes sent for job {id}");
+        self.guarded(
+            id,
+            State::Processing,
+            State::Processing,
+            &sets,
+            None,
+            &context,
+        )
+        .await
+    }
+}
