@@ -258,10 +258,7 @@ impl ApiClient {
             }
         }
         file.seek(SeekFrom::Start(0)).await.map_err(read_err)?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "photo".to_string());
+        let name = wire_file_name(path);
         let tracker = Arc::new(Tracker::new(path));
         let body = reqwest::Body::wrap_stream(hashing_stream(file, len, tracker.clone()));
         let part = Part::stream_with_length(body, len)
@@ -614,6 +611,24 @@ fn hashing_stream(
             }
         },
     )
+}
+
+/// The file name sent in the multipart header: the real name, with control characters, quotes
+/// and backslashes (which would break or inject into the header) replaced by `_`.
+fn wire_file_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "photo".to_string());
+    name.chars()
+        .map(|c| {
+            if c.is_control() || c == '"' || c == '\\' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -269,9 +269,7 @@ async fn awkward_names_are_processed_and_named_alike() {
 
 /// A newline in a file name reaches the multipart `filename` raw (reqwest escapes it as
 /// `\<LF>`), which breaks the part's headers: the service answers 9001 and the photo fails.
-/// Needs the API client to send a sanitised file name (see the hinput report).
 #[tokio::test]
-#[ignore = "api client: multipart file name must be sanitised (control characters)"]
 async fn a_newline_in_a_name_is_processed() {
     awkward_names(&[b"new\nline.jpg"]).await;
 }
