@@ -84,6 +84,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
         .max(1);
+    // Other work on a shared machine moves these figures: say how busy it was.
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average at start: {}", l.trim());
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path().join("tree");
     let out = dir.path().join("out");

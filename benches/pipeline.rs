@@ -293,6 +293,10 @@ fn main() {
         .find_map(|a| a.parse::<usize>().ok())
         .unwrap_or_else(|| arg_or_env("HILI_BENCH_JOBS", 1000));
     let runs = arg_or_env("HILI_BENCH_RUNS", 2).max(1);
+    // Other work on a shared machine moves these figures: say how busy it was.
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average at start: {}", l.trim());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
