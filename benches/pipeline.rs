@@ -1,0 +1,358 @@
+//! Whole-pipeline throughput: N small JPEGs queued, then `pipeline::run` (once) against the
+//! simulator with no latency, no processing delay and no faults (`passthrough`: the result is the
+//! upload), `synchronous=FULL` kept. Prints jobs/s and CPU per job for upload_concurrency 1 and
+//! 4, with the simulator in-process (CPU figure is client + sim) and as a child process `hili
+//! sim` (CPU figure is the client's alone; the sim's is read from /proc).
+//!
+//! Run with `cargo bench --bench pipeline [-- N]`; N (default 1000) may also come from
+//! `HILI_BENCH_JOBS`, the repetitions (default 2) from `HILI_BENCH_RUNS`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hili::api::client::{ApiClient, ClientOptions};
+use hili::pipeline::{self, Ctx, OnExpired, Progress, RunOptions, Settings, Snapshot};
+use hili::repair::Repair;
+use hili::secret::Secret;
+use hili::sim::SimOptions;
+use hili::store::{NewJob, Store};
+use tokio_util::sync::CancellationToken;
+
+const THIRD: &str = "bench";
+const SECRET: &str = "bench-secret-7d31";
+/// Bound on one run, so a stuck pipeline fails the bench instead of hanging it.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+struct NoProgress;
+impl Progress for NoProgress {
+    fn update(&self, _: &Snapshot) {}
+}
+
+/// One small JPEG; each file gets a COM segment with its number right after SOI so every file
+/// has distinct content (no dedupe) while the header probe still walks it.
+fn base_jpeg() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(64, 48, |x, y| {
+        image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x ^ y) * 7) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("encoding the bench JPEG");
+    out.into_inner()
+}
+
+fn numbered_jpeg(base: &[u8], n: u32) -> Vec<u8> {
+    let payload = format!("hili bench photo {n:08}");
+    let len = (payload.len() + 2) as u16;
+    let mut v = Vec::with_capacity(base.len() + payload.len() + 4);
+    v.extend_from_slice(&base[..2]); // SOI
+    v.extend_from_slice(&[0xFF, 0xFE]);
+    v.extend_from_slice(&len.to_be_bytes());
+    v.extend_from_slice(payload.as_bytes());
+    v.extend_from_slice(&base[2..]);
+    v
+}
+
+fn write_inbox(inbox: &Path, n: usize) {
+    let base = base_jpeg();
+    for i in 0..n {
+        let sub = inbox.join(format!("d{:02}", i / 100));
+        std::fs::create_dir_all(&sub).expect("creating inbox dir");
+        let p = sub.join(format!("IMG_{i:05}.jpg"));
+        std::fs::write(&p, numbered_jpeg(&base, i as u32)).expect("writing a photo");
+    }
+    // The bench photos must pass the same input check as real ones.
+    let probe = hili::media::probe(&inbox.join("d00/IMG_00000.jpg"));
+    assert!(probe.is_ok(), "bench JPEG fails the probe: {probe:?}");
+}
+
+fn settings(upload_concurrency: usize) -> Settings {
+    Settings {
+        requests_per_second: 1e6,
+        burst: 1000,
+        timeout: Duration::from_secs(10),
+        poll_interval: Duration::from_millis(1),
+        upload_concurrency,
+        download_concurrency: 4,
+        max_attempts: 8,
+        credits_recheck: Duration::from_secs(600),
+        on_expired: OnExpired::Hold,
+        max_download_bytes: 512 * 1024 * 1024,
+        budget: 0,
+        shutdown_grace: Duration::from_secs(5),
+    }
+}
+
+/// User + system CPU time of this process.
+fn self_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    assert_eq!(rc, 0, "getrusage failed");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// User + system CPU time of another process, from /proc/PID/stat (fields 14 and 15).
+fn proc_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// The simulator as a child process; killed (SIGTERM, then waited) on drop.
+struct SimChild {
+    child: Child,
+    url: String,
+}
+
+impl SimChild {
+    fn start(credits: usize) -> SimChild {
+        let exe = option_env!("CARGO_BIN_EXE_hili")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("target/release/hili"));
+        let mut child = Command::new(&exe)
+            .args(["sim", "--listen", "127.0.0.1:0", "--passthrough"])
+            .args(["--processing", "0s", "--third-code", THIRD])
+            .args(["--credits", &credits.to_string()])
+            .env("HILI_SIM_SECRET", SECRET)
+            .env("HILI_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", exe.display()));
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the sim's URL");
+        let url = line.trim().to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "sim said {url:?}");
+        SimChild { child, url }
+    }
+}
+
+impl Drop for SimChild {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child by its pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+struct Figures {
+    jobs: usize,
+    wall: Duration,
+    cpu: Duration,
+    sim_cpu: Option<Duration>,
+}
+
+/// Queues the inbox into a fresh database and runs the pipeline over it against `url`.
+async fn run_once(inbox: &Path, work: &Path, url: &str, upload_concurrency: usize) -> Figures {
+    let _ = std::fs::remove_dir_all(work);
+    let db = work.join("state/hili.db");
+    let out = work.join("out");
+    let store = Store::open(&db).await.expect("opening the store");
+    let jobs: Vec<NewJob> = hili::media::walk(&[inbox.to_path_buf()])
+        .map(|f| f.expect("walking the inbox"))
+        .map(|f| NewJob {
+            source_path: f.path,
+            source_root: f.root,
+            output_dir: out.clone(),
+            repair: Repair::Sr,
+            rgb: None,
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            force: false,
+        })
+        .collect();
+    let n = jobs.len();
+    store.enqueue_many(jobs).await.expect("enqueuing");
+
+    let api = ApiClient::new(ClientOptions {
+        base_url: url.to_string(),
+        third_code: THIRD.into(),
+        secret: Secret::new(SECRET),
+        timeout: Duration::from_secs(10),
+    })
+    .expect("building the client");
+    let ctx = Ctx::new(
+        store,
+        api,
+        settings(upload_concurrency),
+        CancellationToken::new(),
+    )
+    .expect("building the context");
+    let opts = RunOptions {
+        once: true,
+        exit_when_blocked: true,
+    };
+    let cpu0 = self_cpu();
+    let t = Instant::now();
+    let summary = tokio::time::timeout(
+        RUN_LIMIT,
+        pipeline::run(ctx.clone(), opts, Arc::new(NoProgress)),
+    )
+    .await
+    .expect("the pipeline run took too long")
+    .expect("the pipeline run failed");
+    let wall = t.elapsed();
+    let cpu = self_cpu() - cpu0;
+    ctx.store.close().await;
+    assert_eq!(
+        (
+            summary.done,
+            summary.failed,
+            summary.held,
+            summary.unfinished
+        ),
+        (n as u64, 0, 0, 0),
+        "not every job ended done: {summary:?}"
+    );
+    assert_eq!(summary.credits_spent, n as u64);
+    Figures {
+        jobs: n,
+        wall,
+        cpu,
+        sim_cpu: None,
+    }
+}
+
+fn print(f: &Figures, what: &str) {
+    let per_job = |d: Duration| d.as_secs_f64() * 1e3 / f.jobs as f64;
+    let sim = match f.sim_cpu {
+        Some(s) => format!(", sim CPU {:.2} ms/job", per_job(s)),
+        None => String::new(),
+    };
+    println!(
+        "pipeline: {} jobs in {:.2} s = {:.0} jobs/s, {what} {:.2} ms/job{sim}",
+        f.jobs,
+        f.wall.as_secs_f64(),
+        f.jobs as f64 / f.wall.as_secs_f64(),
+        per_job(f.cpu),
+    );
+}
+
+/// Durable SQLite commits per second in `dir` (WAL, synchronous=FULL, one-row BEGIN IMMEDIATE
+/// transactions, one connection): the disk's pace, which bounds the pipeline (each job makes
+/// several such commits), measured right before the runs because a shared disk varies.
+async fn commits_per_s(dir: &Path) -> f64 {
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+    const N: usize = 300;
+    std::fs::create_dir_all(dir).expect("creating the calibration dir");
+    let mut conn = SqliteConnectOptions::new()
+        .filename(dir.join("calibrate.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .connect()
+        .await
+        .expect("opening the calibration database");
+    sqlx::query("CREATE TABLE t (x INTEGER)")
+        .execute(&mut conn)
+        .await
+        .expect("creating the calibration table");
+    let t = Instant::now();
+    for i in 0..N {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut conn)
+            .await
+            .expect("begin");
+        sqlx::query("INSERT INTO t (x) VALUES (?)")
+            .bind(i as i64)
+            .execute(&mut conn)
+            .await
+            .expect("insert");
+        sqlx::query("COMMIT")
+            .execute(&mut conn)
+            .await
+            .expect("commit");
+    }
+    N as f64 / t.elapsed().as_secs_f64()
+}
+
+fn arg_or_env(env: &str, default: usize) -> usize {
+    std::env::var(env)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; the first bare number is N.
+    let n = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse::<usize>().ok())
+        .unwrap_or_else(|| arg_or_env("HILI_BENCH_JOBS", 1000));
+    let runs = arg_or_env("HILI_BENCH_RUNS", 2).max(1);
+    // Other work on a shared machine moves these figures: say how busy it was.
+    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
+        println!("load average at start: {}", l.trim());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let inbox = dir.path().join("inbox");
+    write_inbox(&inbox, n);
+    let work = dir.path().join("work");
+    let credits = n * (runs * 4 + 1);
+
+    rt.block_on(async {
+        let rate = commits_per_s(dir.path()).await;
+        println!(
+            "disk: {rate:.0} durable SQLite commits/s (WAL, synchronous=FULL) before the runs"
+        );
+        let sim = hili::sim::serve(SimOptions {
+            third_code: THIRD.into(),
+            secret: SECRET.into(),
+            credits: credits as u64,
+            processing: Duration::ZERO,
+            passthrough: true,
+            ..SimOptions::default()
+        })
+        .await
+        .expect("starting the simulator");
+        let url = sim.base_url();
+        for uc in [1, 4] {
+            for _ in 0..runs {
+                let f = run_once(&inbox, &work, &url, uc).await;
+                print(
+                    &f,
+                    &format!("CPU client+sim (upload_concurrency={uc}, sim in-process)"),
+                );
+            }
+        }
+        sim.shutdown().await;
+    });
+
+    let child = SimChild::start(credits);
+    rt.block_on(async {
+        for uc in [1, 4] {
+            for _ in 0..runs {
+                let sim0 = proc_cpu(child.child.id());
+                let mut f = run_once(&inbox, &work, &child.url, uc).await;
+                f.sim_cpu = match (sim0, proc_cpu(child.child.id())) {
+                    (Some(a), Some(b)) => Some(b - a),
+                    _ => None,
+                };
+                print(
+                    &f,
+                    &format!("client CPU (upload_concurrency={uc}, sim in child)"),
+                );
+            }
+        }
+    });
+    drop(child);
+    let rate = rt.block_on(commits_per_s(&dir.path().join("after")));
+    println!("disk: {rate:.0} durable SQLite commits/s after the runs");
+}
