@@ -25,6 +25,7 @@ use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -65,6 +66,39 @@ impl FromStr for JobId {
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    /// Serialises this process's write transactions. Without it, writers on different pooled
+    /// connections collide on SQLite's lock and the loser sleeps in the busy handler (1, 2, 5,
+    /// 10… ms) instead of queueing; other processes are still handled by busy_timeout.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction that holds this process's writer turn until it ends.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 impl Store {
@@ -151,6 +185,7 @@ impl Store {
         Ok(Store {
             pool,
             path: path.to_path_buf(),
+            writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -171,14 +206,14 @@ impl Store {
     }
 
     /// Starts a write transaction that takes the database write lock up front.
-    pub(crate) async fn begin_write(
-        &self,
-        context: &str,
-    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        self.pool
+    pub(crate) async fn begin_write(&self, context: &str) -> Result<WriteTx, StoreError> {
+        let turn = self.writer.clone().lock_owned().await;
+        let tx = self
+            .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .ctx(format!("starting a write transaction ({context})"))
+            .ctx(format!("starting a write transaction ({context})"))?;
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// `PRAGMA integrity_check`: `Ok(())` when SQLite answers "ok", else what it found.

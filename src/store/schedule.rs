@@ -78,10 +78,14 @@ impl Store {
 
     /// The earliest future instant at which some job falls due (a poll, a retry, a backoff).
     pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        // One MIN per state, each answered from an index (jobs_due, jobs_poll).
         let at: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(t) FROM ( \
-               SELECT MIN(COALESCE(next_poll_at, 0)) AS t FROM jobs WHERE state = 'processing' \
-               UNION ALL SELECT MIN(not_before) FROM jobs WHERE state IN ('queued', 'downloading'))",
+               SELECT MIN(next_poll_at) AS t FROM jobs WHERE state = 'processing' \
+               UNION ALL SELECT 0 WHERE EXISTS \
+                 (SELECT 1 FROM jobs WHERE state = 'processing' AND next_poll_at IS NULL) \
+               UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'queued' \
+               UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'downloading')",
         )
         .fetch_one(self.pool())
         .await
