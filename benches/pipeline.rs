@@ -82,6 +82,7 @@ fn settings(upload_concurrency: usize) -> Settings {
         max_download_bytes: 512 * 1024 * 1024,
         budget: 0,
         shutdown_grace: Duration::from_secs(5),
+        retry_base: Duration::from_secs(1),
     }
 }
 
