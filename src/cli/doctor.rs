@@ -153,6 +153,7 @@ async fn check_api(r: &mut Report<'_>, config: &Config, secret: Option<(Secret, 
 }
 
 fn check_state_dir(r: &mut Report<'_>, database: &Path) {
+    check_database_mode(r, database);
     let dir = match database.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -172,6 +173,31 @@ fn check_state_dir(r: &mut Report<'_>, database: &Path) {
                 "{} is not writable ({e}): create it with write access for this user, or set queue.database",
                 dir.display()
             ),
+        ),
+    }
+}
+
+/// The queue database holds what was paid for and where results went: only its owner may read
+/// it. A missing database is fine (it is created with mode 0600 on first use).
+fn check_database_mode(r: &mut Report<'_>, database: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(database) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => r.fail(
+            "database permissions",
+            &format!(
+                "{} is readable by others (mode {:o}): run `chmod 600 {}`",
+                database.display(),
+                m.permissions().mode() & 0o777,
+                database.display()
+            ),
+        ),
+        Ok(_) => r.ok(
+            "database permissions",
+            &format!("{} is private (0600)", database.display()),
+        ),
+        Err(_) => r.ok(
+            "database permissions",
+            "no database yet; it will be created with mode 0600",
         ),
     }
 }
@@ -269,13 +295,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_database_readable_by_others_is_flagged() {
+        use std::os::unix::fs::PermissionsExt;
+        let s = setup(&vendor(0, 98, None).await, "");
+        let db = s.dir.path().join("state/sub/hili.db");
+        std::fs::create_dir_all(db.parent().unwrap()).unwrap();
+        std::fs::write(&db, b"").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ok, text) = doctor(&s).await;
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains("✘ database permissions") && text.contains("chmod 600"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn all_good() {
         let s = setup(&vendor(0, 98, None).await, "");
         let (ok, text) = doctor(&s).await;
         assert!(ok, "{text}");
         assert_eq!(
             text.lines().filter(|l| l.starts_with('✔')).count(),
-            7,
+            8,
             "{text}"
         );
         assert!(

@@ -209,7 +209,7 @@ async fn credits_and_doctor_against_the_simulator() {
     let out = hili(&env, ["doctor"]).await;
     out.expect_code(0);
     let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.is_empty()).collect();
-    assert_eq!(lines.len(), 7, "{}", out.both());
+    assert_eq!(lines.len(), 8, "{}", out.both());
     for l in &lines {
         assert!(l.starts_with('✔'), "not a pass: {l}\n{}", out.both());
     }

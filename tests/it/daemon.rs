@@ -355,3 +355,85 @@ async fn systemd_hears_ready_status_and_stopping() {
     let (code, err) = d.wait_exit();
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_sighup_adds_a_folder_and_a_second_signal_exits_at_once() {
+    let env = watched(fast_sim(), "").await;
+    let sock_path: PathBuf = env.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // A 400 ms watchdog: hili must ping at half of it.
+    let d = Daemon::start_with(
+        &env,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    let mut buf = [0u8; 4096];
+    let mut pings = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pings < 3 {
+        assert!(Instant::now() < deadline, "too few WATCHDOG=1 pings");
+        let n = sock.recv(&mut buf).unwrap();
+        if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+
+    // SIGHUP: a folder added to the config is watched from then on.
+    let second = env.dir.path().join("second-inbox");
+    std::fs::create_dir_all(&second).unwrap();
+    let table = format!(
+        "\n[[watch]]\npath = \"{}\"\nrepair = \"colour\"\noutput = \"{}\"\nstable_for = \"500ms\"\n",
+        second.display(),
+        env.out.display()
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&env.config)
+        .unwrap();
+    f.write_all(table.as_bytes()).unwrap();
+    drop(f);
+    d.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    write_jpeg(&second.join("late.jpg"), 42);
+    until(
+        Duration::from_secs(20),
+        "the file in the added folder done",
+        async || done_count(&env).await == 1,
+    )
+    .await;
+    assert_eq!(env.sim.ledger().charges[0].repair_type, "sr,repair,colour");
+
+    // A slow answer keeps an upload in flight; a second signal does not wait for it.
+    env.sim.set_faults(Faults {
+        slow: 1.0,
+        ..Faults::default()
+    });
+    write_jpeg(&env.inbox.join("slow.jpg"), 43);
+    until(Duration::from_secs(15), "an upload in flight", async || {
+        let Ok(store) = hili::store::Store::open_existing(&env.db).await else {
+            return false;
+        };
+        let n = store
+            .jobs_in(State::Uploading)
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0);
+        store.close().await;
+        n == 1
+    })
+    .await;
+    d.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    d.signal(libc::SIGTERM);
+    let (code, err) = d.wait_exit();
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "the second signal was not obeyed at once"
+    );
+    assert_eq!(code, Some(130), "{err}");
+}
