@@ -33,4 +33,17 @@ mod tests {
         let shown = format!("{s:?} {:?}", Some(&s));
         assert!(!shown.contains("hiliad"), "{shown}");
     }
+
+    #[test]
+    fn a_panic_message_that_formats_the_key_does_not_show_it() {
+        let s = Secret::new("hiliad-very-secret");
+        let caught = std::panic::catch_unwind(|| panic!("failed with {s:?}"));
+        let payload = caught.expect_err("the closure panics");
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(msg.contains("<redacted>"), "{msg}");
+        assert!(!msg.contains("very-secret"), "{msg}");
+    }
 }
