@@ -502,7 +502,8 @@ fn snippet(body: &[u8]) -> String {
     flat.chars().take(160).collect()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its causes on one line ("error sending request: connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

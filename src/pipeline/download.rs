@@ -26,7 +26,7 @@ use super::{Ctx, OnExpired, PipelineError, blocking, now_ms};
 pub enum FetchError {
     #[error("the result URL {0:?} is not http or https")]
     BadUrl(String),
-    #[error("fetching the result failed: {}", chain(.0))]
+    #[error("fetching the result failed: {}", crate::api::client::error_chain(.0))]
     Http(reqwest::Error),
     #[error("the result host answered HTTP {0}")]
     Status(u16),
@@ -179,18 +179,6 @@ impl Limits {
             FetchError::Http(e)
         }
     }
-}
-
-/// An error and its causes on one line ("error following redirect: too many redirects").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// GETs a result into a temp file in `dir`. Only http(s); headers within `api.timeout`; no

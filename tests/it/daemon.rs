@@ -127,17 +127,18 @@ async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
     }
 }
 
-async fn done_count(env: &Env) -> usize {
+/// How many jobs are in `state` (0 while the database does not exist yet).
+async fn count_in(env: &Env, state: State) -> usize {
     let Ok(store) = hili::store::Store::open_existing(&env.db).await else {
         return 0;
     };
-    let n = store
-        .jobs_in(State::Done)
-        .await
-        .map(|v| v.len())
-        .unwrap_or(0);
+    let n = store.jobs_in(state).await.map(|v| v.len()).unwrap_or(0);
     store.close().await;
     n
+}
+
+async fn done_count(env: &Env) -> usize {
+    count_in(env, State::Done).await
 }
 
 fn sha256(p: &Path) -> String {
@@ -276,16 +277,7 @@ async fn sigterm_during_an_upload_exits_cleanly_and_the_restart_does_not_pay_twi
     let d = Daemon::start(&env);
     // Wait until the upload is in flight (the slow answer holds it there).
     until(Duration::from_secs(15), "an upload in flight", async || {
-        let Ok(store) = hili::store::Store::open_existing(&env.db).await else {
-            return false;
-        };
-        let n = store
-            .jobs_in(State::Uploading)
-            .await
-            .map(|v| v.len())
-            .unwrap_or(0);
-        store.close().await;
-        n == 1
+        count_in(&env, State::Uploading).await == 1
     })
     .await;
     let (code, err) = d.stop();
@@ -414,16 +406,7 @@ async fn watchdog_pings_sighup_adds_a_folder_and_a_second_signal_exits_at_once()
     });
     write_jpeg(&env.inbox.join("slow.jpg"), 43);
     until(Duration::from_secs(15), "an upload in flight", async || {
-        let Ok(store) = hili::store::Store::open_existing(&env.db).await else {
-            return false;
-        };
-        let n = store
-            .jobs_in(State::Uploading)
-            .await
-            .map(|v| v.len())
-            .unwrap_or(0);
-        store.close().await;
-        n == 1
+        count_in(&env, State::Uploading).await == 1
     })
     .await;
     d.signal(libc::SIGTERM);
