@@ -24,27 +24,6 @@ fn image_bytes(w: u32, h: u32, seed: u32, format: image::ImageFormat) -> Vec<u8>
     buf
 }
 
-/// A PNG signature and IHDR claiming `w`×`h` (correct CRC), and nothing after it.
-fn png_header_only(w: u32, h: u32) -> Vec<u8> {
-    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
-    v.extend_from_slice(&w.to_be_bytes());
-    v.extend_from_slice(&h.to_be_bytes());
-    v.extend_from_slice(&[8, 6, 0, 0, 0]);
-    let mut crc = !0u32;
-    for &b in &v[12..29] {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    v.extend_from_slice(&(!crc).to_be_bytes());
-    v
-}
-
 /// Queues `path` directly (as the watcher or `hili add` would for a file they found), even
 /// when it is not a regular file: the pipeline's own check must catch it.
 async fn enqueue(store: &Store, env: &Env, path: &Path) {

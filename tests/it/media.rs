@@ -2,6 +2,7 @@
 //! crate, hand-made headers); anything that could hang (FIFO, sparse files) runs under a
 //! time bound.
 
+use crate::helpers::png_header_only;
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io::Cursor;
@@ -40,27 +41,6 @@ fn jpeg(w: u32, h: u32) -> Vec<u8> {
 
 fn png(w: u32, h: u32) -> Vec<u8> {
     image_bytes(w, h, image::ImageFormat::Png)
-}
-
-/// A PNG signature and IHDR claiming `w`×`h`, with a correct CRC, and nothing after it.
-fn png_header_only(w: u32, h: u32) -> Vec<u8> {
-    let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
-    v.extend_from_slice(&w.to_be_bytes());
-    v.extend_from_slice(&h.to_be_bytes());
-    v.extend_from_slice(&[8, 6, 0, 0, 0]);
-    let mut crc = !0u32;
-    for &b in &v[12..29] {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    v.extend_from_slice(&(!crc).to_be_bytes());
-    v
 }
 
 fn write(dir: &Path, name: impl AsRef<Path>, data: &[u8]) -> PathBuf {
