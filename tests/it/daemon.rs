@@ -420,3 +420,43 @@ async fn watchdog_pings_sighup_adds_a_folder_and_a_second_signal_exits_at_once()
     );
     assert_eq!(code, Some(130), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_scans_the_watch_folders_and_status_reads_while_a_daemon_runs() {
+    let env = watched(fast_sim(), "").await;
+    write_jpeg(&env.inbox.join("a.jpg"), 1);
+    write_jpeg(&env.inbox.join("sub/b.jpg"), 2);
+    // `run --once` scans every watch folder once, waits for the files to settle, processes.
+    let out = env.hili().args(["run", "--once"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.outputs().len(), 2);
+
+    // While the daemon runs, the read-only commands work on the same database (WAL).
+    let d = Daemon::start(&env);
+    write_jpeg(&env.inbox.join("c.jpg"), 3);
+    until(
+        Duration::from_secs(20),
+        "the third photo done",
+        async || done_count(&env).await == 3,
+    )
+    .await;
+    for args in [&["status", "--json"][..], &["jobs"][..]] {
+        let out = env.hili().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let status = env.hili().args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(v["counts"]["done"], 3, "{v}");
+    let (code, err) = d.stop();
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(env.sim.ledger().total_charges, 3);
+}
