@@ -199,7 +199,9 @@ async fn transient_failures_are_retried_then_give_up_after_max_attempts() {
 
 #[tokio::test]
 async fn http_500_and_9006_are_retried_until_done() {
-    let env = Env::new(fast_sim()).await;
+    // Enough attempts that a run of bad luck (about half of all attempts fail here) cannot end
+    // a job as failed: this test is about retrying, the attempt limit has its own test.
+    let env = Env::with_queue(fast_sim(), "max_attempts = 40").await;
     env.sim.set_faults(Faults {
         http500: 0.3,
         e9006: 0.3,
