@@ -4,23 +4,12 @@
 use super::error::SqlContext;
 use super::jobs::rgb_text;
 use super::queries::Bind;
-use super::transitions::{Set, Val};
 use super::{Identity, Job, JobId, State, Store, StoreError};
 
 impl Store {
     /// Records the content hash (64 hex digits) of a queued job. Not a transition: no event.
     pub async fn set_content_hash(&self, id: JobId, sha256: &str) -> Result<(), StoreError> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Invalid {
-                detail: format!("job {id}: content hash {sha256:?} is not 64 hex digits"),
-            });
-        }
-        let sets = [Set::Bind(
-            "content_sha256",
-            Val::Text(Some(sha256.to_ascii_lowercase())),
-        )];
-        let context = format!("recording the content hash of job {id}");
-        self.guarded(id, State::Queued, State::Queued, &sets, None, &context)
+        self.set_hash(id, State::Queued, sha256, "content hash")
             .await
     }
 

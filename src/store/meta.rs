@@ -8,7 +8,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::error::SqlContext;
-use super::transitions::{Set, Val};
 use super::{JobId, State, Store, StoreError};
 
 impl Store {
@@ -45,24 +44,7 @@ impl Store {
     /// that were actually sent, when the file changed between hashing and sending: the result
     /// is of those bytes, so they are the job's identity. Not a transition: no event.
     pub async fn set_sent_hash(&self, id: JobId, sha256: &str) -> Result<(), StoreError> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Invalid {
-                detail: format!("job {id}: sent hash {sha256:?} is not 64 hex digits"),
-            });
-        }
-        let sets = [Set::Bind(
-            "content_sha256",
-            Val::Text(Some(sha256.to_ascii_lowercase())),
-        )];
-        let context = format!("recording the hash of the bytes sent for job {id}");
-        self.guarded(
-            id,
-            State::Processing,
-            State::Processing,
-            &sets,
-            None,
-            &context,
-        )
-        .await
+        self.set_hash(id, State::Processing, sha256, "sent hash")
+            .await
     }
 }

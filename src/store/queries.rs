@@ -75,14 +75,7 @@ impl Store {
     /// Processing jobs due for a status poll (`next_poll_at` unset or `<= now_ms`), most
     /// overdue first.
     pub async fn due_polls(&self, now_ms: i64) -> Result<Vec<Job>, StoreError> {
-        self.select_jobs(
-            "SELECT {cols} FROM jobs WHERE state = 'processing' \
-             AND (next_poll_at IS NULL OR next_poll_at <= ?) \
-             ORDER BY COALESCE(next_poll_at, 0), id",
-            [Bind::Int(now_ms)],
-            "finding jobs to poll",
-        )
-        .await
+        self.due_polls_limited(now_ms, i64::MAX as usize).await
     }
 
     /// The queued job with the lowest id.

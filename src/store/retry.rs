@@ -65,15 +65,7 @@ impl Store {
     pub async fn set_next_poll(&self, id: JobId, at_ms: i64) -> Result<(), StoreError> {
         let sets = [Set::Bind("next_poll_at", Val::Int(Some(at_ms)))];
         let context = format!("scheduling the next poll of job {id}");
-        self.guarded(
-            id,
-            State::Processing,
-            State::Processing,
-            &sets,
-            None,
-            &context,
-        )
-        .await
+        self.update_in(id, State::Processing, &sets, &context).await
     }
 
     /// Delays a queued job's upload until `not_before_ms` (e.g. no credits, vendor down before
@@ -89,7 +81,6 @@ impl Store {
             Set::Bind("reason", Val::Text(Some(reason.to_string()))),
         ];
         let context = format!("postponing job {id}");
-        self.guarded(id, State::Queued, State::Queued, &sets, None, &context)
-            .await
+        self.update_in(id, State::Queued, &sets, &context).await
     }
 }

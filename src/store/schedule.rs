@@ -46,7 +46,7 @@ impl Store {
         }
         let sets = [Set::Bind("not_before", Val::Int(Some(at_ms)))];
         let context = format!("deferring job {id}");
-        self.guarded(id, state, state, &sets, None, &context).await
+        self.update_in(id, state, &sets, &context).await
     }
 
     /// Processing jobs due for a poll, most overdue first, at most `limit`.

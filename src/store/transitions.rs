@@ -170,6 +170,44 @@ impl Store {
     }
 
     /// Applies one legal transition; see the module doc.
+    /// Updates columns of a job that must still be in `state`, without a transition (no
+    /// event): scheduling, backoff, hashes.
+    pub(crate) async fn update_in(
+        &self,
+        id: JobId,
+        state: State,
+        sets: &[Set],
+        context: &str,
+    ) -> Result<(), StoreError> {
+        self.guarded(id, state, state, sets, None, context).await
+    }
+
+    /// Records a job's content hash (64 hex digits, stored lowercase) while it is in `state`.
+    pub(crate) async fn set_hash(
+        &self,
+        id: JobId,
+        state: State,
+        sha256: &str,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(StoreError::Invalid {
+                detail: format!("job {id}: {what} {sha256:?} is not 64 hex digits"),
+            });
+        }
+        let sets = [Set::Bind(
+            "content_sha256",
+            Val::Text(Some(sha256.to_ascii_lowercase())),
+        )];
+        self.update_in(
+            id,
+            state,
+            &sets,
+            &format!("recording the {what} of job {id}"),
+        )
+        .await
+    }
+
     pub(crate) async fn transition(
         &self,
         id: JobId,
