@@ -183,8 +183,7 @@ async fn run_once(inbox: &Path, work: &Path, url: &str, upload_concurrency: usiz
         api,
         settings(upload_concurrency),
         CancellationToken::new(),
-    )
-    .expect("building the context");
+    );
     let opts = RunOptions {
         once: true,
         exit_when_blocked: true,

@@ -72,7 +72,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
     settings.requests_per_second = 20.0;
     settings.burst = 10;
     settings.poll_interval = Duration::from_millis(300);
-    let ctx = Ctx::new(store, api, settings, super::stop_on_signal())?;
+    let ctx = Ctx::new(store, api, settings, super::stop_on_signal());
     let opts = RunOptions {
         once: true,
         exit_when_blocked: true,

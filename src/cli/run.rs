@@ -39,8 +39,7 @@ pub async fn run(
     let api = client(config)?;
     let store = open_checked(config).await?;
     let shutdown = super::stop_on_signal();
-    let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown)
-        .context("could not build the HTTP client for results")?;
+    let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown);
     if !args.once {
         let progress: Arc<dyn Progress> = Arc::new(Quiet);
         let summary =

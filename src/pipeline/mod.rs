@@ -62,8 +62,8 @@ impl Ctx {
         api: ApiClient,
         settings: Settings,
         shutdown: CancellationToken,
-    ) -> Result<Arc<Ctx>, reqwest::Error> {
-        Ok(Arc::new(Ctx {
+    ) -> Arc<Ctx> {
+        Arc::new(Ctx {
             gate: ApiGate::new(settings.requests_per_second, settings.burst),
             store,
             api,
@@ -71,7 +71,7 @@ impl Ctx {
             control: Control::default(),
             shutdown,
             dispositions: std::sync::RwLock::new(Vec::new()),
-        }))
+        })
     }
 
     pub fn dispositions(&self) -> Vec<dispose::Disposition> {

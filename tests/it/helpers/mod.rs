@@ -195,7 +195,7 @@ impl Env {
         stop: CancellationToken,
     ) -> Summary {
         let store = self.store().await;
-        let ctx = Ctx::new(store, self.client(), settings, stop).unwrap();
+        let ctx = Ctx::new(store, self.client(), settings, stop);
         let summary = tokio::time::timeout(
             Duration::from_secs(60),
             pipeline::run(ctx.clone(), opts, Arc::new(NoProgress)),
