@@ -20,6 +20,8 @@ mod settings;
 pub mod supervisor;
 pub mod upload;
 
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -54,6 +56,10 @@ pub struct Ctx {
     pub shutdown: CancellationToken,
     /// What to do with watched sources after their jobs (replaced on SIGHUP).
     dispositions: std::sync::RwLock<Vec<dispose::Disposition>>,
+    /// The queue's id, read once (it never changes for a database file).
+    queue_id: tokio::sync::OnceCell<String>,
+    /// Output directories whose `.hili-queue` marker was checked or written this run.
+    marked: std::sync::Mutex<HashSet<PathBuf>>,
 }
 
 impl Ctx {
@@ -71,7 +77,28 @@ impl Ctx {
             control: Control::default(),
             shutdown,
             dispositions: std::sync::RwLock::new(Vec::new()),
+            queue_id: tokio::sync::OnceCell::new(),
+            marked: std::sync::Mutex::new(HashSet::new()),
         })
+    }
+
+    /// This queue's id (see `store::meta`), read from the store once per run.
+    pub async fn queue_id(&self) -> Result<&str, crate::store::StoreError> {
+        let id = self
+            .queue_id
+            .get_or_try_init(|| self.store.queue_id())
+            .await?;
+        Ok(id.as_str())
+    }
+
+    fn is_marked(&self, dir: &Path) -> bool {
+        let marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
+        marked.contains(dir)
+    }
+
+    fn set_marked(&self, dir: &Path) {
+        let mut marked = self.marked.lock().unwrap_or_else(|e| e.into_inner());
+        marked.insert(dir.to_path_buf());
     }
 
     pub fn dispositions(&self) -> Vec<dispose::Disposition> {

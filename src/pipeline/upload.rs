@@ -12,34 +12,38 @@ use std::time::Duration;
 use crate::api::error::{ApiError, ErrorClass};
 use crate::failpoint;
 use crate::media;
-use crate::store::{Job, State};
+use crate::store::{Job, State, StoreError, UploadIntent, Uploaded};
 
 use super::backoff::retry_delay;
 use super::control::Pause;
 use super::{Ctx, PipelineError, blocking, now_ms};
 use super::{gate::Priority, recover};
 
+/// How long a job waits before looking again when an identical photo is in flight.
+const TWIN_WAIT_MS: i64 = 1000;
+
 /// Takes one queued job as far as it can go now.
 pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let id = job.id;
-    let src = job.source_path.clone();
 
-    // 1. The input check: the same rules as the service's, so a photo bound to fail costs nothing.
-    let probe =
-        blocking(move || media::probe(&src).and_then(|p| media::check_size(&src, &p))).await?;
-    if let Err(e) = probe {
-        tracing::warn!(job = %id, "{e}");
-        ctx.store
-            .fail(id, State::Queued, &e.to_string(), false)
-            .await?;
-        return Ok(());
-    }
-
-    // 2. Identity: hash the content now, streaming, just before it is sent.
+    // 1. The input check (the same rules as the service's, so a photo bound to fail costs
+    //    nothing), then 2. identity: the content hashed, streaming, just before it is sent.
+    //    One trip to the blocking pool for both.
     let src = job.source_path.clone();
-    let sha = match blocking(move || media::sha256_file(&src)).await? {
-        Ok(sha) => sha,
+    let checked = blocking(move || {
+        let probe = media::probe(&src).and_then(|p| media::check_size(&src, &p));
+        probe.map(|()| media::sha256_file(&src))
+    })
+    .await?;
+    let sha = match checked {
         Err(e) => {
+            tracing::warn!(job = %id, "{e}");
+            ctx.store
+                .fail(id, State::Queued, &e.to_string(), false)
+                .await?;
+            return Ok(());
+        }
+        Ok(Err(e)) => {
             let reason = format!(
                 "{}: could not be read ({e}); check the file and run `hili retry {id}`",
                 job.source_path.display()
@@ -47,10 +51,9 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
             ctx.store.fail(id, State::Queued, &reason, false).await?;
             return Ok(());
         }
+        Ok(Ok(sha)) => sha,
     };
-    if job.content_sha256.as_deref() != Some(sha.as_str()) {
-        ctx.store.set_content_hash(id, &sha).await?;
-    }
+    // The hash is recorded with the upload intent (one commit); until then it lives here.
     let job = Job {
         content_sha256: Some(sha.clone()),
         ..job
@@ -75,10 +78,28 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     // lost database is noticed at the next start instead of re-uploading everything.
     mark_output_dir(ctx, &job).await;
 
-    // 4. The intent, durable before a byte is sent.
-    if let Err(e) = ctx.store.begin_upload(id, credits_before).await {
-        ctx.control.settle(false);
-        return Err(e.into());
+    // 4. The intent, durable before a byte is sent, with the hash and the credits seen. The
+    //    store refuses it while an identical photo is in flight (checked atomically with the
+    //    state change), so racing workers never pay twice for one photo.
+    let intent = UploadIntent {
+        credits_before,
+        content_sha256: Some(&sha),
+        exclusive: !job.force,
+    };
+    match ctx.store.begin_upload_with(id, &intent).await {
+        Ok(()) => {}
+        Err(StoreError::TwinBusy { .. }) => {
+            ctx.control.settle(false);
+            tracing::info!(job = %id, "an identical photo is in flight; waiting to copy its result");
+            ctx.store
+                .defer(id, State::Queued, now_ms() + TWIN_WAIT_MS)
+                .await?;
+            return Ok(());
+        }
+        Err(e) => {
+            ctx.control.settle(false);
+            return Err(e.into());
+        }
     }
     failpoint::hit("before-upload-request");
     run_before_send_hook(&job.source_path);
@@ -87,22 +108,27 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
 
     match answer {
         Ok(up) => {
-            ctx.store.record_uploaded(id, &up.mdf, &up.img_url).await?;
+            let changed = !up.sent_sha256.eq_ignore_ascii_case(&sha);
+            let first_poll = now_ms() + ctx.settings.poll_interval.as_millis() as i64;
+            let recorded = Uploaded {
+                mdf: &up.mdf,
+                img_url: &up.img_url,
+                first_poll_at: Some(first_poll),
+                // The result is of the bytes sent, so they are the job's identity: dedupe and
+                // `hili status` must not claim the result is of the file as hashed.
+                sent_sha256: changed.then_some(up.sent_sha256.as_str()),
+            };
+            ctx.store.record_uploaded_with(id, &recorded).await?;
             ctx.control.settle(true);
-            if !up.sent_sha256.eq_ignore_ascii_case(&sha) {
-                // The result is of the bytes sent, so they are the job's identity: dedupe
-                // and `hili status` must not claim the result is of the file as hashed.
+            if changed {
                 tracing::warn!(
                     job = %id,
-                    "{} changed while it was being uploaded; recording the hash of the bytes \
+                    "{} changed while it was being uploaded; recorded the hash of the bytes \
                      sent ({}), the result is of those",
                     job.source_path.display(),
                     up.sent_sha256
                 );
-                ctx.store.set_sent_hash(id, &up.sent_sha256).await?;
             }
-            let first_poll = now_ms() + ctx.settings.poll_interval.as_millis() as i64;
-            ctx.store.set_next_poll(id, first_poll).await?;
             tracing::info!(job = %id, mdf = %up.mdf, "uploaded {}", job.source_path.display());
         }
         Err(e) => {
@@ -172,8 +198,9 @@ async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, Pipelin
     ctx.gate.acquire(Priority::Low).await;
     match ctx.api.credits().await {
         Ok(n) => {
-            ctx.store.record_credits(n).await?;
+            // A count that leads to an upload is recorded with the upload intent.
             if n == 0 {
+                ctx.store.record_credits(n).await?;
                 ctx.control
                     .pause(Pause::NoCredits, ctx.settings.credits_recheck);
                 return Ok(None);
@@ -225,13 +252,10 @@ async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
             .await?;
         return Ok(true);
     }
-    if twins.iter().any(|t| {
-        t.state.in_flight()
-            || (t.state == State::Queued && t.id < job.id && t.content_sha256.is_some())
-    }) {
+    if twins.iter().any(|t| t.state.in_flight()) {
         // A twin is being processed: wait for it and copy its result instead of paying twice.
         ctx.store
-            .defer(job.id, State::Queued, now_ms() + 1000)
+            .defer(job.id, State::Queued, now_ms() + TWIN_WAIT_MS)
             .await?;
         return Ok(true);
     }
@@ -240,23 +264,28 @@ async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
 
 /// Writes the `.hili-queue` marker into the job's output directory if it has none. Best
 /// effort: an output directory that cannot be written now is reported by the download (which
-/// retries); the marker only protects against a lost database.
+/// retries); the marker only protects against a lost database. Each directory is looked at
+/// once per run: a backlog shares a handful of output folders.
 async fn mark_output_dir(ctx: &Ctx, job: &Job) {
-    let queue_id = match ctx.store.queue_id().await {
-        Ok(q) => q,
+    if ctx.is_marked(&job.output_dir) {
+        return;
+    }
+    let queue_id = match ctx.queue_id().await {
+        Ok(q) => q.to_string(),
         Err(e) => {
             tracing::warn!(job = %job.id, "could not read the queue id for the output marker: {e}");
             return;
         }
     };
     let dir = job.output_dir.clone();
-    let res = blocking(move || media::ensure_marker(&dir, &queue_id)).await;
-    if let Ok(Err(e)) = res {
-        tracing::warn!(
+    match blocking(move || media::ensure_marker(&dir, &queue_id)).await {
+        Ok(Ok(_)) => ctx.set_marked(&job.output_dir),
+        Ok(Err(e)) => tracing::warn!(
             job = %job.id,
             "could not write {}: {e}",
             media::marker_path(&job.output_dir).display()
-        );
+        ),
+        Err(_) => {}
     }
 }
 

@@ -30,7 +30,7 @@ impl Store {
         }
         let rows = q
             .bind(limit as i64)
-            .fetch_all(self.pool())
+            .fetch_all(&mut *self.conn("using the queue database").await?)
             .await
             .ctx("finding sources to move or delete")?;
         rows.iter().map(decode_job).collect()
@@ -40,7 +40,7 @@ impl Store {
     pub async fn mark_disposed(&self, id: JobId) -> Result<(), StoreError> {
         sqlx::query("UPDATE jobs SET disposed = 1 WHERE id = ?")
             .bind(id.0)
-            .execute(self.pool())
+            .execute(&mut *self.conn("using the queue database").await?)
             .await
             .ctx(format!("recording the disposition of job {id}'s source"))?;
         Ok(())

@@ -53,6 +53,11 @@ pub enum StoreError {
         found: State,
     },
 
+    #[error(
+        "job {job} was not uploaded: an identical photo is being processed, or is held after a charge; it waits for that job and copies its result instead of paying again"
+    )]
+    TwinBusy { job: JobId },
+
     #[error(transparent)]
     Illegal(#[from] IllegalTransition),
 

@@ -31,11 +31,13 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
 pub use enqueue::{EnqueueOutcome, NewJob};
 pub use error::StoreError;
 pub use jobs::{Event, Identity, Job};
 pub use state::{IllegalTransition, State, check};
+pub use transitions::{UploadIntent, Uploaded};
 
 use error::SqlContext;
 
@@ -61,43 +63,80 @@ impl FromStr for JobId {
     }
 }
 
-/// The queue database. Cheap to clone (a shared connection pool).
+/// The queue database. Cheap to clone: clones share one connection.
+///
+/// Every statement of this process runs on ONE connection (the pool below is only for
+/// diagnostics). SQLite serialises writers anyway, and one connection keeps its page cache
+/// valid across commits, where each pooled connection would re-read the pages another one
+/// changed, and sqlx would add a liveness round trip every time a pooled connection is
+/// returned. Other processes (the CLI next to a running daemon) have their own connection
+/// and queue on the database lock through busy_timeout.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
-    /// Serialises this process's write transactions. Without it, writers on different pooled
-    /// connections collide on SQLite's lock and the loser sleeps in the busy handler (1, 2, 5,
-    /// 10… ms) instead of queueing; other processes are still handled by busy_timeout.
-    writer: Arc<tokio::sync::Mutex<()>>,
+    primary: Arc<tokio::sync::Mutex<Primary>>,
 }
 
-/// A write transaction that holds this process's writer turn until it ends.
-pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
+#[derive(Debug)]
+struct Primary {
+    /// `None` once the store is closed.
+    conn: Option<SqliteConnection>,
+    /// A write transaction was begun and neither committed nor rolled back (its `WriteTx`
+    /// was dropped by an error or a cancelled task): the next user rolls it back first.
+    open_tx: bool,
 }
+
+/// This process's turn on the store's connection; statements run on it through `&mut *conn`.
+pub(crate) struct Conn(tokio::sync::OwnedMutexGuard<Primary>);
+
+impl std::ops::Deref for Conn {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        // `Store::conn` only hands out a turn while the connection is open.
+        self.0
+            .conn
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("store connection is open"))
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .conn
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("store connection is open"))
+    }
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`) that holds the connection until it ends.
+pub(crate) struct WriteTx(Conn);
 
 impl WriteTx {
-    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("COMMIT").execute(&mut *self.0).await?;
+        self.0.0.open_tx = false;
+        Ok(())
     }
 
-    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+    pub(crate) async fn rollback(mut self) -> Result<(), sqlx::Error> {
+        sqlx::query("ROLLBACK").execute(&mut *self.0).await?;
+        self.0.0.open_tx = false;
+        Ok(())
     }
 }
 
 impl std::ops::Deref for WriteTx {
     type Target = sqlx::SqliteConnection;
     fn deref(&self) -> &Self::Target {
-        &self.tx
+        &self.0
     }
 }
 
 impl std::ops::DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
+        &mut self.0
     }
 }
 
@@ -141,7 +180,7 @@ impl Store {
     }
 
     async fn connect(path: &Path) -> Result<Store, StoreError> {
-        // Set through the connect options so that EVERY pooled connection has them.
+        // Set through the connect options so that EVERY connection has them.
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(false)
@@ -151,7 +190,11 @@ impl Store {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            .min_connections(0)
+            // A local file cannot drop a connection: the default liveness ping before every
+            // acquire would only add a round trip to SQLite's worker thread per statement.
+            .test_before_acquire(false)
+            .connect_with(options.clone())
             .await
             .map_err(|e| match not_a_database(&e) {
                 Some(detail) => StoreError::NotADatabase {
@@ -182,10 +225,17 @@ impl Store {
                     },
                 }
             })?;
+        let conn = options.connect().await.map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })?;
         Ok(Store {
             pool,
             path: path.to_path_buf(),
-            writer: Arc::new(tokio::sync::Mutex::new(())),
+            primary: Arc::new(tokio::sync::Mutex::new(Primary {
+                conn: Some(conn),
+                open_tx: false,
+            })),
         })
     }
 
@@ -194,32 +244,82 @@ impl Store {
         &self.path
     }
 
-    /// The underlying pool, for tests and diagnostics (`PRAGMA integrity_check`). The
-    /// pipeline must not run SQL itself.
+    /// A pool of further connections with the same settings, for tests and diagnostics
+    /// (`PRAGMA integrity_check`). The pipeline must not run SQL itself.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// Closes every pooled connection (checkpointing the WAL).
+    /// Closes the store's connection and the pool (the last one out checkpoints the WAL).
     pub async fn close(&self) {
+        let conn = self.primary.lock().await.conn.take();
+        if let Some(conn) = conn
+            && let Err(e) = conn.close().await
+        {
+            tracing::warn!("closing the queue database {}: {e}", self.path.display());
+        }
         self.pool.close().await;
+    }
+
+    /// This process's turn on the connection, waiting while another task has it. Rolls back a
+    /// write transaction that an earlier holder abandoned.
+    pub(crate) async fn conn(&self, context: &str) -> Result<Conn, StoreError> {
+        let mut turn = self.primary.clone().lock_owned().await;
+        let open_tx = turn.open_tx;
+        let Some(conn) = turn.conn.as_mut() else {
+            return Err(StoreError::Sql {
+                context: context.to_string(),
+                source: sqlx::Error::PoolClosed,
+            });
+        };
+        if open_tx {
+            sqlx::query("ROLLBACK")
+                .execute(&mut *conn)
+                .await
+                .ctx(format!("rolling back an abandoned transaction ({context})"))?;
+            turn.open_tx = false;
+        }
+        Ok(Conn(turn))
     }
 
     /// Starts a write transaction that takes the database write lock up front.
     pub(crate) async fn begin_write(&self, context: &str) -> Result<WriteTx, StoreError> {
-        let turn = self.writer.clone().lock_owned().await;
-        let tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        let mut conn = self.conn(context).await?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
             .await
             .ctx(format!("starting a write transaction ({context})"))?;
-        Ok(WriteTx { tx, _turn: turn })
+        conn.0.open_tx = true;
+        Ok(WriteTx(conn))
+    }
+
+    /// The settings of the store's own connection as `(journal_mode, synchronous,
+    /// foreign_keys, busy_timeout_ms)`, for tests and `hili doctor`.
+    pub async fn connection_settings(&self) -> Result<(String, i64, i64, i64), StoreError> {
+        let ctx = "reading the connection settings";
+        let mut conn = self.conn(ctx).await?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .ctx(ctx)?;
+        let mut ints = [0i64; 3];
+        for (i, p) in ["synchronous", "foreign_keys", "busy_timeout"]
+            .iter()
+            .enumerate()
+        {
+            ints[i] = sqlx::query_scalar(&format!("PRAGMA {p}"))
+                .fetch_one(&mut *conn)
+                .await
+                .ctx(ctx)?;
+        }
+        Ok((journal, ints[0], ints[1], ints[2]))
     }
 
     /// `PRAGMA integrity_check`: `Ok(())` when SQLite answers "ok", else what it found.
     pub async fn integrity_check(&self) -> Result<Result<(), String>, StoreError> {
+        let mut conn = self.conn("checking database integrity").await?;
         let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await
             .ctx("checking database integrity")?;
         if rows.len() == 1 && rows[0] == "ok" {

@@ -87,7 +87,7 @@ impl Store {
                UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'queued' \
                UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'downloading')",
         )
-        .fetch_one(self.pool())
+        .fetch_one(&mut *self.conn("using the queue database").await?)
         .await
         .ctx("finding the next due job")?;
         Ok(at)
@@ -100,7 +100,7 @@ impl Store {
              WHERE at >= ? AND to_state IN ('done', 'failed', 'held') GROUP BY to_state",
         )
         .bind(since_ms)
-        .fetch_all(self.pool())
+        .fetch_all(&mut *self.conn("using the queue database").await?)
         .await
         .ctx("counting this run's outcomes")?;
         let mut out = BTreeMap::new();
@@ -130,7 +130,7 @@ impl Store {
         .bind(repair.wire())
         .bind(rgb_text(rgb))
         .bind(path_bytes(output_dir))
-        .fetch_all(self.pool())
+        .fetch_all(&mut *self.conn("using the queue database").await?)
         .await
         .ctx("reading the queue's index of files")?;
         let mut index = HashMap::with_capacity(rows.len());

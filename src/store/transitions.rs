@@ -6,6 +6,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use sqlx::Row;
+
 use super::error::SqlContext;
 use super::jobs::path_bytes;
 use super::{JobId, State, Store, StoreError, check, now_ms};
@@ -46,35 +48,154 @@ fn text(s: &str) -> Val {
     Val::Text(Some(s.to_string()))
 }
 
+/// A SHA-256 as stored: 64 hex digits, lowercase; anything else is refused.
+fn hash_val(id: JobId, sha256: &str, what: &str) -> Result<Val, StoreError> {
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(StoreError::Invalid {
+            detail: format!("job {id}: {what} {sha256:?} is not 64 hex digits"),
+        });
+    }
+    Ok(Val::Text(Some(sha256.to_ascii_lowercase())))
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+fn bind_val<'q>(q: Query<'q>, v: &Val) -> Query<'q> {
+    match v.clone() {
+        Val::Int(i) => q.bind(i),
+        Val::Text(t) => q.bind(t),
+        Val::Blob(b) => q.bind(b),
+    }
+}
+
+/// The upload guard: no OTHER job with the same identity (hash bound, repair and colour of the
+/// row being updated) is in flight, or held after a charge. Answered from `jobs_identity`.
+const NO_BUSY_TWIN: &str = "NOT EXISTS (SELECT 1 FROM jobs AS t \
+     WHERE t.content_sha256 = ? AND t.repair = jobs.repair AND t.rgb IS jobs.rgb \
+     AND t.id != jobs.id AND (t.state IN ('uploading', 'processing', 'downloading') \
+     OR (t.state = 'held' AND t.credit_spent = 1)))";
+
+/// What the pipeline knows when it commits to an upload; see [`Store::begin_upload_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct UploadIntent<'a> {
+    /// The credits left, read just before; a lost answer is reconciled against it.
+    pub credits_before: u64,
+    /// The content hash, recorded with the intent.
+    pub content_sha256: Option<&'a str>,
+    /// Refuse (with [`StoreError::TwinBusy`]) while an identical photo is in flight or held
+    /// after a charge. False for `--force` jobs, which re-process anyway.
+    pub exclusive: bool,
+}
+
+/// An upload's answer; see [`Store::record_uploaded_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct Uploaded<'a> {
+    pub mdf: &'a str,
+    pub img_url: &'a str,
+    /// When the first status poll is due; `None` means at once.
+    pub first_poll_at: Option<i64>,
+    /// The hash of the bytes really sent, when it differs from the recorded content hash.
+    pub sent_sha256: Option<&'a str>,
+}
+
+/// Parts of a write beyond the guarded UPDATE and its event.
+#[derive(Debug, Default)]
+pub(crate) struct Extras {
+    /// `AND <sql>` added to the UPDATE's guard, with its bound values (after id and state).
+    pub guard: Option<(&'static str, Vec<Val>)>,
+    /// A credit count seen, recorded as a credit observation in the same transaction.
+    pub credits_seen: Option<i64>,
+}
+
 impl Store {
     /// queued → uploading: the upload intent, persisted BEFORE the request is sent.
     pub async fn begin_upload(&self, id: JobId, credits_before: u64) -> Result<(), StoreError> {
-        let credits = i64::try_from(credits_before).unwrap_or(i64::MAX);
-        let sets = [
+        let intent = UploadIntent {
+            credits_before,
+            content_sha256: None,
+            exclusive: false,
+        };
+        self.begin_upload_with(id, &intent).await
+    }
+
+    /// queued → uploading with everything the pipeline knows at that instant, in ONE
+    /// transaction: the credits seen (also kept as a credit observation), the content hash, and
+    /// — when `exclusive` — the guarantee that no identical photo is in flight or held after a
+    /// charge. That check and the state change are atomic under the write lock, so two workers
+    /// (or two processes) hashing the same photo at once cannot both pay for it: the loser gets
+    /// [`StoreError::TwinBusy`] and nothing is written.
+    pub async fn begin_upload_with(
+        &self,
+        id: JobId,
+        intent: &UploadIntent<'_>,
+    ) -> Result<(), StoreError> {
+        let credits = i64::try_from(intent.credits_before).unwrap_or(i64::MAX);
+        let mut sets = vec![
             Set::Bind("credits_before", Val::Int(Some(credits))),
             Set::Raw("attempts = attempts + 1"),
             Set::Raw("reason = NULL"),
         ];
-        let detail = format!("credits_before={credits_before}");
-        self.transition(id, State::Queued, State::Uploading, &sets, Some(detail))
-            .await
+        let mut extras = Extras {
+            credits_seen: Some(credits),
+            guard: None,
+        };
+        if let Some(sha) = intent.content_sha256 {
+            sets.push(Set::Bind(
+                "content_sha256",
+                hash_val(id, sha, "content hash")?,
+            ));
+            if intent.exclusive {
+                extras.guard = Some((NO_BUSY_TWIN, vec![hash_val(id, sha, "content hash")?]));
+            }
+        }
+        let detail = format!("credits_before={}", intent.credits_before);
+        self.transition_with(
+            id,
+            State::Queued,
+            State::Uploading,
+            &sets,
+            Some(detail),
+            &extras,
+        )
+        .await
     }
 
-    /// uploading → processing: the vendor answered with an mdf; one credit is charged.
+    /// uploading → processing: the vendor answered with an mdf; one credit is charged. The
+    /// first poll is due at once.
     pub async fn record_uploaded(
         &self,
         id: JobId,
         mdf: &str,
         img_url: &str,
     ) -> Result<(), StoreError> {
+        let answer = Uploaded {
+            mdf,
+            img_url,
+            first_poll_at: None,
+            sent_sha256: None,
+        };
+        self.record_uploaded_with(id, &answer).await
+    }
+
+    /// uploading → processing with the answer and what follows from it, in ONE transaction:
+    /// when the first poll is due and, if the file changed while it was sent, the hash of the
+    /// bytes really sent (the result is of those, so they are the job's identity).
+    pub async fn record_uploaded_with(
+        &self,
+        id: JobId,
+        answer: &Uploaded<'_>,
+    ) -> Result<(), StoreError> {
         let mut sets = vec![
-            Set::Bind("mdf", text(mdf)),
-            Set::Bind("img_url", text(img_url)),
+            Set::Bind("mdf", text(answer.mdf)),
+            Set::Bind("img_url", text(answer.img_url)),
             Set::Bind("processing_since", Val::Int(Some(now_ms()))),
-            Set::Raw("next_poll_at = NULL"),
+            Set::Bind("next_poll_at", Val::Int(answer.first_poll_at)),
         ];
+        if let Some(sha) = answer.sent_sha256 {
+            sets.push(Set::Bind("content_sha256", hash_val(id, sha, "sent hash")?));
+        }
         sets.extend(CHARGE);
-        let detail = format!("mdf={mdf}");
+        let detail = format!("mdf={}", answer.mdf);
         self.transition(id, State::Uploading, State::Processing, &sets, Some(detail))
             .await
     }
@@ -179,7 +300,8 @@ impl Store {
         sets: &[Set],
         context: &str,
     ) -> Result<(), StoreError> {
-        self.guarded(id, state, state, sets, None, context).await
+        self.guarded(id, state, state, sets, None, &Extras::default(), context)
+            .await
     }
 
     /// Records a job's content hash (64 hex digits, stored lowercase) while it is in `state`.
@@ -190,15 +312,7 @@ impl Store {
         sha256: &str,
         what: &str,
     ) -> Result<(), StoreError> {
-        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(StoreError::Invalid {
-                detail: format!("job {id}: {what} {sha256:?} is not 64 hex digits"),
-            });
-        }
-        let sets = [Set::Bind(
-            "content_sha256",
-            Val::Text(Some(sha256.to_ascii_lowercase())),
-        )];
+        let sets = [Set::Bind("content_sha256", hash_val(id, sha256, what)?)];
         self.update_in(
             id,
             state,
@@ -216,13 +330,27 @@ impl Store {
         sets: &[Set],
         detail: Option<String>,
     ) -> Result<(), StoreError> {
+        self.transition_with(id, from, to, sets, detail, &Extras::default())
+            .await
+    }
+
+    async fn transition_with(
+        &self,
+        id: JobId,
+        from: State,
+        to: State,
+        sets: &[Set],
+        detail: Option<String>,
+        extras: &Extras,
+    ) -> Result<(), StoreError> {
         check(from, to)?;
         let context = format!("moving job {id} from {from} to {to}");
-        self.guarded(id, from, to, sets, Some(detail), &context)
+        self.guarded(id, from, to, sets, Some(detail), extras, &context)
             .await
     }
 
     /// The guarded UPDATE. `event: None` updates columns without a state change or event.
+    #[allow(clippy::too_many_arguments)] // one write's parts; a struct would only rename them
     pub(crate) async fn guarded(
         &self,
         id: JobId,
@@ -230,6 +358,7 @@ impl Store {
         to: State,
         sets: &[Set],
         event: Option<Option<String>>,
+        extras: &Extras,
         context: &str,
     ) -> Result<(), StoreError> {
         let mut sql = String::from("UPDATE jobs SET state = ?, updated_at = ?");
@@ -243,36 +372,72 @@ impl Store {
             })?;
         }
         sql.push_str(" WHERE id = ? AND state = ?");
+        if let Some((guard, _)) = &extras.guard {
+            sql.push_str(" AND ");
+            sql.push_str(guard);
+        }
+        // The rows that go with the change are inserted only if the UPDATE changed the job
+        // (`changes()` is 1 after it and after each insert that followed it), and the batch
+        // ends by reporting whether it did and the job's state. One trip to SQLite's thread
+        // for the whole write; the COMMIT follows as its own statement, so a crash before it
+        // (the `before:` fail point) leaves an uncommitted transaction, as it always has.
+        if extras.credits_seen.is_some() {
+            sql.push_str(
+                "; INSERT INTO credit_observations (at, credits_left) \
+                 SELECT ?, ? WHERE changes() = 1",
+            );
+        }
+        if event.is_some() {
+            sql.push_str(
+                "; INSERT INTO events (job_id, from_state, to_state, at, detail) \
+                 SELECT ?, ?, ?, ?, ? WHERE changes() = 1",
+            );
+        }
+        sql.push_str("; SELECT changes() = 1, state FROM jobs WHERE id = ?");
 
         let now = now_ms();
         let mut tx = self.begin_write(context).await?;
         let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now);
         for s in sets {
             if let Set::Bind(_, v) = s {
-                q = match v.clone() {
-                    Val::Int(i) => q.bind(i),
-                    Val::Text(t) => q.bind(t),
-                    Val::Blob(b) => q.bind(b),
-                };
+                q = bind_val(q, v);
             }
         }
-        let updated = q
-            .bind(id.0)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await
-            .ctx(context)?
-            .rows_affected();
-        if updated == 0 {
-            let found: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?")
+        q = q.bind(id.0).bind(from.as_str());
+        for v in extras.guard.iter().flat_map(|(_, binds)| binds) {
+            q = bind_val(q, v);
+        }
+        if let Some(credits) = extras.credits_seen {
+            q = q.bind(now).bind(credits);
+        }
+        if let Some(detail) = &event {
+            q = q
                 .bind(id.0)
-                .fetch_optional(&mut *tx)
-                .await
-                .ctx(context)?;
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(now)
+                .bind(detail.clone());
+        }
+        // `fetch_all`, not `fetch_optional`: every statement of the batch must run.
+        let rows = q.bind(id.0).fetch_all(&mut *tx).await.ctx(context)?;
+        let outcome = rows
+            .first()
+            .map(|r| (r.get::<bool, _>(0), r.get::<String, _>(1)));
+        let found = match outcome {
+            Some((true, _)) => None,
+            Some((false, state)) => Some(state),
+            None => {
+                tx.rollback().await.ctx(context)?;
+                return Err(StoreError::NotFound(id));
+            }
+        };
+        if let Some(s) = found {
             tx.rollback().await.ctx(context)?;
-            return Err(match found {
-                None => StoreError::NotFound(id),
-                Some(s) => StoreError::Conflict {
+            return Err(match s {
+                s if extras.guard.is_some() && s == from.as_str() => {
+                    StoreError::TwinBusy { job: id }
+                }
+                s => StoreError::Conflict {
                     job: id,
                     expected: from,
                     found: s.parse().map_err(|e: super::state::UnknownState| {
@@ -284,20 +449,9 @@ impl Store {
                 },
             });
         }
-        let Some(detail) = event else {
+        if event.is_none() {
             return tx.commit().await.ctx(context);
-        };
-        sqlx::query(
-            "INSERT INTO events (job_id, from_state, to_state, at, detail) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(id.0)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(now)
-        .bind(detail)
-        .execute(&mut *tx)
-        .await
-        .ctx(context)?;
+        }
         failpoint::hit_transition("before", from.as_str(), to.as_str());
         tx.commit().await.ctx(context)?;
         failpoint::hit_transition("after", from.as_str(), to.as_str());
