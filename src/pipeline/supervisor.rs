@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::store::{JobId, State};
+use crate::store::{DueLimits, Job, JobId, State};
 
 use super::control::Pause;
 use super::{Ctx, PipelineError, download, now_ms, poll, recover, upload};
@@ -201,21 +201,19 @@ impl Workers {
         limit.saturating_sub(self.running[stage as usize])
     }
 
-    /// Starts a stage's due jobs in its free slots. Jobs already held by a task are skipped,
-    /// which is why the store is asked for `free + active` candidates.
-    async fn fill(&mut self, ctx: &Arc<Ctx>, stage: Stage, now: i64) -> Result<(), PipelineError> {
-        let free = self.free(ctx, stage);
-        if free == 0 {
-            return Ok(());
+    /// How many candidates to ask the store for: the free slots, plus the jobs that tasks
+    /// already hold or that rest (the store still returns those).
+    fn want(&mut self, ctx: &Ctx, stage: Stage) -> usize {
+        match self.free(ctx, stage) {
+            0 => 0,
+            free => free + self.active.len() + self.resting.len(),
         }
-        let rested = Instant::now();
-        self.resting.retain(|_, until| *until > rested);
-        let want = free + self.active.len() + self.resting.len();
-        let jobs = match stage {
-            Stage::Poll => ctx.store.due_polls_limited(now, want).await?,
-            Stage::Download => ctx.store.due_downloads(now, want).await?,
-            Stage::Upload => ctx.store.next_uploadable(now, want as u32).await?,
-        };
+    }
+
+    /// Starts a stage's due jobs in its free slots, skipping jobs a task already holds and
+    /// jobs resting after an error.
+    fn start(&mut self, ctx: &Arc<Ctx>, stage: Stage, jobs: Vec<Job>) {
+        let free = self.free(ctx, stage);
         let mut started = 0;
         for job in jobs {
             if started == free {
@@ -237,7 +235,6 @@ impl Workers {
                 (stage, id, res)
             });
         }
-        Ok(())
     }
 
     fn finish(&mut self, done: Result<TaskResult, tokio::task::JoinError>) {
@@ -266,18 +263,36 @@ async fn step(
     workers: &mut Workers,
     pause: Option<&Pause>,
 ) -> Result<Duration, PipelineError> {
+    let rested = Instant::now();
+    workers.resting.retain(|_, until| *until > rested);
+    // One look at the store for every stage; a paused stage asks for nothing.
+    let results_flow = pause != Some(&Pause::BadToken);
+    let limits = DueLimits {
+        polls: if results_flow {
+            workers.want(ctx, Stage::Poll)
+        } else {
+            0
+        },
+        downloads: if results_flow {
+            workers.want(ctx, Stage::Download)
+        } else {
+            0
+        },
+        uploads: if pause.is_none() {
+            workers.want(ctx, Stage::Upload)
+        } else {
+            0
+        },
+    };
     let now = now_ms();
-    if pause != Some(&Pause::BadToken) {
-        workers.fill(ctx, Stage::Poll, now).await?;
-        workers.fill(ctx, Stage::Download, now).await?;
-    }
-    if pause.is_none() {
-        workers.fill(ctx, Stage::Upload, now).await?;
-    }
+    let due = ctx.store.due_work(now, limits).await?;
+    workers.start(ctx, Stage::Poll, due.polls);
+    workers.start(ctx, Stage::Download, due.downloads);
+    workers.start(ctx, Stage::Upload, due.uploads);
     super::dispose::pass(ctx).await?;
     // Sleep until the next job falls due. Work already due but not started waits for a free
     // slot (a task ending wakes us) or for a pause to end (within IDLE_LOOK).
-    Ok(match ctx.store.next_due_ms().await? {
+    Ok(match due.next_due_ms {
         Some(at) if at > now_ms() => Duration::from_millis((at - now_ms()) as u64).min(IDLE_LOOK),
         _ => IDLE_LOOK,
     })

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sqlx::Row;
 
 use super::error::SqlContext;
-use super::jobs::{path_bytes, rgb_text};
+use super::jobs::{JOB_COLUMNS, decode_job, path_bytes, rgb_text};
 use super::queries::Bind;
 use super::transitions::{Set, Val};
 use super::{Identity, Job, JobId, State, Store, StoreError};
@@ -55,42 +55,80 @@ impl Store {
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError> {
-        self.select_jobs(
-            "SELECT {cols} FROM jobs WHERE state = 'processing' \
-             AND (next_poll_at IS NULL OR next_poll_at <= ?) \
-             ORDER BY COALESCE(next_poll_at, 0), id LIMIT ?",
-            [Bind::Int(now_ms), Bind::Int(limit as i64)],
-            "finding jobs to poll",
-        )
-        .await
+        let limits = DueLimits {
+            polls: limit,
+            ..DueLimits::default()
+        };
+        Ok(self.due_work(now_ms, limits).await?.polls)
     }
 
-    /// Downloading jobs whose retry delay has passed, oldest result first, at most `limit`.
-    pub async fn due_downloads(&self, now_ms: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
-        self.select_jobs(
-            "SELECT {cols} FROM jobs WHERE state = 'downloading' AND not_before <= ? \
-             ORDER BY COALESCE(processing_since, 0), id LIMIT ?",
-            [Bind::Int(now_ms), Bind::Int(limit as i64)],
-            "finding results to download",
-        )
-        .await
-    }
-
-    /// The earliest future instant at which some job falls due (a poll, a retry, a backoff).
-    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        // One MIN per state, each answered from an index (jobs_due, jobs_poll).
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(t) FROM ( \
+    /// Everything the scheduler needs for one look, in one trip to the database: the due
+    /// jobs of each stage (at most its limit; 0 skips the stage) and the earliest instant at
+    /// which some job falls due. Polls come most overdue first, downloads oldest result
+    /// first, uploads in queue order.
+    pub async fn due_work(&self, now_ms: i64, limits: DueLimits) -> Result<DueWork, StoreError> {
+        // Each stage is answered from an index (jobs_poll, jobs_due); the MINs likewise.
+        let sql = format!(
+            "SELECT * FROM (SELECT 0 AS stage, {JOB_COLUMNS} FROM jobs \
+               WHERE state = 'processing' AND (next_poll_at IS NULL OR next_poll_at <= ?1) \
+               ORDER BY COALESCE(next_poll_at, 0), id LIMIT ?2) \
+             UNION ALL SELECT * FROM (SELECT 1 AS stage, {JOB_COLUMNS} FROM jobs \
+               WHERE state = 'downloading' AND not_before <= ?1 \
+               ORDER BY COALESCE(processing_since, 0), id LIMIT ?3) \
+             UNION ALL SELECT * FROM (SELECT 2 AS stage, {JOB_COLUMNS} FROM jobs \
+               WHERE state = 'queued' AND not_before <= ?1 ORDER BY id LIMIT ?4); \
+             SELECT MIN(t) AS next_due FROM ( \
                SELECT MIN(next_poll_at) AS t FROM jobs WHERE state = 'processing' \
                UNION ALL SELECT 0 WHERE EXISTS \
                  (SELECT 1 FROM jobs WHERE state = 'processing' AND next_poll_at IS NULL) \
                UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'queued' \
-               UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'downloading')",
-        )
-        .fetch_one(&mut *self.conn("using the queue database").await?)
-        .await
-        .ctx("finding the next due job")?;
-        Ok(at)
+               UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'downloading')"
+        );
+        let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(limit(limits.polls))
+            .bind(limit(limits.downloads))
+            .bind(limit(limits.uploads))
+            .fetch_all(&mut *self.conn("finding due work").await?)
+            .await
+            .ctx("finding due work")?;
+        let mut work = DueWork::default();
+        for row in &rows {
+            if row.columns().len() == 1 {
+                work.next_due_ms = row.try_get("next_due").ctx("finding the next due job")?;
+                continue;
+            }
+            let stage: i64 = row.try_get("stage").ctx("finding due work")?;
+            let job = decode_job(row)?;
+            match stage {
+                0 => work.polls.push(job),
+                1 => work.downloads.push(job),
+                _ => work.uploads.push(job),
+            }
+        }
+        // A compound SELECT does not promise to keep its parts' order: restore it.
+        work.polls
+            .sort_by_key(|j| (j.next_poll_at_ms.unwrap_or(0), j.id));
+        work.downloads
+            .sort_by_key(|j| (j.processing_since_ms.unwrap_or(0), j.id));
+        work.uploads.sort_by_key(|j| j.id);
+        Ok(work)
+    }
+
+    /// Downloading jobs whose retry delay has passed, oldest result first, at most `limit`.
+    pub async fn due_downloads(&self, now_ms: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let limits = DueLimits {
+            downloads: limit,
+            ..DueLimits::default()
+        };
+        Ok(self.due_work(now_ms, limits).await?.downloads)
+    }
+
+    /// The earliest instant at which some job falls due (a poll, a retry, a backoff); may be
+    /// in the past.
+    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self.due_work(0, DueLimits::default()).await?.next_due_ms)
     }
 
     /// How many jobs reached each final state (done, failed, held) since `since_ms`.
@@ -146,4 +184,22 @@ impl Store {
         }
         Ok(index)
     }
+}
+
+/// How many due jobs of each stage [`Store::due_work`] may return.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DueLimits {
+    pub polls: usize,
+    pub downloads: usize,
+    pub uploads: usize,
+}
+
+/// One look at what is due; see [`Store::due_work`].
+#[derive(Debug, Default)]
+pub struct DueWork {
+    pub polls: Vec<Job>,
+    pub downloads: Vec<Job>,
+    pub uploads: Vec<Job>,
+    /// The earliest `next_poll_at`/`not_before` of any waiting job; may be in the past.
+    pub next_due_ms: Option<i64>,
 }
