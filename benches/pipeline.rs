@@ -150,8 +150,12 @@ struct Figures {
 }
 
 /// Queues the inbox into a fresh database and runs the pipeline over it against `url`.
+/// `work` must not exist yet. Earlier runs' outputs are kept until the bench ends: deleting a
+/// thousand files right before creating a thousand more makes ext4 step over every freshly
+/// freed inode on each create, a cost no real run (which writes into a growing output tree)
+/// has, and which showed as the largest kernel item in the profile.
 async fn run_once(inbox: &Path, work: &Path, url: &str, upload_concurrency: usize) -> Figures {
-    let _ = std::fs::remove_dir_all(work);
+    assert!(!work.exists(), "{} is left from an earlier run", work.display());
     let db = work.join("state/hili.db");
     let out = work.join("out");
     let store = Store::open(&db).await.expect("opening the store");
@@ -298,7 +302,11 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let inbox = dir.path().join("inbox");
     write_inbox(&inbox, n);
-    let work = dir.path().join("work");
+    let run_no = std::sync::atomic::AtomicUsize::new(0);
+    let work = || {
+        let n = run_no.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        dir.path().join(format!("work-{n}"))
+    };
     let credits = n * (runs * 4 + 1);
 
     rt.block_on(async {
@@ -319,7 +327,7 @@ fn main() {
         let url = sim.base_url();
         for uc in [1, 4] {
             for _ in 0..runs {
-                let f = run_once(&inbox, &work, &url, uc).await;
+                let f = run_once(&inbox, &work(), &url, uc).await;
                 print(
                     &f,
                     &format!("CPU client+sim (upload_concurrency={uc}, sim in-process)"),
@@ -334,7 +342,7 @@ fn main() {
         for uc in [1, 4] {
             for _ in 0..runs {
                 let sim0 = proc_cpu(child.child.id());
-                let mut f = run_once(&inbox, &work, &child.url, uc).await;
+                let mut f = run_once(&inbox, &work(), &child.url, uc).await;
                 f.sim_cpu = match (sim0, proc_cpu(child.child.id())) {
                     (Some(a), Some(b)) => Some(b - a),
                     _ => None,
