@@ -155,7 +155,11 @@ struct Figures {
 /// freed inode on each create, a cost no real run (which writes into a growing output tree)
 /// has, and which showed as the largest kernel item in the profile.
 async fn run_once(inbox: &Path, work: &Path, url: &str, upload_concurrency: usize) -> Figures {
-    assert!(!work.exists(), "{} is left from an earlier run", work.display());
+    assert!(
+        !work.exists(),
+        "{} is left from an earlier run",
+        work.display()
+    );
     let db = work.join("state/hili.db");
     let out = work.join("out");
     let store = Store::open(&db).await.expect("opening the store");

@@ -3,7 +3,8 @@
 //! finished or expired). Everything mutable sits behind one `std::sync::Mutex` that is never
 //! held across an `.await`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,6 +104,9 @@ struct Inner {
     duplicate_charges: u64,
     fault_counts: BTreeMap<String, u64>,
     jobs: HashMap<String, Job>,
+    /// When each finished job's result expires, soonest first: a sweep looks only at jobs
+    /// that are due instead of every job ever charged.
+    expiries: BinaryHeap<Reverse<(Instant, String)>>,
 }
 
 /// Everything the handlers share.
@@ -152,6 +156,7 @@ impl Shared {
                 duplicate_charges: 0,
                 fault_counts: FAULT_KINDS.iter().map(|k| (k.to_string(), 0)).collect(),
                 jobs: HashMap::new(),
+                expiries: BinaryHeap::new(),
             }),
         }
     }
@@ -317,14 +322,20 @@ impl Shared {
 
     /// Marks the background transform of `mdf` as finished (or failed).
     pub fn finish(&self, mdf: &str, ok: bool) {
-        if let Some(job) = self.lock().jobs.get_mut(mdf) {
-            job.phase = if ok {
-                Phase::Done {
-                    finished: Instant::now(),
-                }
-            } else {
-                Phase::Failed
-            };
+        let retention = self.retention;
+        let mut g = self.lock();
+        let Some(job) = g.jobs.get_mut(mdf) else {
+            return;
+        };
+        job.phase = if ok {
+            Phase::Done {
+                finished: Instant::now(),
+            }
+        } else {
+            Phase::Failed
+        };
+        if let Some(at) = job.expires_at(retention) {
+            g.expiries.push(Reverse((at, mdf.to_string())));
         }
     }
 
@@ -335,10 +346,15 @@ impl Shared {
     /// Marks every job past its retention as expired and returns the files to delete.
     pub fn expire_due(&self) -> Vec<PathBuf> {
         let now = Instant::now();
-        let retention = self.retention;
         let mut doomed = Vec::new();
-        for job in self.lock().jobs.values_mut() {
-            if job.expires_at(retention).is_some_and(|t| now >= t) {
+        let mut g = self.lock();
+        while g.expiries.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+            let Some(Reverse((_, mdf))) = g.expiries.pop() else {
+                break;
+            };
+            if let Some(job) = g.jobs.get_mut(&mdf)
+                && matches!(job.phase, Phase::Done { .. })
+            {
                 job.phase = Phase::Expired;
                 push_unique(&mut doomed, &job.upload);
                 push_unique(&mut doomed, &job.result);

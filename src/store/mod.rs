@@ -91,6 +91,14 @@ struct Primary {
 /// This process's turn on the store's connection; statements run on it through `&mut *conn`.
 pub(crate) struct Conn(tokio::sync::OwnedMutexGuard<Primary>);
 
+impl Conn {
+    /// Records that a transaction is open (a batch that begins and commits one is open until
+    /// it has run to the end), so that if it is abandoned the next user rolls it back.
+    pub(crate) fn set_open_tx(&mut self, open: bool) {
+        self.0.open_tx = open;
+    }
+}
+
 impl std::ops::Deref for Conn {
     type Target = SqliteConnection;
     fn deref(&self) -> &Self::Target {
@@ -117,12 +125,6 @@ pub(crate) struct WriteTx(Conn);
 impl WriteTx {
     pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
         sqlx::query("COMMIT").execute(&mut *self.0).await?;
-        self.0.0.open_tx = false;
-        Ok(())
-    }
-
-    pub(crate) async fn rollback(mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("ROLLBACK").execute(&mut *self.0).await?;
         self.0.0.open_tx = false;
         Ok(())
     }
@@ -274,10 +276,15 @@ impl Store {
             });
         };
         if open_tx {
-            sqlx::query("ROLLBACK")
-                .execute(&mut *conn)
-                .await
-                .ctx(format!("rolling back an abandoned transaction ({context})"))?;
+            // A batch that failed before its BEGIN ran (the lock was busy) left nothing open.
+            match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                Ok(_) => {}
+                Err(e) if no_transaction(&e) => {}
+                Err(e) => {
+                    return Err(e)
+                        .ctx(format!("rolling back an abandoned transaction ({context})"));
+                }
+            }
             turn.open_tx = false;
         }
         Ok(Conn(turn))
@@ -286,11 +293,11 @@ impl Store {
     /// Starts a write transaction that takes the database write lock up front.
     pub(crate) async fn begin_write(&self, context: &str) -> Result<WriteTx, StoreError> {
         let mut conn = self.conn(context).await?;
+        conn.set_open_tx(true);
         sqlx::query("BEGIN IMMEDIATE")
             .execute(&mut *conn)
             .await
             .ctx(format!("starting a write transaction ({context})"))?;
-        conn.0.open_tx = true;
         Ok(WriteTx(conn))
     }
 
@@ -340,10 +347,63 @@ fn not_a_database(e: &sqlx::Error) -> Option<String> {
     matches!(primary, 11 | 26).then(|| db.message().to_string())
 }
 
+/// SQLite's answer to a ROLLBACK when no transaction is active.
+fn no_transaction(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.message().contains("no transaction is active"))
+}
+
 /// Wall-clock now in unix milliseconds (what every `*_at` column holds).
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("q.db")).await.expect("open");
+        (dir, store)
+    }
+
+    async fn credit_rows(store: &Store) -> i64 {
+        let mut conn = store.conn("test").await.expect("conn");
+        sqlx::query_scalar("SELECT COUNT(*) FROM credit_observations")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_write_is_rolled_back_by_the_next_user() {
+        let (_dir, store) = store().await;
+        let mut tx = store.begin_write("test").await.expect("begin");
+        sqlx::query("INSERT INTO credit_observations (at, credits_left) VALUES (1, 5)")
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        drop(tx); // e.g. the task was cancelled before COMMIT
+        assert_eq!(credit_rows(&store).await, 0);
+        // The connection is usable for writes again (the lock was released).
+        store.record_credits(7).await.expect("a later write");
+        assert_eq!(credit_rows(&store).await, 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_failed_before_its_begin_does_not_poison_the_connection() {
+        let (_dir, store) = store().await;
+        let mut conn = store.conn("test").await.expect("conn");
+        conn.set_open_tx(true); // as if BEGIN IMMEDIATE had failed on a busy lock
+        drop(conn);
+        store.record_credits(3).await.expect("the next write works");
+        assert_eq!(
+            store.latest_credits().await.expect("read").map(|c| c.1),
+            Some(3)
+        );
+    }
 }

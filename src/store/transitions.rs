@@ -376,11 +376,13 @@ impl Store {
             sql.push_str(" AND ");
             sql.push_str(guard);
         }
-        // The rows that go with the change are inserted only if the UPDATE changed the job
-        // (`changes()` is 1 after it and after each insert that followed it), and the batch
-        // ends by reporting whether it did and the job's state. One trip to SQLite's thread
-        // for the whole write; the COMMIT follows as its own statement, so a crash before it
-        // (the `before:` fail point) leaves an uncommitted transaction, as it always has.
+        // The whole write is ONE batch, one trip to SQLite's thread: BEGIN IMMEDIATE, the
+        // guarded UPDATE, the rows that go with it — inserted only if the UPDATE changed the
+        // job (`changes()` is 1 after it and after each insert that followed it) — a report of
+        // whether it did and of the job's state, and COMMIT. A write that changed nothing
+        // commits nothing. A batch that fails half-way leaves its transaction open, and the
+        // next user of the connection rolls it back (see `Store::conn`).
+        let mut sql = format!("BEGIN IMMEDIATE; {sql}");
         if extras.credits_seen.is_some() {
             sql.push_str(
                 "; INSERT INTO credit_observations (at, credits_left) \
@@ -393,10 +395,9 @@ impl Store {
                  SELECT ?, ?, ?, ?, ? WHERE changes() = 1",
             );
         }
-        sql.push_str("; SELECT changes() = 1, state FROM jobs WHERE id = ?");
+        sql.push_str("; SELECT changes() = 1, state FROM jobs WHERE id = ?; COMMIT");
 
         let now = now_ms();
-        let mut tx = self.begin_write(context).await?;
         let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now);
         for s in sets {
             if let Set::Bind(_, v) = s {
@@ -418,21 +419,24 @@ impl Store {
                 .bind(now)
                 .bind(detail.clone());
         }
+        // A crash here (the `before:` fail point) leaves the job as it was: the write is
+        // durable all at once at COMMIT, or not at all.
+        if event.is_some() {
+            failpoint::hit_transition("before", from.as_str(), to.as_str());
+        }
+        let mut conn = self.conn(context).await?;
+        // Until the batch's COMMIT has run, an error or a cancelled task leaves it open.
+        conn.set_open_tx(true);
         // `fetch_all`, not `fetch_optional`: every statement of the batch must run.
-        let rows = q.bind(id.0).fetch_all(&mut *tx).await.ctx(context)?;
-        let outcome = rows
-            .first()
-            .map(|r| (r.get::<bool, _>(0), r.get::<String, _>(1)));
-        let found = match outcome {
-            Some((true, _)) => None,
-            Some((false, state)) => Some(state),
-            None => {
-                tx.rollback().await.ctx(context)?;
-                return Err(StoreError::NotFound(id));
-            }
+        let rows = q.bind(id.0).fetch_all(&mut *conn).await.ctx(context)?;
+        conn.set_open_tx(false);
+        drop(conn);
+        let found = match rows.first() {
+            Some(r) if r.get::<bool, _>(0) => None,
+            Some(r) => Some(r.get::<String, _>(1)),
+            None => return Err(StoreError::NotFound(id)),
         };
         if let Some(s) = found {
-            tx.rollback().await.ctx(context)?;
             return Err(match s {
                 s if extras.guard.is_some() && s == from.as_str() => {
                     StoreError::TwinBusy { job: id }
@@ -450,10 +454,8 @@ impl Store {
             });
         }
         if event.is_none() {
-            return tx.commit().await.ctx(context);
+            return Ok(());
         }
-        failpoint::hit_transition("before", from.as_str(), to.as_str());
-        tx.commit().await.ctx(context)?;
         failpoint::hit_transition("after", from.as_str(), to.as_str());
         Ok(())
     }
