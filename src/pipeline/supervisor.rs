@@ -201,17 +201,18 @@ impl Workers {
         limit.saturating_sub(self.running[stage as usize])
     }
 
-    /// How many candidates to ask the store for: the free slots, plus the jobs that tasks
-    /// already hold or that rest (the store still returns those).
-    fn want(&mut self, ctx: &Ctx, stage: Stage) -> usize {
-        match self.free(ctx, stage) {
-            0 => 0,
-            free => free + self.active.len() + self.resting.len(),
-        }
+    /// The jobs the store must leave out of its answer: those a task holds, and those
+    /// resting after an error.
+    fn busy(&self) -> Vec<JobId> {
+        self.active
+            .iter()
+            .chain(self.resting.keys())
+            .copied()
+            .collect()
     }
 
-    /// Starts a stage's due jobs in its free slots, skipping jobs a task already holds and
-    /// jobs resting after an error.
+    /// Starts a stage's due jobs in its free slots (the store left out the busy ones; the
+    /// check here only guards against a job being started twice).
     fn start(&mut self, ctx: &Arc<Ctx>, stage: Stage, jobs: Vec<Job>) {
         let free = self.free(ctx, stage);
         let mut started = 0;
@@ -269,23 +270,23 @@ async fn step(
     let results_flow = pause != Some(&Pause::BadToken);
     let limits = DueLimits {
         polls: if results_flow {
-            workers.want(ctx, Stage::Poll)
+            workers.free(ctx, Stage::Poll)
         } else {
             0
         },
         downloads: if results_flow {
-            workers.want(ctx, Stage::Download)
+            workers.free(ctx, Stage::Download)
         } else {
             0
         },
         uploads: if pause.is_none() {
-            workers.want(ctx, Stage::Upload)
+            workers.free(ctx, Stage::Upload)
         } else {
             0
         },
     };
     let now = now_ms();
-    let due = ctx.store.due_work(now, limits).await?;
+    let due = ctx.store.due_work(now, limits, &workers.busy()).await?;
     workers.start(ctx, Stage::Poll, due.polls);
     workers.start(ctx, Stage::Download, due.downloads);
     workers.start(ctx, Stage::Upload, due.uploads);

@@ -59,24 +59,40 @@ impl Store {
             polls: limit,
             ..DueLimits::default()
         };
-        Ok(self.due_work(now_ms, limits).await?.polls)
+        Ok(self.due_work(now_ms, limits, &[]).await?.polls)
     }
 
     /// Everything the scheduler needs for one look, in one trip to the database: the due
-    /// jobs of each stage (at most its limit; 0 skips the stage) and the earliest instant at
-    /// which some job falls due. Polls come most overdue first, downloads oldest result
+    /// jobs of each stage (at most its limit; 0 skips the stage), leaving out the jobs in
+    /// `skip` (those the caller is already working on), and the earliest instant at which
+    /// some job falls due. Polls come most overdue first, downloads oldest result
     /// first, uploads in queue order.
-    pub async fn due_work(&self, now_ms: i64, limits: DueLimits) -> Result<DueWork, StoreError> {
+    pub async fn due_work(
+        &self,
+        now_ms: i64,
+        limits: DueLimits,
+        skip: &[JobId],
+    ) -> Result<DueWork, StoreError> {
+        // The ids to leave out travel as one JSON array, so the statement text (and SQLite's
+        // cached plan) stays the same whatever their number.
+        let skip_json = format!(
+            "[{}]",
+            skip.iter()
+                .map(|id| id.0.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         // Each stage is answered from an index (jobs_poll, jobs_due); the MINs likewise.
         let sql = format!(
             "SELECT * FROM (SELECT 0 AS stage, {JOB_COLUMNS} FROM jobs \
                WHERE state = 'processing' AND (next_poll_at IS NULL OR next_poll_at <= ?1) \
-               ORDER BY COALESCE(next_poll_at, 0), id LIMIT ?2) \
+               AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY COALESCE(next_poll_at, 0), id LIMIT ?2) \
              UNION ALL SELECT * FROM (SELECT 1 AS stage, {JOB_COLUMNS} FROM jobs \
                WHERE state = 'downloading' AND not_before <= ?1 \
-               ORDER BY COALESCE(processing_since, 0), id LIMIT ?3) \
+               AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY COALESCE(processing_since, 0), id LIMIT ?3) \
              UNION ALL SELECT * FROM (SELECT 2 AS stage, {JOB_COLUMNS} FROM jobs \
-               WHERE state = 'queued' AND not_before <= ?1 ORDER BY id LIMIT ?4); \
+               WHERE state = 'queued' AND not_before <= ?1 \
+               AND id NOT IN (SELECT value FROM json_each(?5)) ORDER BY id LIMIT ?4); \
              SELECT MIN(t) AS next_due FROM ( \
                SELECT MIN(next_poll_at) AS t FROM jobs WHERE state = 'processing' \
                UNION ALL SELECT 0 WHERE EXISTS \
@@ -90,6 +106,7 @@ impl Store {
             .bind(limit(limits.polls))
             .bind(limit(limits.downloads))
             .bind(limit(limits.uploads))
+            .bind(skip_json)
             .fetch_all(&mut *self.conn("finding due work").await?)
             .await
             .ctx("finding due work")?;
@@ -122,13 +139,16 @@ impl Store {
             downloads: limit,
             ..DueLimits::default()
         };
-        Ok(self.due_work(now_ms, limits).await?.downloads)
+        Ok(self.due_work(now_ms, limits, &[]).await?.downloads)
     }
 
     /// The earliest instant at which some job falls due (a poll, a retry, a backoff); may be
     /// in the past.
     pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self.due_work(0, DueLimits::default()).await?.next_due_ms)
+        Ok(self
+            .due_work(0, DueLimits::default(), &[])
+            .await?
+            .next_due_ms)
     }
 
     /// How many jobs reached each final state (done, failed, held) since `since_ms`.

@@ -59,6 +59,11 @@ async fn open_creates_a_private_file_and_sets_pragmas_on_every_connection() {
     assert_eq!(mode(path.parent().unwrap()), 0o700);
     store.record_credits(1).await.unwrap();
     assert_eq!(mode(&dir.path().join("state/hili.db-wal")), 0o600);
+    // The connection the store itself runs every statement on (2 = FULL).
+    assert_eq!(
+        store.connection_settings().await.unwrap(),
+        ("wal".to_string(), 2, 1, 30_000)
+    );
     // Hold several connections at once so the pool must open distinct ones.
     let mut conns = Vec::new();
     for _ in 0..4 {
@@ -600,4 +605,108 @@ async fn crash_child() {
     store.begin_upload(id, 5).await.unwrap();
     // Not reached when the fail point fires.
     std::process::exit(0);
+}
+
+/// Two workers that hashed the same photo at the same moment: the store lets exactly one of
+/// them commit to the upload, atomically with the state change.
+#[tokio::test]
+async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
+    use hili::store::UploadIntent;
+    let (_d, store) = open_tmp().await;
+    let a = add(&store, "a.jpg").await;
+    let b = add(&store, "b.jpg").await;
+    let c = add(&store, "c.jpg").await;
+    let h = hash('A');
+    let intent = |exclusive| UploadIntent {
+        credits_before: 50,
+        content_sha256: Some(&h),
+        exclusive,
+    };
+    store.begin_upload_with(a, &intent(true)).await.unwrap();
+    let got = store.get(a).await.unwrap().unwrap();
+    assert_eq!(got.content_sha256.as_deref(), Some(hash('a').as_str()));
+    assert_eq!(got.credits_before, Some(50));
+    assert_eq!(store.latest_credits().await.unwrap().map(|c| c.1), Some(50));
+
+    let events_before = store.events(b).await.unwrap().len();
+    assert!(matches!(
+        store.begin_upload_with(b, &intent(true)).await,
+        Err(StoreError::TwinBusy { job }) if job == b
+    ));
+    // Nothing of the refused intent was written.
+    let got = store.get(b).await.unwrap().unwrap();
+    assert_eq!((got.state, got.content_sha256), (State::Queued, None));
+    assert_eq!(store.events(b).await.unwrap().len(), events_before);
+
+    // Held after a charge blocks too (paying again would double the charge); a twin that
+    // failed without a charge does not.
+    store
+        .hold(a, State::Uploading, "charged, result unknown", true)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.begin_upload_with(b, &intent(true)).await,
+        Err(StoreError::TwinBusy { .. })
+    ));
+    // `--force` re-processes anyway.
+    store.begin_upload_with(c, &intent(false)).await.unwrap();
+
+    // Another photo: its first job failed without a charge, so the second may go.
+    let f = add(&store, "f.jpg").await;
+    let g = add(&store, "g.jpg").await;
+    let other = hash('B');
+    let other_intent = UploadIntent {
+        content_sha256: Some(&other),
+        ..intent(true)
+    };
+    store.begin_upload_with(f, &other_intent).await.unwrap();
+    store
+        .fail(f, State::Uploading, "9001", false)
+        .await
+        .unwrap();
+    store.begin_upload_with(g, &other_intent).await.unwrap();
+    assert_eq!(store.get(g).await.unwrap().unwrap().state, State::Uploading);
+}
+
+#[tokio::test]
+async fn due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs() {
+    use hili::store::DueLimits;
+    let (_d, store) = open_tmp().await;
+    let q1 = add(&store, "q1.jpg").await;
+    let q2 = add(&store, "q2.jpg").await;
+    let p = add(&store, "p.jpg").await;
+    let d = add(&store, "d.jpg").await;
+    to_processing(&store, p, "mp").await;
+    to_processing(&store, d, "md").await;
+    store.begin_download(d).await.unwrap();
+    store.set_next_poll(p, 5_000).await.unwrap();
+    store.postpone(q2, 7_000, "later").await.unwrap();
+
+    let all = DueLimits {
+        polls: 10,
+        downloads: 10,
+        uploads: 10,
+    };
+    let ids = |v: &[hili::store::Job]| v.iter().map(|j| j.id).collect::<Vec<_>>();
+    let due = store.due_work(6_000, all, &[]).await.unwrap();
+    assert_eq!(ids(&due.polls), vec![p]);
+    assert_eq!(ids(&due.downloads), vec![d]);
+    assert_eq!(ids(&due.uploads), vec![q1]);
+    assert_eq!(due.next_due_ms, Some(0), "q1 and d are due since 0");
+
+    // Busy jobs are left out; a zero limit skips the stage.
+    let due = store.due_work(6_000, all, &[q1, d]).await.unwrap();
+    assert_eq!((ids(&due.uploads), ids(&due.downloads)), (vec![], vec![]));
+    let none = DueLimits { polls: 0, ..all };
+    assert!(
+        store
+            .due_work(6_000, none, &[])
+            .await
+            .unwrap()
+            .polls
+            .is_empty()
+    );
+    // Before p's poll and q2's retry are due, only the rest is.
+    let due = store.due_work(4_000, all, &[q1, d]).await.unwrap();
+    assert!(due.polls.is_empty() && due.uploads.is_empty());
 }
