@@ -14,13 +14,22 @@ const BUF_SIZE: usize = 1 << 20;
 /// Lower-case hex SHA-256 of the file at `path`, read once from start to end.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
     let file = File::open(path)?;
-    sha256_reader(file)
+    // A small photo gets a buffer its size (+1 to see the end in one read): zeroing a whole
+    // megabyte for a few kilobytes cost more than hashing them.
+    let len = file.metadata().map(|m| m.len()).unwrap_or(BUF_SIZE as u64);
+    let buf_len =
+        usize::try_from(len.saturating_add(1)).map_or(BUF_SIZE, |n| n.clamp(4096, BUF_SIZE));
+    sha256_with(file, buf_len)
 }
 
 /// Lower-case hex SHA-256 of everything `r` yields.
-pub fn sha256_reader(mut r: impl Read) -> io::Result<String> {
+pub fn sha256_reader(r: impl Read) -> io::Result<String> {
+    sha256_with(r, BUF_SIZE)
+}
+
+fn sha256_with(mut r: impl Read, buf_len: usize) -> io::Result<String> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; BUF_SIZE];
+    let mut buf = vec![0u8; buf_len];
     loop {
         match r.read(&mut buf) {
             Ok(0) => break,
