@@ -108,7 +108,7 @@ struct SimChild {
 }
 
 impl SimChild {
-    fn start(credits: usize) -> SimChild {
+    fn start(credits: usize, work_dir: &Path) -> SimChild {
         let exe = option_env!("CARGO_BIN_EXE_hili")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("target/release/hili"));
@@ -116,6 +116,8 @@ impl SimChild {
             .args(["sim", "--listen", "127.0.0.1:0", "--passthrough"])
             .args(["--processing", "0s", "--third-code", THIRD])
             .args(["--credits", &credits.to_string()])
+            .arg("--work-dir")
+            .arg(work_dir)
             .env("HILI_SIM_SECRET", SECRET)
             .env("HILI_LOG", "warn")
             .stdin(Stdio::null())
@@ -324,6 +326,8 @@ fn main() {
             credits: credits as u64,
             processing: Duration::ZERO,
             passthrough: true,
+            // Kept until the bench ends, like the runs' outputs (see `run_once`).
+            work_dir: Some(dir.path().join("sim-in-process")),
             ..SimOptions::default()
         })
         .await
@@ -341,7 +345,7 @@ fn main() {
         sim.shutdown().await;
     });
 
-    let child = SimChild::start(credits);
+    let child = SimChild::start(credits, &dir.path().join("sim-child"));
     rt.block_on(async {
         for uc in [1, 4] {
             for _ in 0..runs {
