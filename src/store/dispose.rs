@@ -30,7 +30,7 @@ impl Store {
         }
         let rows = q
             .bind(limit as i64)
-            .fetch_all(&mut *self.conn("using the queue database").await?)
+            .fetch_all(&mut *self.reader("using the queue database").await?)
             .await
             .ctx("finding sources to move or delete")?;
         rows.iter().map(decode_job).collect()

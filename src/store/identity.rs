@@ -50,7 +50,7 @@ impl Store {
         .bind(rgb)
         .bind(excluding.0)
         .bind(excluding.0)
-        .fetch_one(&mut *self.conn("using the queue database").await?)
+        .fetch_one(&mut *self.reader("using the queue database").await?)
         .await
         .ctx(format!("looking for jobs identical to job {excluding}"))?;
         Ok(found)

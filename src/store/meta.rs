@@ -14,7 +14,7 @@ impl Store {
     /// This queue's random id (32 hex digits), stable for the life of the database file.
     pub async fn queue_id(&self) -> Result<String, StoreError> {
         sqlx::query_scalar("SELECT value FROM meta WHERE key = 'queue_id'")
-            .fetch_one(&mut *self.conn("using the queue database").await?)
+            .fetch_one(&mut *self.reader("using the queue database").await?)
             .await
             .ctx("reading the queue id")
     }
@@ -22,7 +22,7 @@ impl Store {
     /// How many jobs the queue holds, in any state.
     pub async fn job_count(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(&mut *self.conn("using the queue database").await?)
+            .fetch_one(&mut *self.reader("using the queue database").await?)
             .await
             .ctx("counting jobs")?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -31,7 +31,7 @@ impl Store {
     /// Every distinct output directory jobs were queued with.
     pub async fn output_dirs(&self) -> Result<Vec<PathBuf>, StoreError> {
         let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT DISTINCT output_dir FROM jobs")
-            .fetch_all(&mut *self.conn("using the queue database").await?)
+            .fetch_all(&mut *self.reader("using the queue database").await?)
             .await
             .ctx("listing output directories")?;
         Ok(rows

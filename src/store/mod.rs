@@ -64,19 +64,22 @@ impl FromStr for JobId {
     }
 }
 
-/// The queue database. Cheap to clone: clones share one connection.
+/// The queue database. Cheap to clone: clones share its two connections.
 ///
-/// Every statement of this process runs on ONE connection (the pool below is only for
-/// diagnostics). SQLite serialises writers anyway, and one connection keeps its page cache
-/// valid across commits, where each pooled connection would re-read the pages another one
-/// changed, and sqlx would add a liveness round trip every time a pooled connection is
-/// returned. Other processes (the CLI next to a running daemon) have their own connection
-/// and queue on the database lock through busy_timeout.
+/// Every write of this process runs on ONE connection, and every read on one other (the
+/// pool below is only for diagnostics). SQLite serialises writers anyway; one writer keeps its
+/// page cache valid across its commits, and a separate reader lets the scheduler look at the
+/// queue while a commit waits for the disk (WAL readers do not block on the writer). A pool
+/// would also cost a liveness round trip each time sqlx takes a connection back. Other
+/// processes (the CLI next to a running daemon) have their own connections and queue on the
+/// database lock through busy_timeout.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
     primary: Arc<tokio::sync::Mutex<Primary>>,
+    /// Reads only; a read sees every transaction committed before it starts.
+    reads: Arc<tokio::sync::Mutex<Primary>>,
 }
 
 #[derive(Debug)]
@@ -228,17 +231,21 @@ impl Store {
                     },
                 }
             })?;
-        let conn = options.connect().await.map_err(|e| StoreError::Open {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })?;
+        let connection = || async {
+            let conn = options.connect().await.map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?;
+            Ok::<_, StoreError>(Arc::new(tokio::sync::Mutex::new(Primary {
+                conn: Some(conn),
+                open_tx: false,
+            })))
+        };
         Ok(Store {
             pool,
             path: path.to_path_buf(),
-            primary: Arc::new(tokio::sync::Mutex::new(Primary {
-                conn: Some(conn),
-                open_tx: false,
-            })),
+            primary: connection().await?,
+            reads: connection().await?,
         })
     }
 
@@ -255,19 +262,33 @@ impl Store {
 
     /// Closes the store's connection and the pool (the last one out checkpoints the WAL).
     pub async fn close(&self) {
-        let conn = self.primary.lock().await.conn.take();
-        if let Some(conn) = conn
-            && let Err(e) = conn.close().await
-        {
-            tracing::warn!("closing the queue database {}: {e}", self.path.display());
+        for shared in [&self.reads, &self.primary] {
+            let conn = shared.lock().await.conn.take();
+            if let Some(conn) = conn
+                && let Err(e) = conn.close().await
+            {
+                tracing::warn!("closing the queue database {}: {e}", self.path.display());
+            }
         }
         self.pool.close().await;
     }
 
-    /// This process's turn on the connection, waiting while another task has it. Rolls back a
-    /// write transaction that an earlier holder abandoned.
+    /// This process's turn on the reading connection, for SELECTs only.
+    pub(crate) async fn reader(&self, context: &str) -> Result<Conn, StoreError> {
+        Self::turn(&self.reads, context).await
+    }
+
+    /// This process's turn on the writing connection, waiting while another task has it.
+    /// Rolls back a write transaction that an earlier holder abandoned.
     pub(crate) async fn conn(&self, context: &str) -> Result<Conn, StoreError> {
-        let mut turn = self.primary.clone().lock_owned().await;
+        Self::turn(&self.primary, context).await
+    }
+
+    async fn turn(
+        shared: &Arc<tokio::sync::Mutex<Primary>>,
+        context: &str,
+    ) -> Result<Conn, StoreError> {
+        let mut turn = shared.clone().lock_owned().await;
         let open_tx = turn.open_tx;
         let Some(conn) = turn.conn.as_mut() else {
             return Err(StoreError::Sql {

@@ -24,7 +24,7 @@ impl Store {
             };
         }
         let rows = q
-            .fetch_all(&mut *self.conn("using the queue database").await?)
+            .fetch_all(&mut *self.reader("using the queue database").await?)
             .await
             .ctx(context)?;
         rows.iter().map(decode_job).collect()
@@ -97,7 +97,7 @@ impl Store {
     pub async fn counts(&self) -> Result<BTreeMap<State, u64>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-                .fetch_all(&mut *self.conn("using the queue database").await?)
+                .fetch_all(&mut *self.reader("using the queue database").await?)
                 .await
                 .ctx("counting jobs")?;
         let mut out: BTreeMap<State, u64> = State::ALL.into_iter().map(|s| (s, 0)).collect();
@@ -117,7 +117,7 @@ impl Store {
              WHERE job_id = ? ORDER BY id",
         )
         .bind(id.0)
-        .fetch_all(&mut *self.conn("using the queue database").await?)
+        .fetch_all(&mut *self.reader("using the queue database").await?)
         .await
         .ctx(format!("reading the events of job {id}"))?;
         rows.iter().map(decode_event).collect()
@@ -141,7 +141,7 @@ impl Store {
         let row: Option<(i64, i64)> = sqlx::query_as(
             "SELECT at, credits_left FROM credit_observations ORDER BY id DESC LIMIT 1",
         )
-        .fetch_optional(&mut *self.conn("using the queue database").await?)
+        .fetch_optional(&mut *self.reader("using the queue database").await?)
         .await
         .ctx("reading the latest credit count")?;
         Ok(row.map(|(at, n)| (at, n.max(0) as u64)))
@@ -151,7 +151,7 @@ impl Store {
     /// once per charged upload, so re-uploads count again).
     pub async fn credits_spent(&self) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COALESCE(SUM(charges), 0) FROM jobs")
-            .fetch_one(&mut *self.conn("using the queue database").await?)
+            .fetch_one(&mut *self.reader("using the queue database").await?)
             .await
             .ctx("counting spent credits")?;
         Ok(n.max(0) as u64)

@@ -107,7 +107,7 @@ impl Store {
             .bind(limit(limits.downloads))
             .bind(limit(limits.uploads))
             .bind(skip_json)
-            .fetch_all(&mut *self.conn("finding due work").await?)
+            .fetch_all(&mut *self.reader("finding due work").await?)
             .await
             .ctx("finding due work")?;
         let mut work = DueWork::default();
@@ -158,7 +158,7 @@ impl Store {
              WHERE at >= ? AND to_state IN ('done', 'failed', 'held') GROUP BY to_state",
         )
         .bind(since_ms)
-        .fetch_all(&mut *self.conn("using the queue database").await?)
+        .fetch_all(&mut *self.reader("using the queue database").await?)
         .await
         .ctx("counting this run's outcomes")?;
         let mut out = BTreeMap::new();
@@ -188,7 +188,7 @@ impl Store {
         .bind(repair.wire())
         .bind(rgb_text(rgb))
         .bind(path_bytes(output_dir))
-        .fetch_all(&mut *self.conn("using the queue database").await?)
+        .fetch_all(&mut *self.reader("using the queue database").await?)
         .await
         .ctx("reading the queue's index of files")?;
         let mut index = HashMap::with_capacity(rows.len());

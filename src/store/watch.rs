@@ -32,7 +32,7 @@ impl Store {
         .bind(repair.wire())
         .bind(rgb_text(rgb))
         .bind(path_bytes(output_dir))
-        .fetch_all(&mut *self.conn("using the queue database").await?)
+        .fetch_all(&mut *self.reader("using the queue database").await?)
         .await
         .ctx(format!(
             "reading the files already queued from {}",

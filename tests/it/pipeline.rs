@@ -211,7 +211,12 @@ async fn http_500_and_9006_are_retried_until_done() {
         write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
     }
     env.add(Repair::Sr, None).await;
-    let summary = env.run_once(env.settings()).await;
+    // About half of all attempts fail, so a job may fail ten times in a row: with the usual
+    // 50 ms base its backoff alone (doubling each time) would then outlast the run's time
+    // limit. A 5 ms base keeps even twelve failures in a row under 25 s.
+    let mut settings = env.settings();
+    settings.retry_base = std::time::Duration::from_millis(5);
+    let summary = env.run_once(settings).await;
     assert_eq!(summary.done, 6, "{summary:?}");
     let ledger = env.sim.ledger();
     assert_eq!((ledger.total_charges, ledger.duplicate_charges), (6, 0));
