@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 use crate::api::clock::{CORRECT_ABOVE_SECS, Clock};
@@ -243,21 +243,14 @@ impl ApiClient {
             path: path.to_path_buf(),
             source,
         };
-        let mut file = tokio::fs::File::open(path).await.map_err(read_err)?;
-        let meta = file.metadata().await.map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(read_err(io::Error::other("not a regular file")));
-        }
-        let len = meta.len();
-        let mut head = [0u8; 8];
-        let mut got = 0;
-        while got < head.len() {
-            match file.read(&mut head[got..]).await.map_err(read_err)? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        file.seek(SeekFrom::Start(0)).await.map_err(read_err)?;
+        // Open, check, sniff and rewind in ONE trip to the blocking pool: each tokio::fs call
+        // would be a trip of its own.
+        let p = path.to_path_buf();
+        let (file, len, head, got) = tokio::task::spawn_blocking(move || open_for_upload(&p))
+            .await
+            .map_err(|e| read_err(io::Error::other(e)))?
+            .map_err(read_err)?;
+        let file = tokio::fs::File::from_std(file);
         let name = wire_file_name(path);
         let tracker = Arc::new(Tracker::new(path));
         let body = reqwest::Body::wrap_stream(hashing_stream(file, len, tracker.clone()));
@@ -572,6 +565,29 @@ impl Tracker {
         let hasher = std::mem::take(&mut st.hasher);
         (hex::encode(hasher.finalize()), st.sent)
     }
+}
+
+/// Opens a photo to upload: a regular file, its length, and its first bytes (for the MIME
+/// type), rewound to the start.
+fn open_for_upload(path: &Path) -> io::Result<(std::fs::File, u64, [u8; 8], usize)> {
+    use std::io::{Read, Seek};
+    let mut file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    file.seek(SeekFrom::Start(0))?;
+    Ok((file, meta.len(), head, got))
 }
 
 /// Streams exactly `len` bytes of `file`, hashing them as they go; a file that shrinks or

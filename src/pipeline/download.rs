@@ -96,10 +96,22 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         }
     };
     let dest_dir = output_dir_of(&job);
-    match fetch(ctx, &url, dest_dir).await {
-        Ok((file, kind)) => {
+    match fetch(ctx, &url, dest_dir.clone()).await {
+        Ok((body, kind)) => {
             let job2 = job.clone();
-            let stored = blocking(move || store_output(file, &job2, kind)).await?;
+            let stored = blocking(move || {
+                let file = match body {
+                    Body::Written(file) => file,
+                    Body::Small(chunks) => {
+                        write_small(&dest_dir, &chunks).map_err(|source| FetchError::Write {
+                            dir: dest_dir.clone(),
+                            source,
+                        })?
+                    }
+                };
+                store_output(file, &job2, kind)
+            })
+            .await?;
             match stored {
                 Ok((path, sha)) => {
                     ctx.store
@@ -135,6 +147,25 @@ pub fn output_dir_of(job: &Job) -> PathBuf {
 pub const MIN_BYTES_PER_SEC: u64 = 16 * 1024;
 /// Bytes read before the magic check; no file is created before it passes.
 const HEAD_BYTES: usize = 8;
+/// A result that has fully arrived within this many bytes is kept in memory and written,
+/// synced and renamed in one trip to the blocking pool; a larger one streams to its temp
+/// file while it arrives, so memory stays flat (at most this much per download slot).
+const SMALL_BODY: u64 = 256 * 1024;
+
+/// A fetched result: still in memory (small), or already in its temp file.
+enum Body {
+    Small(Vec<Bytes>),
+    Written(AtomicFile),
+}
+
+/// Writes a small result, held in memory, into a fresh temp file in `dir`.
+fn write_small(dir: &Path, chunks: &[Bytes]) -> std::io::Result<AtomicFile> {
+    let mut file = AtomicFile::create_in(dir)?;
+    for c in chunks {
+        file.write_all(c)?;
+    }
+    Ok(file)
+}
 
 /// Limits of one result GET.
 struct Limits {
@@ -186,7 +217,7 @@ impl Limits {
 /// `max_download_bytes`; JPEG or PNG by magic bytes (checked before any file exists). On any
 /// failure the temp file is removed before this returns. Nothing the server sends (URL path,
 /// headers) is used to name anything: the output's name comes from the source path only.
-async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageKind), FetchError> {
+async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(Body, ImageKind), FetchError> {
     let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_string()))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(FetchError::BadUrl(url.to_string()));
@@ -221,6 +252,14 @@ async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageK
     }
     let kind = media::sniff(&head).ok_or(FetchError::NotImage)?;
 
+    // A small result is read whole before any file exists.
+    while total <= SMALL_BODY {
+        match limits.next(&mut stream, &mut total).await? {
+            Some(chunk) => first.push(chunk),
+            None => return Ok((Body::Small(first), kind)),
+        }
+    }
+
     // The body is written by a blocking task while it streams in, so memory stays flat.
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let write_dir = dir.clone();
@@ -252,7 +291,7 @@ async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(AtomicFile, ImageK
         Err(e) => Err(std::io::Error::other(e)),
     };
     match (streamed, written) {
-        (Ok(()), Ok(file)) => Ok((file, kind)),
+        (Ok(()), Ok(file)) => Ok((Body::Written(file), kind)),
         (Ok(()), Err(source)) => Err(FetchError::Write { dir, source }),
         (Err(e), Ok(file)) => {
             // Dropping removes the temp file: done off the async threads, and before returning

@@ -357,3 +357,44 @@ async fn an_expired_result_is_uploaded_again_when_configured() {
         "the re-upload is the one asked for"
     );
 }
+
+/// Results up to 256 KiB are written from memory in one go; larger ones stream into their
+/// temp file as they arrive. Both must land byte for byte.
+#[tokio::test]
+async fn a_large_result_streams_to_disk_and_lands_intact() {
+    let env = Env::new(hili::sim::SimOptions {
+        passthrough: true, // the result is the upload itself, so the bytes can be compared
+        ..fast_sim()
+    })
+    .await;
+    // Seeded noise compresses badly: a 700×700 JPEG of it is well over 256 KiB.
+    let mut x: u32 = 12345;
+    let noise = image::RgbImage::from_fn(700, 700, |_, _| {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let b = x.to_be_bytes();
+        image::Rgb([b[0], b[1], b[2]])
+    });
+    let big = env.inbox.join("big.jpg");
+    noise
+        .save_with_format(&big, image::ImageFormat::Jpeg)
+        .unwrap();
+    let small = env.inbox.join("small.jpg");
+    write_jpeg(&small, 7);
+    let big_bytes = std::fs::read(&big).unwrap();
+    assert!(
+        big_bytes.len() > 256 * 1024,
+        "only {} bytes",
+        big_bytes.len()
+    );
+
+    env.add(Repair::Sr, None).await;
+    let summary = env.run_once(env.settings()).await;
+    assert_eq!(summary.done, 2, "{summary:?}");
+    let mut outputs: Vec<Vec<u8>> = env
+        .outputs()
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    outputs.sort_by_key(|b| b.len());
+    assert_eq!(outputs, vec![std::fs::read(&small).unwrap(), big_bytes]);
+}
