@@ -570,22 +570,14 @@ impl Tracker {
 /// Opens a photo to upload: a regular file, its length, and its first bytes (for the MIME
 /// type), rewound to the start.
 fn open_for_upload(path: &Path) -> io::Result<(std::fs::File, u64, [u8; 8], usize)> {
-    use std::io::{Read, Seek};
+    use std::io::Seek;
     let mut file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
     let mut head = [0u8; 8];
-    let mut got = 0;
-    while got < head.len() {
-        match file.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let got = crate::media::read_up_to(&mut file, &mut head)?;
     file.seek(SeekFrom::Start(0))?;
     Ok((file, meta.len(), head, got))
 }

@@ -23,7 +23,7 @@ pub use marker::{MARKER_NAME, ensure_marker, marker_path, read_marker};
 pub use naming::{
     Destination, MAX_NUMBERED, OutputError, numbered, output_path, unique_destination,
 };
-pub use probe::{InputError, Probe, check_size, probe};
+pub use probe::{InputError, Probe, check_size, probe, read_up_to};
 pub use walk::{Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
 
 /// The longest side, in pixels, the service accepts.

@@ -230,7 +230,7 @@ fn read_header(path: &Path, mut file: File) -> Result<(ImageKind, u32, u32), Inp
 }
 
 /// Fills `buf` as far as the file allows; returns how many bytes were read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
