@@ -1,14 +1,13 @@
 //! Facts about the queue as a whole: its random id (made by migration 0003, see
 //! `migrations/0003_meta.sql`), how many jobs it holds and where they write, so `hili run` can
-//! tell a lost or replaced database from a genuinely new queue. Also the one guarded update
-//! that records the hash of the bytes an upload really sent.
+//! tell a lost or replaced database from a genuinely new queue.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use super::error::SqlContext;
-use super::{JobId, State, Store, StoreError};
+use super::{Store, StoreError};
 
 impl Store {
     /// This queue's random id (32 hex digits), stable for the life of the database file.
@@ -38,13 +37,5 @@ impl Store {
             .into_iter()
             .map(|b| PathBuf::from(OsStr::from_bytes(&b)))
             .collect())
-    }
-
-    /// Records, for a job just recorded as uploaded (`processing`), the SHA-256 of the bytes
-    /// that were actually sent, when the file changed between hashing and sending: the result
-    /// is of those bytes, so they are the job's identity. Not a transition: no event.
-    pub async fn set_sent_hash(&self, id: JobId, sha256: &str) -> Result<(), StoreError> {
-        self.set_hash(id, State::Processing, sha256, "sent hash")
-            .await
     }
 }

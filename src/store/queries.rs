@@ -78,7 +78,11 @@ impl Store {
     /// Processing jobs due for a status poll (`next_poll_at` unset or `<= now_ms`), most
     /// overdue first.
     pub async fn due_polls(&self, now_ms: i64) -> Result<Vec<Job>, StoreError> {
-        self.due_polls_limited(now_ms, i64::MAX as usize).await
+        let limits = super::DueLimits {
+            polls: usize::MAX,
+            ..super::DueLimits::default()
+        };
+        Ok(self.due_work(now_ms, limits, &[]).await?.polls)
     }
 
     /// The queued job with the lowest id.

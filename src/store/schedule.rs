@@ -49,19 +49,6 @@ impl Store {
         self.update_in(id, state, &sets, &context).await
     }
 
-    /// Processing jobs due for a poll, most overdue first, at most `limit`.
-    pub async fn due_polls_limited(
-        &self,
-        now_ms: i64,
-        limit: usize,
-    ) -> Result<Vec<Job>, StoreError> {
-        let limits = DueLimits {
-            polls: limit,
-            ..DueLimits::default()
-        };
-        Ok(self.due_work(now_ms, limits, &[]).await?.polls)
-    }
-
     /// Everything the scheduler needs for one look, in one trip to the database: the due
     /// jobs of each stage (at most its limit; 0 skips the stage), leaving out the jobs in
     /// `skip` (those the caller is already working on), and the earliest instant at which
@@ -131,24 +118,6 @@ impl Store {
             .sort_by_key(|j| (j.processing_since_ms.unwrap_or(0), j.id));
         work.uploads.sort_by_key(|j| j.id);
         Ok(work)
-    }
-
-    /// Downloading jobs whose retry delay has passed, oldest result first, at most `limit`.
-    pub async fn due_downloads(&self, now_ms: i64, limit: usize) -> Result<Vec<Job>, StoreError> {
-        let limits = DueLimits {
-            downloads: limit,
-            ..DueLimits::default()
-        };
-        Ok(self.due_work(now_ms, limits, &[]).await?.downloads)
-    }
-
-    /// The earliest instant at which some job falls due (a poll, a retry, a backoff); may be
-    /// in the past.
-    pub async fn next_due_ms(&self) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .due_work(0, DueLimits::default(), &[])
-            .await?
-            .next_due_ms)
     }
 
     /// How many jobs reached each final state (done, failed, held) since `since_ms`.
