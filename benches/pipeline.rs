@@ -5,7 +5,8 @@
 //! sim` (CPU figure is the client's alone; the sim's is read from /proc).
 //!
 //! Run with `cargo bench --bench pipeline [-- N]`; N (default 1000) may also come from
-//! `HILI_BENCH_JOBS`, the repetitions (default 2) from `HILI_BENCH_RUNS`.
+//! `HILI_BENCH_JOBS`, the repetitions (default 2) from `HILI_BENCH_RUNS`. With `HILI_BENCH_KEEP`
+//! set the bench's files are left in place (their path is printed) instead of deleted.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -283,6 +284,21 @@ async fn commits_per_s(dir: &Path) -> f64 {
     N as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Small files created (written, not synced) per second in `dir`: the pace of the output and
+/// simulator files. On ext4 without a journal (this VM's disk) it drops from ~17,000/s to
+/// ~1,400/s for about five minutes after many files were deleted in the same block group
+/// (every create steps over each recently freed inode), e.g. by a test run or by the previous
+/// bench run's cleanup; this line shows whether a run was measured in that state.
+fn creates_per_s(dir: &Path) -> f64 {
+    const N: usize = 1000;
+    std::fs::create_dir_all(dir).expect("creating the calibration dir");
+    let t = Instant::now();
+    for i in 0..N {
+        std::fs::write(dir.join(format!("f{i:04}")), [0u8; 256]).expect("creating a file");
+    }
+    N as f64 / t.elapsed().as_secs_f64()
+}
+
 fn arg_or_env(env: &str, default: usize) -> usize {
     std::env::var(env)
         .ok()
@@ -306,6 +322,11 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let dir = tempfile::tempdir().expect("temp dir");
+    println!(
+        "disk: {:.0} file creations/s in {} before the runs",
+        creates_per_s(&dir.path().join("calibrate-files")),
+        dir.path().display()
+    );
     let inbox = dir.path().join("inbox");
     write_inbox(&inbox, n);
     let run_no = std::sync::atomic::AtomicUsize::new(0);
@@ -365,4 +386,9 @@ fn main() {
     drop(child);
     let rate = rt.block_on(commits_per_s(&dir.path().join("after")));
     println!("disk: {rate:.0} durable SQLite commits/s after the runs");
+    if std::env::var_os("HILI_BENCH_KEEP").is_some() {
+        // Deleting ~8,000 files slows file creation in this part of the disk for minutes
+        // (see `creates_per_s`): back-to-back runs keep their files and delete them later.
+        println!("kept {}", dir.keep().display());
+    }
 }

@@ -11,6 +11,7 @@
 mod dispose;
 mod enqueue;
 mod error;
+mod group;
 mod identity;
 mod jobs;
 mod meta;
@@ -80,6 +81,8 @@ pub struct Store {
     primary: Arc<tokio::sync::Mutex<Primary>>,
     /// Reads only; a read sees every transaction committed before it starts.
     reads: Arc<tokio::sync::Mutex<Primary>>,
+    /// Guarded writes waiting for the writing connection, committed together (`group.rs`).
+    writes: Arc<group::WriteQueue>,
 }
 
 #[derive(Debug)]
@@ -99,6 +102,11 @@ impl Conn {
     /// it has run to the end), so that if it is abandoned the next user rolls it back.
     pub(crate) fn set_open_tx(&mut self, open: bool) {
         self.0.open_tx = open;
+    }
+
+    /// Whether a transaction is (or may be) open on the connection.
+    pub(crate) fn tx_open(&self) -> bool {
+        self.0.open_tx
     }
 }
 
@@ -246,6 +254,7 @@ impl Store {
             path: path.to_path_buf(),
             primary: connection().await?,
             reads: connection().await?,
+            writes: Arc::default(),
         })
     }
 
@@ -369,7 +378,7 @@ fn not_a_database(e: &sqlx::Error) -> Option<String> {
 }
 
 /// SQLite's answer to a ROLLBACK when no transaction is active.
-fn no_transaction(e: &sqlx::Error) -> bool {
+pub(crate) fn no_transaction(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.message().contains("no transaction is active"))
 }

@@ -6,9 +6,6 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use sqlx::Row;
-
-use super::error::SqlContext;
 use super::jobs::path_bytes;
 use super::{JobId, State, Store, StoreError, check, now_ms};
 use crate::failpoint;
@@ -60,7 +57,7 @@ fn hash_val(id: JobId, sha256: &str, what: &str) -> Result<Val, StoreError> {
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
-fn bind_val<'q>(q: Query<'q>, v: &Val) -> Query<'q> {
+pub(crate) fn bind_val<'q>(q: Query<'q>, v: &Val) -> Query<'q> {
     match v.clone() {
         Val::Int(i) => q.bind(i),
         Val::Text(t) => q.bind(t),
@@ -376,13 +373,11 @@ impl Store {
             sql.push_str(" AND ");
             sql.push_str(guard);
         }
-        // The whole write is ONE batch, one trip to SQLite's thread: BEGIN IMMEDIATE, the
-        // guarded UPDATE, the rows that go with it — inserted only if the UPDATE changed the
-        // job (`changes()` is 1 after it and after each insert that followed it) — a report of
-        // whether it did and of the job's state, and COMMIT. A write that changed nothing
-        // commits nothing. A batch that fails half-way leaves its transaction open, and the
-        // next user of the connection rolls it back (see `Store::conn`).
-        let mut sql = format!("BEGIN IMMEDIATE; {sql}");
+        // The write is: the guarded UPDATE, the rows that go with it — inserted only if the
+        // UPDATE changed the job (`changes()` is 1 after it and after each insert that followed
+        // it) — and a report of whether it did and of the job's state. It runs in a `BEGIN
+        // IMMEDIATE` transaction of its own, or shared with the other writes waiting at that
+        // moment (group commit, see `group.rs`); a write that changed nothing writes nothing.
         if extras.credits_seen.is_some() {
             sql.push_str(
                 "; INSERT INTO credit_observations (at, credits_left) \
@@ -395,45 +390,46 @@ impl Store {
                  SELECT ?, ?, ?, ?, ? WHERE changes() = 1",
             );
         }
-        sql.push_str("; SELECT changes() = 1, state FROM jobs WHERE id = ?; COMMIT");
+        sql.push_str("; SELECT changes() = 1, state FROM jobs WHERE id = ?");
 
         let now = now_ms();
-        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now);
-        for s in sets {
-            if let Set::Bind(_, v) = s {
-                q = bind_val(q, v);
-            }
-        }
-        q = q.bind(id.0).bind(from.as_str());
-        for v in extras.guard.iter().flat_map(|(_, binds)| binds) {
-            q = bind_val(q, v);
-        }
+        let text = |s: &str| Val::Text(Some(s.to_string()));
+        let mut binds = vec![text(to.as_str()), Val::Int(Some(now))];
+        binds.extend(sets.iter().filter_map(|s| match s {
+            Set::Bind(_, v) => Some(v.clone()),
+            Set::Raw(_) => None,
+        }));
+        binds.extend([Val::Int(Some(id.0)), text(from.as_str())]);
+        binds.extend(extras.guard.iter().flat_map(|(_, b)| b.iter().cloned()));
         if let Some(credits) = extras.credits_seen {
-            q = q.bind(now).bind(credits);
+            binds.extend([Val::Int(Some(now)), Val::Int(Some(credits))]);
         }
         if let Some(detail) = &event {
-            q = q
-                .bind(id.0)
-                .bind(from.as_str())
-                .bind(to.as_str())
-                .bind(now)
-                .bind(detail.clone());
+            binds.extend([
+                Val::Int(Some(id.0)),
+                text(from.as_str()),
+                text(to.as_str()),
+                Val::Int(Some(now)),
+                Val::Text(detail.clone()),
+            ]);
         }
+        binds.push(Val::Int(Some(id.0)));
         // A crash here (the `before:` fail point) leaves the job as it was: the write is
         // durable all at once at COMMIT, or not at all.
         if event.is_some() {
             failpoint::hit_transition("before", from.as_str(), to.as_str());
         }
-        let mut conn = self.conn(context).await?;
-        // Until the batch's COMMIT has run, an error or a cancelled task leaves it open.
-        conn.set_open_tx(true);
-        // `fetch_all`, not `fetch_optional`: every statement of the batch must run.
-        let rows = q.bind(id.0).fetch_all(&mut *conn).await.ctx(context)?;
-        conn.set_open_tx(false);
-        drop(conn);
-        let found = match rows.first() {
-            Some(r) if r.get::<bool, _>(0) => None,
-            Some(r) => Some(r.get::<String, _>(1)),
+        let done = self.writes.push(sql, binds, context);
+        // Whoever holds the connection next runs every queued write, this one included.
+        let conn = self.conn(context).await?;
+        self.writes.run_queued(conn);
+        let report = done.await.map_err(|_| StoreError::Sql {
+            context: context.to_string(),
+            source: sqlx::Error::WorkerCrashed,
+        })??;
+        let found = match report {
+            Some((true, _)) => None,
+            Some((false, state)) => Some(state),
             None => return Err(StoreError::NotFound(id)),
         };
         if let Some(s) = found {

@@ -1,0 +1,348 @@
+//! Group commit for guarded writes. Every write of this process runs on one connection, and
+//! with `synchronous=FULL` each COMMIT waits for the disk. When several tasks want to write at
+//! once (uploads, polls and downloads of different jobs), the first to get the connection runs
+//! every write queued so far in ONE `BEGIN IMMEDIATE … COMMIT`: one wait for the disk instead
+//! of one each. Each write is still its own guarded UPDATE with its events row, and no caller
+//! hears "done" before the COMMIT that made its write durable has returned.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sqlx::Row;
+use tokio::sync::oneshot;
+
+use super::error::SqlContext;
+use super::transitions::{Val, bind_val};
+use super::{Conn, StoreError};
+
+/// What a write's closing `SELECT changes() = 1, state …` reported: `None` when the job does
+/// not exist, else whether the UPDATE changed it and the state it is in.
+pub(crate) type Report = Option<(bool, String)>;
+
+/// One guarded write waiting for its turn.
+struct Pending {
+    /// The statements without BEGIN/COMMIT; the last one is the one-row report.
+    body: String,
+    binds: Vec<Val>,
+    context: String,
+    reply: oneshot::Sender<Result<Report, StoreError>>,
+}
+
+/// The writes waiting for the connection, oldest first.
+#[derive(Default)]
+pub(crate) struct WriteQueue {
+    waiting: Mutex<Vec<Pending>>,
+    /// Groups of two or more writes committed together (for tests and diagnostics).
+    groups: AtomicU64,
+}
+
+impl std::fmt::Debug for WriteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WriteQueue({} waiting)", self.lock().len())
+    }
+}
+
+impl WriteQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        // Plain data: a panic elsewhere cannot leave it half-changed.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many groups of two or more writes have been committed together.
+    pub(crate) fn groups(&self) -> u64 {
+        self.groups.load(Ordering::Relaxed)
+    }
+
+    /// Queues a write; the receiver answers once it has been committed (or has failed).
+    pub(crate) fn push(
+        &self,
+        body: String,
+        binds: Vec<Val>,
+        context: &str,
+    ) -> oneshot::Receiver<Result<Report, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        self.lock().push(Pending {
+            body,
+            binds,
+            context: context.to_string(),
+            reply,
+        });
+        rx
+    }
+
+    /// Called with the connection held: runs everything queued so far, in the background so
+    /// that a cancelled caller cannot abandon the others' writes half-way. When the queue is
+    /// empty an earlier holder has already run (and answered) this caller's write.
+    pub(crate) fn run_queued(self: &Arc<Self>, conn: Conn) {
+        // A caller that gave up (cancelled while waiting) no longer wants its write.
+        let batch: Vec<Pending> = std::mem::take(&mut *self.lock())
+            .into_iter()
+            .filter(|p| !p.reply.is_closed())
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        tokio::spawn(run(self.clone(), conn, batch));
+    }
+}
+
+async fn run(queue: Arc<WriteQueue>, mut conn: Conn, batch: Vec<Pending>) {
+    if batch.len() > 1 {
+        match together(&mut conn, &batch).await {
+            Ok(reports) => {
+                queue.groups.fetch_add(1, Ordering::Relaxed);
+                for (p, r) in batch.into_iter().zip(reports) {
+                    let _ = p.reply.send(Ok(r));
+                }
+                return;
+            }
+            // The connection could not even be rolled back: every write fails alike, and the
+            // next user of the connection rolls back first (see `Store::conn`).
+            Err(e) if conn.tx_open() => {
+                for p in batch {
+                    let source = sqlx::Error::Protocol(format!("group commit failed: {e}"));
+                    let _ = p.reply.send(Err(source).ctx(&p.context));
+                }
+                return;
+            }
+            // Nothing of the group was committed: each write gets its own transaction, so one
+            // bad write cannot fail the others.
+            Err(e) => tracing::debug!("group commit failed ({e}); writing one by one"),
+        }
+    }
+    for p in batch {
+        let r = alone(&mut conn, &p).await;
+        let _ = p.reply.send(r);
+    }
+}
+
+fn query<'q>(
+    sql: &'q str,
+    binds: &[Val],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    binds.iter().fold(sqlx::query(sql), bind_val)
+}
+
+fn report(rows: &[sqlx::sqlite::SqliteRow]) -> Report {
+    rows.first()
+        .map(|r| (r.get::<bool, _>(0), r.get::<String, _>(1)))
+}
+
+/// One write in its own transaction: ONE batch, one trip to SQLite's thread.
+async fn alone(conn: &mut Conn, p: &Pending) -> Result<Report, StoreError> {
+    let sql = format!("BEGIN IMMEDIATE; {}; COMMIT", p.body);
+    // Until the batch's COMMIT has run, an error leaves it open.
+    conn.set_open_tx(true);
+    // `fetch_all`, not `fetch_optional`: every statement of the batch must run.
+    let rows = query(&sql, &p.binds).fetch_all(&mut **conn).await;
+    match rows {
+        Ok(rows) => {
+            conn.set_open_tx(false);
+            Ok(report(&rows))
+        }
+        Err(e) => {
+            rollback(conn).await;
+            Err(e).ctx(&p.context)
+        }
+    }
+}
+
+/// Ends a transaction that failed half-way, so the next write starts clean; if even that
+/// fails, `tx_open` stays true and the next user of the connection tries again.
+async fn rollback(conn: &mut Conn) {
+    match sqlx::query("ROLLBACK").execute(&mut **conn).await {
+        Ok(_) => conn.set_open_tx(false),
+        // The error already ended the transaction (BEGIN failed, or SQLite rolled back).
+        Err(e) if super::no_transaction(&e) => conn.set_open_tx(false),
+        Err(_) => {}
+    }
+}
+
+/// Every write of `batch` in one transaction, in order; on an error, none of them.
+async fn together(conn: &mut Conn, batch: &[Pending]) -> Result<Vec<Report>, StoreError> {
+    const CONTEXT: &str = "committing a group of queued writes";
+    conn.set_open_tx(true);
+    let result = async {
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut **conn)
+            .await
+            .ctx(CONTEXT)?;
+        let mut reports = Vec::with_capacity(batch.len());
+        for p in batch {
+            let rows = query(&p.body, &p.binds)
+                .fetch_all(&mut **conn)
+                .await
+                .ctx(&p.context)?;
+            reports.push(report(&rows));
+        }
+        sqlx::query("COMMIT")
+            .execute(&mut **conn)
+            .await
+            .ctx(CONTEXT)?;
+        Ok(reports)
+    }
+    .await;
+    match result {
+        Ok(_) => conn.set_open_tx(false),
+        Err(_) => rollback(conn).await,
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::repair::Repair;
+    use crate::store::transitions::Set;
+    use crate::store::{EnqueueOutcome, JobId, NewJob, State, Store, StoreError};
+
+    async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<JobId>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(&dir.path().join("q.db")).await.expect("open");
+        let jobs = (0..n)
+            .map(|i| NewJob {
+                source_path: PathBuf::from(format!("/in/{i}.jpg")),
+                source_root: PathBuf::from("/in"),
+                output_dir: PathBuf::from("/out"),
+                repair: Repair::Sr,
+                rgb: None,
+                size: 10,
+                mtime_ns: 1,
+                force: false,
+            })
+            .collect();
+        let ids = store
+            .enqueue_many(jobs)
+            .await
+            .expect("enqueue")
+            .into_iter()
+            .map(|o| match o {
+                EnqueueOutcome::Queued(id) => id,
+                other => panic!("not queued: {other:?}"),
+            })
+            .collect();
+        (dir, store, ids)
+    }
+
+    /// Holds the writing connection while `n` writes queue behind it, then lets them go.
+    async fn queued_while_busy<F, Fut>(
+        store: &Store,
+        n: usize,
+        write: F,
+    ) -> Vec<Result<(), StoreError>>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+    {
+        let busy = store.conn("test").await.expect("conn");
+        let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(write(i))).collect();
+        // Every write is queued (each task has pushed and waits for the connection).
+        while store.writes.lock().len() < n {
+            tokio::task::yield_now().await;
+        }
+        drop(busy);
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn writes_that_queue_together_commit_together_each_with_its_own_outcome() {
+        let (_dir, store, ids) = store_with(4).await;
+        // Job 3 is already past queued: its write must conflict and write nothing.
+        store.begin_upload(ids[3], 9).await.expect("upload");
+        let results = queued_while_busy(&store, 4, |i| {
+            let (store, id) = (store.clone(), ids[i]);
+            async move { store.begin_upload(id, 10 + i as u64).await }
+        })
+        .await;
+        assert_eq!(
+            store.writes.groups(),
+            1,
+            "the four writes shared one commit"
+        );
+        for (i, r) in results.iter().enumerate().take(3) {
+            assert!(r.is_ok(), "write {i}: {r:?}");
+            let job = store.get(ids[i]).await.expect("get").expect("job");
+            assert_eq!(job.state, State::Uploading);
+            assert_eq!(job.credits_before, Some(10 + i as u64));
+            assert_eq!(store.events(ids[i]).await.expect("events").len(), 2);
+        }
+        assert!(
+            matches!(
+                results[3],
+                Err(StoreError::Conflict {
+                    found: State::Uploading,
+                    ..
+                })
+            ),
+            "{:?}",
+            results[3]
+        );
+        let job3 = store.get(ids[3]).await.expect("get").expect("job");
+        assert_eq!(
+            job3.credits_before,
+            Some(9),
+            "the stale write changed nothing"
+        );
+        assert_eq!(store.events(ids[3]).await.expect("events").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_in_a_group_fails_alone() {
+        let (_dir, store, ids) = store_with(3).await;
+        // The middle write breaks a constraint (it would give job 2 the id of job 1).
+        assert_eq!(ids[0].0, 1, "the first job has id 1");
+        let results = queued_while_busy(&store, 3, |i| {
+            let (store, id) = (store.clone(), ids[i]);
+            async move {
+                match i {
+                    1 => {
+                        let sets = [Set::Raw("id = 1")];
+                        store.update_in(id, State::Queued, &sets, "test").await
+                    }
+                    _ => store.begin_upload(id, 5).await,
+                }
+            }
+        })
+        .await;
+        assert!(
+            matches!(results[1], Err(StoreError::Sql { .. })),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(store.writes.groups(), 0, "the group was rolled back");
+        for i in [0, 2] {
+            assert!(results[i].is_ok(), "write {i}: {:?}", results[i]);
+            let job = store.get(ids[i]).await.expect("get").expect("job");
+            assert_eq!(job.state, State::Uploading, "job {i}");
+        }
+        let job1 = store.get(ids[1]).await.expect("get").expect("job");
+        assert_eq!(job1.state, State::Queued);
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_caller_gave_up_before_its_turn_is_not_run() {
+        let (_dir, store, ids) = store_with(2).await;
+        let busy = store.conn("test").await.expect("conn");
+        let write = {
+            let (store, id) = (store.clone(), ids[0]);
+            tokio::spawn(async move { store.begin_upload(id, 3).await })
+        };
+        while store.writes.lock().len() < 1 {
+            tokio::task::yield_now().await;
+        }
+        write.abort(); // e.g. shut down while waiting for the connection
+        let _ = write.await;
+        drop(busy);
+        // The next write runs the queue, and leaves out the abandoned one.
+        store.begin_upload(ids[1], 3).await.expect("a later write");
+        let job = store.get(ids[0]).await.expect("get").expect("job");
+        assert_eq!(job.state, State::Queued);
+        assert_eq!(store.events(ids[0]).await.expect("events").len(), 1);
+        assert!(store.writes.lock().is_empty());
+    }
+}
