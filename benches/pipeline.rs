@@ -150,6 +150,8 @@ struct Figures {
     wall: Duration,
     cpu: Duration,
     sim_cpu: Option<Duration>,
+    /// Commits shared by two or more writes.
+    groups: u64,
 }
 
 /// Queues the inbox into a fresh database and runs the pipeline over it against `url`.
@@ -210,6 +212,7 @@ async fn run_once(inbox: &Path, work: &Path, url: &str, upload_concurrency: usiz
     .expect("the pipeline run failed");
     let wall = t.elapsed();
     let cpu = self_cpu() - cpu0;
+    let groups = ctx.store.group_commits();
     ctx.store.close().await;
     assert_eq!(
         (
@@ -227,6 +230,7 @@ async fn run_once(inbox: &Path, work: &Path, url: &str, upload_concurrency: usiz
         wall,
         cpu,
         sim_cpu: None,
+        groups,
     }
 }
 
@@ -237,11 +241,12 @@ fn print(f: &Figures, what: &str) {
         None => String::new(),
     };
     println!(
-        "pipeline: {} jobs in {:.2} s = {:.0} jobs/s, {what} {:.2} ms/job{sim}",
+        "pipeline: {} jobs in {:.2} s = {:.0} jobs/s, {what} {:.2} ms/job{sim}, {} group commits",
         f.jobs,
         f.wall.as_secs_f64(),
         f.jobs as f64 / f.wall.as_secs_f64(),
         per_job(f.cpu),
+        f.groups,
     );
 }
 

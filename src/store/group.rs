@@ -332,7 +332,7 @@ mod tests {
             let (store, id) = (store.clone(), ids[0]);
             tokio::spawn(async move { store.begin_upload(id, 3).await })
         };
-        while store.writes.lock().len() < 1 {
+        while store.writes.lock().is_empty() {
             tokio::task::yield_now().await;
         }
         write.abort(); // e.g. shut down while waiting for the connection

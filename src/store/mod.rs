@@ -258,6 +258,12 @@ impl Store {
         })
     }
 
+    /// How many times two or more writes waiting at once were committed together (one wait
+    /// for the disk instead of one each), since the store was opened.
+    pub fn group_commits(&self) -> u64 {
+        self.writes.groups()
+    }
+
     /// The database file this store was opened on.
     pub fn path(&self) -> &Path {
         &self.path
