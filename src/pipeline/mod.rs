@@ -60,6 +60,10 @@ pub struct Ctx {
     queue_id: tokio::sync::OnceCell<String>,
     /// Output directories whose `.hili-queue` marker was checked or written this run.
     marked: std::sync::Mutex<HashSet<PathBuf>>,
+    /// `upload_concurrency` permits: held from the credit check to the recorded answer, so at
+    /// most that many uploads are ever in flight (and with 1 the credit count reconciles
+    /// exactly). The input check and the hash run before, alongside the upload in flight.
+    send_slots: tokio::sync::Semaphore,
 }
 
 impl Ctx {
@@ -73,12 +77,13 @@ impl Ctx {
             gate: ApiGate::new(settings.requests_per_second, settings.burst),
             store,
             api,
-            settings,
             control: Control::default(),
             shutdown,
             dispositions: std::sync::RwLock::new(Vec::new()),
             queue_id: tokio::sync::OnceCell::new(),
             marked: std::sync::Mutex::new(HashSet::new()),
+            send_slots: tokio::sync::Semaphore::new(settings.upload_concurrency.max(1)),
+            settings,
         })
     }
 

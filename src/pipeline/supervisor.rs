@@ -194,7 +194,9 @@ impl Workers {
     /// Free slots of a stage.
     fn free(&self, ctx: &Ctx, stage: Stage) -> usize {
         let limit = match stage {
-            Stage::Upload => ctx.settings.upload_concurrency,
+            // One more job per slot checks and hashes its photo while the slot's upload is in
+            // flight; the sending itself is limited in `upload::run`.
+            Stage::Upload => ctx.settings.upload_concurrency * 2,
             Stage::Poll => POLL_CONCURRENCY,
             Stage::Download => ctx.settings.download_concurrency,
         };

@@ -63,6 +63,16 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         return Ok(());
     }
 
+    // From here to the recorded answer, at most `upload_concurrency` jobs at once; the checks
+    // above ran while an earlier upload was in flight. A pause or a stop that began while this
+    // job waited leaves it queued, untouched.
+    let Ok(_slot) = ctx.send_slots.acquire().await else {
+        return Ok(());
+    };
+    if ctx.shutdown.is_cancelled() || ctx.control.paused().is_some() {
+        return Ok(());
+    }
+
     // 3. Credits: never start an upload the account cannot pay for, and remember what we saw
     //    so a lost answer can be reconciled.
     let Some(credits_before) = credits_for_upload(ctx, &job).await? else {

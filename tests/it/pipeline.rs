@@ -398,3 +398,45 @@ async fn a_large_result_streams_to_disk_and_lands_intact() {
     outputs.sort_by_key(|b| b.len());
     assert_eq!(outputs, vec![std::fs::read(&small).unwrap(), big_bytes]);
 }
+
+/// Upload intervals (intent recorded → answer recorded) from the audit trail, by start.
+async fn upload_intervals(env: &Env) -> Vec<(i64, i64)> {
+    let store = env.store().await;
+    let mut spans = Vec::new();
+    for j in store.all_jobs(None).await.unwrap() {
+        let events = store.events(j.id).await.unwrap();
+        let at = |to: State| events.iter().find(|e| e.to == to).unwrap().at_ms;
+        spans.push((at(State::Uploading), at(State::Processing)));
+    }
+    store.close().await;
+    spans.sort();
+    spans
+}
+
+#[tokio::test]
+async fn uploads_never_overlap_beyond_upload_concurrency_while_the_next_photo_is_prepared() {
+    // Each request takes 30 ms at the sim, so uploads started together would overlap.
+    let mut opts = fast_sim();
+    opts.latency = Duration::from_millis(30);
+    opts.processing = Duration::ZERO;
+    let env = Env::new(opts).await;
+    for i in 0..6 {
+        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
+    }
+    env.add(Repair::Sr, None).await;
+
+    let mut settings = env.settings();
+    settings.upload_concurrency = 1;
+    let summary = env.run_once(settings).await;
+    assert_eq!(summary.done, 6, "{summary:?}");
+    let spans = upload_intervals(&env).await;
+    for w in spans.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "with upload_concurrency = 1 an upload began at {} before the one before it was answered at {}: {spans:?}",
+            w[1].0,
+            w[0].1
+        );
+    }
+    assert_eq!(env.sim.ledger().total_charges, 6);
+}
