@@ -246,15 +246,24 @@ impl ApiClient {
         // Open, check, sniff and rewind in ONE trip to the blocking pool: each tokio::fs call
         // would be a trip of its own.
         let p = path.to_path_buf();
-        let (file, len, head, got) = tokio::task::spawn_blocking(move || open_for_upload(&p))
+        let (opened, len, head, got) = tokio::task::spawn_blocking(move || open_for_upload(&p))
             .await
             .map_err(|e| read_err(io::Error::other(e)))?
             .map_err(read_err)?;
-        let file = tokio::fs::File::from_std(file);
         let name = wire_file_name(path);
         let tracker = Arc::new(Tracker::new(path));
-        let body = reqwest::Body::wrap_stream(hashing_stream(file, len, tracker.clone()));
-        let part = Part::stream_with_length(body, len)
+        let part = match opened {
+            Opened::Read(bytes) => {
+                tracker.record(&bytes);
+                Part::bytes(bytes)
+            }
+            Opened::Stream(file) => {
+                let file = tokio::fs::File::from_std(file);
+                let body = reqwest::Body::wrap_stream(hashing_stream(file, len, tracker.clone()));
+                Part::stream_with_length(body, len)
+            }
+        };
+        let part = part
             .file_name(name)
             .mime_str(sniff_mime(&head[..got]))
             .expect("constant MIME types parse");
@@ -567,19 +576,47 @@ impl Tracker {
     }
 }
 
+/// A photo opened for upload: small ones are read whole in the same trip to the blocking pool
+/// (streaming a few kilobytes would cost a trip per chunk), larger ones stream from disk.
+enum Opened {
+    Read(Vec<u8>),
+    Stream(std::fs::File),
+}
+
+/// Photos up to this size are sent from memory.
+const READ_WHOLE: u64 = 256 * 1024;
+
 /// Opens a photo to upload: a regular file, its length, and its first bytes (for the MIME
-/// type), rewound to the start.
-fn open_for_upload(path: &Path) -> io::Result<(std::fs::File, u64, [u8; 8], usize)> {
-    use std::io::Seek;
+/// type); read whole when small, else rewound to the start for streaming.
+fn open_for_upload(path: &Path) -> io::Result<(Opened, u64, [u8; 8], usize)> {
+    use std::io::{Read, Seek};
     let mut file = std::fs::File::open(path)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(io::Error::other("not a regular file"));
     }
+    let len = meta.len();
     let mut head = [0u8; 8];
+    if len <= READ_WHOLE {
+        let mut bytes = Vec::with_capacity(len as usize);
+        // A file that grew since its length was read is cut there, as a stream is.
+        (&mut file).take(len).read_to_end(&mut bytes)?;
+        if (bytes.len() as u64) < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file shrank while being read ({} of {len} bytes)",
+                    bytes.len()
+                ),
+            ));
+        }
+        let got = bytes.len().min(head.len());
+        head[..got].copy_from_slice(&bytes[..got]);
+        return Ok((Opened::Read(bytes), len, head, got));
+    }
     let got = crate::media::read_up_to(&mut file, &mut head)?;
     file.seek(SeekFrom::Start(0))?;
-    Ok((file, meta.len(), head, got))
+    Ok((Opened::Stream(file), len, head, got))
 }
 
 /// Streams exactly `len` bytes of `file`, hashing them as they go; a file that shrinks or
@@ -702,6 +739,41 @@ mod tests {
             .sum();
         assert_eq!(n, 4);
         assert_eq!(tracker.finish().0, hex::encode(Sha256::digest(b"0123")));
+    }
+
+    #[test]
+    fn small_photos_are_read_whole_and_large_ones_streamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.jpg");
+        let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
+        bytes.resize(READ_WHOLE as usize, 7);
+        std::fs::write(&small, &bytes).unwrap();
+        match open_for_upload(&small).unwrap() {
+            (Opened::Read(read), len, head, got) => {
+                assert_eq!(read, bytes);
+                assert_eq!((len, got), (READ_WHOLE, 8));
+                assert_eq!(sniff_mime(&head[..got]), "image/jpeg");
+            }
+            _ => panic!("a file of {READ_WHOLE} bytes is read whole"),
+        }
+        let large = dir.path().join("large.png");
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        bytes.resize(READ_WHOLE as usize + 1, 1);
+        std::fs::write(&large, &bytes).unwrap();
+        match open_for_upload(&large).unwrap() {
+            (Opened::Stream(mut f), len, head, got) => {
+                assert_eq!((len, got), (READ_WHOLE + 1, 8));
+                assert_eq!(sniff_mime(&head[..got]), "image/png");
+                let mut rest = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut rest).unwrap();
+                assert_eq!(rest, bytes, "rewound to the start");
+            }
+            _ => panic!("a larger file is streamed"),
+        }
+        assert!(
+            open_for_upload(dir.path()).is_err(),
+            "a directory is refused"
+        );
     }
 
     #[test]
