@@ -92,7 +92,7 @@ async fn run(queue: Arc<WriteQueue>, mut conn: Conn, batch: Vec<Pending>) {
             Ok(reports) => {
                 queue.groups.fetch_add(1, Ordering::Relaxed);
                 for (p, r) in batch.into_iter().zip(reports) {
-                    let _ = p.reply.send(Ok(r));
+                    let _ = p.reply.send(r);
                 }
                 return;
             }
@@ -123,9 +123,9 @@ fn query<'q>(
     binds.iter().fold(sqlx::query(sql), bind_val)
 }
 
-fn report(rows: &[sqlx::sqlite::SqliteRow]) -> Report {
-    rows.first()
-        .map(|r| (r.get::<bool, _>(0), r.get::<String, _>(1)))
+fn report(row: &sqlx::sqlite::SqliteRow) -> Report {
+    let state: Option<String> = row.get(1);
+    state.map(|s| (row.get::<bool, _>(0), s))
 }
 
 /// One write in its own transaction: ONE batch, one trip to SQLite's thread.
@@ -138,7 +138,7 @@ async fn alone(conn: &mut Conn, p: &Pending) -> Result<Report, StoreError> {
     match rows {
         Ok(rows) => {
             conn.set_open_tx(false);
-            Ok(report(&rows))
+            Ok(rows.first().and_then(report))
         }
         Err(e) => {
             rollback(conn).await;
@@ -158,35 +158,45 @@ async fn rollback(conn: &mut Conn) {
     }
 }
 
-/// Every write of `batch` in one transaction, in order; on an error, none of them.
-async fn together(conn: &mut Conn, batch: &[Pending]) -> Result<Vec<Report>, StoreError> {
-    const CONTEXT: &str = "committing a group of queued writes";
+/// Every write of `batch` in one transaction, in order, as ONE batch (one trip to SQLite's
+/// thread). `Ok` once committed, with each write's outcome; `Err` when none was written.
+async fn together(
+    conn: &mut Conn,
+    batch: &[Pending],
+) -> Result<Vec<Result<Report, StoreError>>, StoreError> {
+    let mut sql = String::from("BEGIN IMMEDIATE");
+    for p in batch {
+        sql.push_str("; ");
+        sql.push_str(&p.body);
+    }
+    sql.push_str("; COMMIT");
+    let binds: Vec<Val> = batch.iter().flat_map(|p| p.binds.iter().cloned()).collect();
     conn.set_open_tx(true);
-    let result = async {
-        sqlx::query("BEGIN IMMEDIATE")
-            .execute(&mut **conn)
-            .await
-            .ctx(CONTEXT)?;
-        let mut reports = Vec::with_capacity(batch.len());
-        for p in batch {
-            let rows = query(&p.body, &p.binds)
-                .fetch_all(&mut **conn)
-                .await
-                .ctx(&p.context)?;
-            reports.push(report(&rows));
+    let rows = match query(&sql, &binds).fetch_all(&mut **conn).await {
+        Ok(rows) => rows,
+        Err(e) => {
+            rollback(conn).await;
+            return Err(e).ctx("committing a group of queued writes");
         }
-        sqlx::query("COMMIT")
-            .execute(&mut **conn)
-            .await
-            .ctx(CONTEXT)?;
-        Ok(reports)
+    };
+    conn.set_open_tx(false);
+    // Each write ends in a one-row report, so the rows line up with the writes.
+    if rows.len() != batch.len() {
+        let detail = format!(
+            "a group of {} writes committed but reported {} rows; re-read the jobs",
+            batch.len(),
+            rows.len()
+        );
+        return Ok(batch
+            .iter()
+            .map(|_| {
+                Err(StoreError::Invalid {
+                    detail: detail.clone(),
+                })
+            })
+            .collect());
     }
-    .await;
-    match result {
-        Ok(_) => conn.set_open_tx(false),
-        Err(_) => rollback(conn).await,
-    }
-    result
+    Ok(rows.iter().map(|r| Ok(report(r))).collect())
 }
 
 #[cfg(test)]

@@ -390,7 +390,8 @@ impl Store {
                  SELECT ?, ?, ?, ?, ? WHERE changes() = 1",
             );
         }
-        sql.push_str("; SELECT changes() = 1, state FROM jobs WHERE id = ?");
+        // Exactly one row, so the reports of writes committed together line up with them.
+        sql.push_str("; SELECT changes() = 1, (SELECT state FROM jobs WHERE id = ?)");
 
         let now = now_ms();
         let text = |s: &str| Val::Text(Some(s.to_string()));
