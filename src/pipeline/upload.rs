@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     // From here to the recorded answer, at most `upload_concurrency` jobs at once; the checks
     // above ran while an earlier upload was in flight. A pause or a stop that began while this
     // job waited leaves it queued, untouched.
-    let Ok(_slot) = ctx.send_slots.acquire().await else {
+    let Ok(slot) = ctx.send_slots.acquire().await else {
         return Ok(());
     };
     if ctx.shutdown.is_cancelled() || ctx.control.paused().is_some() {
@@ -128,7 +128,12 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                 // `hili status` must not claim the result is of the file as hashed.
                 sent_sha256: changed.then_some(up.sent_sha256.as_str()),
             };
-            ctx.store.record_uploaded_with(id, &recorded).await?;
+            let recorded = ctx.store.queue_uploaded(id, &recorded)?;
+            // The answer is queued ahead of anything the next upload writes (its intent commits
+            // after it or with it, and its request is sent only then), and the charge is
+            // already counted by the service: the next photo may ask for the credits now.
+            drop(slot);
+            recorded.committed().await?;
             ctx.control.settle(true);
             if changed {
                 tracing::warn!(

@@ -39,7 +39,7 @@ pub use error::StoreError;
 pub use jobs::{Event, Identity, Job};
 pub use schedule::{DueLimits, DueWork};
 pub use state::{IllegalTransition, State, check};
-pub use transitions::{UploadIntent, Uploaded};
+pub use transitions::{QueuedWrite, UploadIntent, Uploaded};
 
 use error::SqlContext;
 

@@ -182,6 +182,16 @@ impl Store {
         id: JobId,
         answer: &Uploaded<'_>,
     ) -> Result<(), StoreError> {
+        self.queue_uploaded(id, answer)?.committed().await
+    }
+
+    /// [`Store::record_uploaded_with`], queued now and awaited later: every write queued after
+    /// it (the next upload's intent, say) commits after it, or with it.
+    pub fn queue_uploaded(
+        &self,
+        id: JobId,
+        answer: &Uploaded<'_>,
+    ) -> Result<QueuedWrite<'_>, StoreError> {
         let mut sets = vec![
             Set::Bind("mdf", text(answer.mdf)),
             Set::Bind("img_url", text(answer.img_url)),
@@ -192,9 +202,12 @@ impl Store {
             sets.push(Set::Bind("content_sha256", hash_val(id, sha, "sent hash")?));
         }
         sets.extend(CHARGE);
-        let detail = format!("mdf={}", answer.mdf);
-        self.transition(id, State::Uploading, State::Processing, &sets, Some(detail))
-            .await
+        let (from, to) = (State::Uploading, State::Processing);
+        check(from, to)?;
+        let detail = Some(format!("mdf={}", answer.mdf));
+        let context = format!("moving job {id} from {from} to {to}");
+        let extras = Extras::default();
+        self.queue_guarded(id, from, to, &sets, Some(detail), &extras, &context)
     }
 
     /// `from` → queued (uploading: not charged; downloading: expired and re-uploading;
@@ -358,6 +371,24 @@ impl Store {
         extras: &Extras,
         context: &str,
     ) -> Result<(), StoreError> {
+        self.queue_guarded(id, from, to, sets, event, extras, context)?
+            .committed()
+            .await
+    }
+
+    /// Queues the guarded UPDATE behind the writes queued before it, without waiting: it
+    /// commits in that order, at the latest when [`QueuedWrite::committed`] is awaited.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_guarded(
+        &self,
+        id: JobId,
+        from: State,
+        to: State,
+        sets: &[Set],
+        event: Option<Option<String>>,
+        extras: &Extras,
+        context: &str,
+    ) -> Result<QueuedWrite<'_>, StoreError> {
         let mut sql = String::from("UPDATE jobs SET state = ?, updated_at = ?");
         for s in sets {
             match s {
@@ -421,11 +452,51 @@ impl Store {
             failpoint::hit_transition("before", from.as_str(), to.as_str());
         }
         let done = self.writes.push(sql, binds, context);
-        // Whoever holds the connection next runs every queued write, this one included.
-        let conn = self.conn(context).await?;
-        self.writes.run_queued(conn);
-        let report = done.await.map_err(|_| StoreError::Sql {
+        Ok(QueuedWrite {
+            store: self,
+            done,
+            id,
+            from,
+            to,
+            twin_guard: extras.guard.is_some(),
+            transition: event.is_some(),
             context: context.to_string(),
+        })
+    }
+}
+
+/// A write queued on the store, behind every write queued before it; see
+/// [`Store::queue_uploaded`].
+#[must_use = "a queued write must be awaited to know that it was committed"]
+pub struct QueuedWrite<'a> {
+    store: &'a Store,
+    done: tokio::sync::oneshot::Receiver<Result<super::group::Report, StoreError>>,
+    id: JobId,
+    from: State,
+    to: State,
+    twin_guard: bool,
+    transition: bool,
+    context: String,
+}
+
+impl QueuedWrite<'_> {
+    /// Waits until the write is durable (or refused: `Conflict`, `TwinBusy`, `NotFound`).
+    pub async fn committed(self) -> Result<(), StoreError> {
+        let QueuedWrite {
+            store,
+            done,
+            id,
+            from,
+            to,
+            twin_guard,
+            transition,
+            context,
+        } = self;
+        // Whoever holds the connection next runs every queued write, this one included.
+        let conn = store.conn(&context).await?;
+        store.writes.run_queued(conn);
+        let report = done.await.map_err(|_| StoreError::Sql {
+            context: context.clone(),
             source: sqlx::Error::WorkerCrashed,
         })??;
         let found = match report {
@@ -435,9 +506,7 @@ impl Store {
         };
         if let Some(s) = found {
             return Err(match s {
-                s if extras.guard.is_some() && s == from.as_str() => {
-                    StoreError::TwinBusy { job: id }
-                }
+                s if twin_guard && s == from.as_str() => StoreError::TwinBusy { job: id },
                 s => StoreError::Conflict {
                     job: id,
                     expected: from,
@@ -450,10 +519,9 @@ impl Store {
                 },
             });
         }
-        if event.is_none() {
-            return Ok(());
+        if transition {
+            failpoint::hit_transition("after", from.as_str(), to.as_str());
         }
-        failpoint::hit_transition("after", from.as_str(), to.as_str());
         Ok(())
     }
 }

@@ -399,13 +399,17 @@ async fn a_large_result_streams_to_disk_and_lands_intact() {
     assert_eq!(outputs, vec![std::fs::read(&small).unwrap(), big_bytes]);
 }
 
-/// Upload intervals (intent recorded → answer recorded) from the audit trail, by start.
-async fn upload_intervals(env: &Env) -> Vec<(i64, i64)> {
+/// Each upload's intent and answer as (event id, time) pairs, in the order of the intents.
+/// Event ids follow commit order.
+async fn upload_spans(env: &Env) -> Vec<((i64, i64), (i64, i64))> {
     let store = env.store().await;
     let mut spans = Vec::new();
     for j in store.all_jobs(None).await.unwrap() {
         let events = store.events(j.id).await.unwrap();
-        let at = |to: State| events.iter().find(|e| e.to == to).unwrap().at_ms;
+        let at = |to: State| {
+            let e = events.iter().find(|e| e.to == to).unwrap();
+            (e.id, e.at_ms)
+        };
         spans.push((at(State::Uploading), at(State::Processing)));
     }
     store.close().await;
@@ -429,13 +433,20 @@ async fn uploads_never_overlap_beyond_upload_concurrency_while_the_next_photo_is
     settings.upload_concurrency = 1;
     let summary = env.run_once(settings).await;
     assert_eq!(summary.done, 6, "{summary:?}");
-    let spans = upload_intervals(&env).await;
+    let spans = upload_spans(&env).await;
     for w in spans.windows(2) {
+        let (((_, began), _), (_, (_, answered))) = (w[1], w[0]);
         assert!(
-            w[1].0 >= w[0].1,
-            "with upload_concurrency = 1 an upload began at {} before the one before it was answered at {}: {spans:?}",
-            w[1].0,
-            w[0].1
+            began >= answered,
+            "with upload_concurrency = 1 an upload began at {began} before the one before it \
+             was answered at {answered}: {spans:?}"
+        );
+        // The next intent is committed after the answer before it (or with it, later in
+        // the same transaction): a crash never leaves a newer intent without the older mdf.
+        let (((intent, _), _), (_, (answer, _))) = (w[1], w[0]);
+        assert!(
+            intent > answer,
+            "intent event {intent} before answer {answer}: {spans:?}"
         );
     }
     assert_eq!(env.sim.ledger().total_charges, 6);
