@@ -1,6 +1,7 @@
 //! Every state change of a job. Each is ONE guarded `UPDATE … WHERE id=? AND state=?from` plus
-//! its `events` row in one `BEGIN IMMEDIATE` transaction; if the job is no longer in `from`,
-//! nothing is written and the caller gets `Conflict` (so racing workers cannot both win).
+//! its `events` row in one `BEGIN IMMEDIATE` transaction (shared with the other writes waiting
+//! at that moment, see `group.rs`); if the job is no longer in `from`, nothing is written and
+//! the caller gets `Conflict` (so racing workers cannot both win).
 //! Fail points `before:from->to` / `after:from->to` bracket the COMMIT for crash tests.
 
 use std::fmt::Write as _;
