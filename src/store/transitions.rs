@@ -311,7 +311,8 @@ impl Store {
         sets: &[Set],
         context: &str,
     ) -> Result<(), StoreError> {
-        self.guarded(id, state, state, sets, None, &Extras::default(), context)
+        self.queue_guarded(id, state, state, sets, None, &Extras::default(), context)?
+            .committed()
             .await
     }
 
@@ -356,30 +357,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         check(from, to)?;
         let context = format!("moving job {id} from {from} to {to}");
-        self.guarded(id, from, to, sets, Some(detail), extras, &context)
-            .await
-    }
-
-    /// The guarded UPDATE. `event: None` updates columns without a state change or event.
-    #[allow(clippy::too_many_arguments)] // one write's parts; a struct would only rename them
-    pub(crate) async fn guarded(
-        &self,
-        id: JobId,
-        from: State,
-        to: State,
-        sets: &[Set],
-        event: Option<Option<String>>,
-        extras: &Extras,
-        context: &str,
-    ) -> Result<(), StoreError> {
-        self.queue_guarded(id, from, to, sets, event, extras, context)?
+        self.queue_guarded(id, from, to, sets, Some(detail), extras, &context)?
             .committed()
             .await
     }
 
     /// Queues the guarded UPDATE behind the writes queued before it, without waiting: it
     /// commits in that order, at the latest when [`QueuedWrite::committed`] is awaited.
-    #[allow(clippy::too_many_arguments)]
+    /// `event: None` updates columns without a state change or event.
+    #[allow(clippy::too_many_arguments)] // one write's parts; a struct would only rename them
     fn queue_guarded(
         &self,
         id: JobId,
