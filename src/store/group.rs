@@ -88,10 +88,10 @@ impl WriteQueue {
 
 async fn run(queue: Arc<WriteQueue>, mut conn: Conn, batch: Vec<Pending>) {
     if batch.len() > 1 {
-        match together(&mut conn, &batch).await {
-            Ok(reports) => {
+        match commit(&mut conn, &batch).await {
+            Ok(outcomes) => {
                 queue.groups.fetch_add(1, Ordering::Relaxed);
-                for (p, r) in batch.into_iter().zip(reports) {
+                for (p, r) in batch.into_iter().zip(outcomes) {
                     let _ = p.reply.send(r);
                 }
                 return;
@@ -111,7 +111,15 @@ async fn run(queue: Arc<WriteQueue>, mut conn: Conn, batch: Vec<Pending>) {
         }
     }
     for p in batch {
-        let r = alone(&mut conn, &p).await;
+        let r = match commit(&mut conn, std::slice::from_ref(&p)).await {
+            // One write, one outcome.
+            Ok(mut outcomes) => outcomes.pop().unwrap_or_else(|| {
+                Err(StoreError::Invalid {
+                    detail: format!("{}: the write reported no outcome", p.context),
+                })
+            }),
+            Err(e) => Err(e),
+        };
         let _ = p.reply.send(r);
     }
 }
@@ -128,39 +136,10 @@ fn report(row: &sqlx::sqlite::SqliteRow) -> Report {
     state.map(|s| (row.get::<bool, _>(0), s))
 }
 
-/// One write in its own transaction: ONE batch, one trip to SQLite's thread.
-async fn alone(conn: &mut Conn, p: &Pending) -> Result<Report, StoreError> {
-    let sql = format!("BEGIN IMMEDIATE; {}; COMMIT", p.body);
-    // Until the batch's COMMIT has run, an error leaves it open.
-    conn.set_open_tx(true);
-    // `fetch_all`, not `fetch_optional`: every statement of the batch must run.
-    let rows = query(&sql, &p.binds).fetch_all(&mut **conn).await;
-    match rows {
-        Ok(rows) => {
-            conn.set_open_tx(false);
-            Ok(rows.first().and_then(report))
-        }
-        Err(e) => {
-            rollback(conn).await;
-            Err(e).ctx(&p.context)
-        }
-    }
-}
-
-/// Ends a transaction that failed half-way, so the next write starts clean; if even that
-/// fails, `tx_open` stays true and the next user of the connection tries again.
-async fn rollback(conn: &mut Conn) {
-    match sqlx::query("ROLLBACK").execute(&mut **conn).await {
-        Ok(_) => conn.set_open_tx(false),
-        // The error already ended the transaction (BEGIN failed, or SQLite rolled back).
-        Err(e) if super::no_transaction(&e) => conn.set_open_tx(false),
-        Err(_) => {}
-    }
-}
-
 /// Every write of `batch` in one transaction, in order, as ONE batch (one trip to SQLite's
-/// thread). `Ok` once committed, with each write's outcome; `Err` when none was written.
-async fn together(
+/// thread). `Ok` once committed, with each write's outcome; `Err` when none was written (and
+/// the transaction was rolled back, unless `tx_open` still says otherwise).
+async fn commit(
     conn: &mut Conn,
     batch: &[Pending],
 ) -> Result<Vec<Result<Report, StoreError>>, StoreError> {
@@ -175,8 +154,11 @@ async fn together(
     let rows = match query(&sql, &binds).fetch_all(&mut **conn).await {
         Ok(rows) => rows,
         Err(e) => {
-            rollback(conn).await;
-            return Err(e).ctx("committing a group of queued writes");
+            let _ = conn.roll_back().await;
+            return Err(e).ctx(match batch {
+                [one] => one.context.as_str(),
+                _ => "committing a group of queued writes",
+            });
         }
     };
     conn.set_open_tx(false);

@@ -108,6 +108,19 @@ impl Conn {
     pub(crate) fn tx_open(&self) -> bool {
         self.0.open_tx
     }
+
+    /// Ends a transaction left open by a failed or abandoned write. A ROLLBACK that finds none
+    /// is fine (the failure ended it, or it never began); on any other error the transaction
+    /// stays marked open, so the next user tries again.
+    pub(crate) async fn roll_back(&mut self) -> Result<(), sqlx::Error> {
+        match sqlx::query("ROLLBACK").execute(&mut **self).await {
+            Ok(_) => {}
+            Err(e) if no_transaction(&e) => {}
+            Err(e) => return Err(e),
+        }
+        self.0.open_tx = false;
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for Conn {
@@ -303,27 +316,20 @@ impl Store {
         shared: &Arc<tokio::sync::Mutex<Primary>>,
         context: &str,
     ) -> Result<Conn, StoreError> {
-        let mut turn = shared.clone().lock_owned().await;
-        let open_tx = turn.open_tx;
-        let Some(conn) = turn.conn.as_mut() else {
+        let turn = shared.clone().lock_owned().await;
+        if turn.conn.is_none() {
             return Err(StoreError::Sql {
                 context: context.to_string(),
                 source: sqlx::Error::PoolClosed,
             });
-        };
-        if open_tx {
-            // A batch that failed before its BEGIN ran (the lock was busy) left nothing open.
-            match sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                Ok(_) => {}
-                Err(e) if no_transaction(&e) => {}
-                Err(e) => {
-                    return Err(e)
-                        .ctx(format!("rolling back an abandoned transaction ({context})"));
-                }
-            }
-            turn.open_tx = false;
         }
-        Ok(Conn(turn))
+        let mut conn = Conn(turn);
+        if conn.tx_open() {
+            conn.roll_back()
+                .await
+                .ctx(format!("rolling back an abandoned transaction ({context})"))?;
+        }
+        Ok(conn)
     }
 
     /// Starts a write transaction that takes the database write lock up front.
@@ -384,7 +390,7 @@ fn not_a_database(e: &sqlx::Error) -> Option<String> {
 }
 
 /// SQLite's answer to a ROLLBACK when no transaction is active.
-pub(crate) fn no_transaction(e: &sqlx::Error) -> bool {
+fn no_transaction(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.message().contains("no transaction is active"))
 }
