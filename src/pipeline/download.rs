@@ -375,7 +375,12 @@ async fn retry_later(
         ctx.control.clear_failures(id);
         return Ok(());
     }
-    let wait = retry_delay(failures, ctx.settings.retry_base, Duration::from_secs(60));
+    let wait = retry_delay(
+        failures,
+        ctx.settings.retry_base,
+        Duration::from_secs(60),
+        id,
+    );
     tracing::warn!(job = %id, "download failed, again in {wait:?}: {why}");
     ctx.store
         .defer(id, State::Downloading, now_ms() + wait.as_millis() as i64)

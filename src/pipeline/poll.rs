@@ -72,7 +72,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                     return Ok(());
                 }
             }
-            let wait = retry_delay(2, ctx.settings.poll_interval, Duration::from_secs(60));
+            let wait = retry_delay(2, ctx.settings.poll_interval, Duration::from_secs(60), id);
             tracing::info!(job = %id, "status check failed, again in {wait:?}: {e}");
             ctx.store
                 .set_next_poll(id, now_ms() + wait.as_millis() as i64)

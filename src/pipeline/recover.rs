@@ -71,7 +71,12 @@ pub async fn reconcile(
                 if e.class() == ErrorClass::AccountWide {
                     ctx.control.pause(Pause::BadToken, Duration::from_secs(60));
                 }
-                let wait = retry_delay(failures, ctx.settings.retry_base, Duration::from_secs(60));
+                let wait = retry_delay(
+                    failures,
+                    ctx.settings.retry_base,
+                    Duration::from_secs(60),
+                    id,
+                );
                 tracing::warn!(job = %id, "cannot read the credits to reconcile a lost upload answer, again in {wait:?}: {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

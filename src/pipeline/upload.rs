@@ -172,7 +172,12 @@ async fn on_upload_error(
             ctx.store.fail(id, State::Uploading, &reason, false).await?;
         }
         ErrorClass::Transient => {
-            let wait = retry_delay(attempts, ctx.settings.retry_base, Duration::from_secs(300));
+            let wait = retry_delay(
+                attempts,
+                ctx.settings.retry_base,
+                Duration::from_secs(300),
+                id,
+            );
             tracing::info!(job = %id, "upload failed, not charged; retrying in {wait:?}: {e}");
             let at = now_ms() + wait.as_millis() as i64;
             ctx.store
@@ -231,7 +236,12 @@ async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, Pipelin
         }
         Err(e) => {
             let failures = ctx.control.note_failure(job.id);
-            let wait = retry_delay(failures, ctx.settings.retry_base, Duration::from_secs(60));
+            let wait = retry_delay(
+                failures,
+                ctx.settings.retry_base,
+                Duration::from_secs(60),
+                job.id,
+            );
             tracing::warn!(job = %job.id, "could not read the credits left before the upload, again in {wait:?}: {e}");
             let at = now_ms() + wait.as_millis() as i64;
             ctx.store.defer(job.id, State::Queued, at).await?;
