@@ -12,7 +12,6 @@ mod dispose;
 mod enqueue;
 mod error;
 mod group;
-mod identity;
 mod jobs;
 mod meta;
 mod queries;

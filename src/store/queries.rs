@@ -64,27 +64,6 @@ impl Store {
         }
     }
 
-    /// Queued jobs whose backoff has passed (`not_before <= now_ms`), by id, at most `limit`.
-    pub async fn next_uploadable(&self, now_ms: i64, limit: u32) -> Result<Vec<Job>, StoreError> {
-        self.select_jobs(
-            "SELECT {cols} FROM jobs WHERE state = 'queued' AND not_before <= ? \
-             ORDER BY id LIMIT ?",
-            [Bind::Int(now_ms), Bind::Int(i64::from(limit))],
-            "finding jobs to upload",
-        )
-        .await
-    }
-
-    /// Processing jobs due for a status poll (`next_poll_at` unset or `<= now_ms`), most
-    /// overdue first.
-    pub async fn due_polls(&self, now_ms: i64) -> Result<Vec<Job>, StoreError> {
-        let limits = super::DueLimits {
-            polls: usize::MAX,
-            ..super::DueLimits::default()
-        };
-        Ok(self.due_work(now_ms, limits, &[]).await?.polls)
-    }
-
     /// The queued job with the lowest id.
     pub async fn oldest_queued(&self) -> Result<Option<Job>, StoreError> {
         let mut v = self

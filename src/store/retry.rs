@@ -67,20 +67,4 @@ impl Store {
         let context = format!("scheduling the next poll of job {id}");
         self.update_in(id, State::Processing, &sets, &context).await
     }
-
-    /// Delays a queued job's upload until `not_before_ms` (e.g. no credits, vendor down before
-    /// anything was sent). Not a transition: no event.
-    pub async fn postpone(
-        &self,
-        id: JobId,
-        not_before_ms: i64,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        let sets = [
-            Set::Bind("not_before", Val::Int(Some(not_before_ms))),
-            Set::Bind("reason", Val::Text(Some(reason.to_string()))),
-        ];
-        let context = format!("postponing job {id}");
-        self.update_in(id, State::Queued, &sets, &context).await
-    }
 }

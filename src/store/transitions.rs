@@ -85,7 +85,7 @@ pub struct UploadIntent<'a> {
     pub exclusive: bool,
 }
 
-/// An upload's answer; see [`Store::record_uploaded_with`].
+/// An upload's answer; see [`Store::queue_uploaded`].
 #[derive(Debug, Clone, Copy)]
 pub struct Uploaded<'a> {
     pub mdf: &'a str,
@@ -158,36 +158,13 @@ impl Store {
         .await
     }
 
-    /// uploading → processing: the vendor answered with an mdf; one credit is charged. The
-    /// first poll is due at once.
-    pub async fn record_uploaded(
-        &self,
-        id: JobId,
-        mdf: &str,
-        img_url: &str,
-    ) -> Result<(), StoreError> {
-        let answer = Uploaded {
-            mdf,
-            img_url,
-            first_poll_at: None,
-            sent_sha256: None,
-        };
-        self.record_uploaded_with(id, &answer).await
-    }
-
-    /// uploading → processing with the answer and what follows from it, in ONE transaction:
-    /// when the first poll is due and, if the file changed while it was sent, the hash of the
-    /// bytes really sent (the result is of those, so they are the job's identity).
-    pub async fn record_uploaded_with(
-        &self,
-        id: JobId,
-        answer: &Uploaded<'_>,
-    ) -> Result<(), StoreError> {
-        self.queue_uploaded(id, answer)?.committed().await
-    }
-
-    /// [`Store::record_uploaded_with`], queued now and awaited later: every write queued after
-    /// it (the next upload's intent, say) commits after it, or with it.
+    /// uploading → processing: the vendor answered with an mdf, so one credit was charged. In
+    /// ONE transaction with the answer, what follows from it: when the first poll is due and,
+    /// if the file changed while it was sent, the hash of the bytes really sent (the result is
+    /// of those, so they are the job's identity).
+    ///
+    /// Queued now, awaited with [`QueuedWrite::committed`]: every write queued after it (the
+    /// next upload's intent, say) commits after it, or with it.
     pub fn queue_uploaded(
         &self,
         id: JobId,
@@ -301,7 +278,6 @@ impl Store {
             .await
     }
 
-    /// Applies one legal transition; see the module doc.
     /// Updates columns of a job that must still be in `state`, without a transition (no
     /// event): scheduling, backoff, hashes.
     pub(crate) async fn update_in(
@@ -316,24 +292,7 @@ impl Store {
             .await
     }
 
-    /// Records a job's content hash (64 hex digits, stored lowercase) while it is in `state`.
-    pub(crate) async fn set_hash(
-        &self,
-        id: JobId,
-        state: State,
-        sha256: &str,
-        what: &str,
-    ) -> Result<(), StoreError> {
-        let sets = [Set::Bind("content_sha256", hash_val(id, sha256, what)?)];
-        self.update_in(
-            id,
-            state,
-            &sets,
-            &format!("recording the {what} of job {id}"),
-        )
-        .await
-    }
-
+    /// Applies one legal transition; see the module doc.
     pub(crate) async fn transition(
         &self,
         id: JobId,

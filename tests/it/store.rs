@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hili::repair::{Repair, Rgb};
-use hili::store::{EnqueueOutcome, JobId, NewJob, State, Store, StoreError};
+use hili::store::{
+    DueLimits, EnqueueOutcome, Job, JobId, NewJob, State, Store, StoreError, UploadIntent, Uploaded,
+};
 
 fn job(name: &str) -> NewJob {
     NewJob {
@@ -41,13 +43,38 @@ fn hash(c: char) -> String {
     std::iter::repeat_n(c, 64).collect()
 }
 
+/// uploading → processing with a bare answer (first poll due at once), as the upload stage
+/// records it.
+async fn record_uploaded(store: &Store, id: JobId, mdf: &str, url: &str) -> Result<(), StoreError> {
+    let answer = Uploaded {
+        mdf,
+        img_url: url,
+        first_poll_at: None,
+        sent_sha256: None,
+    };
+    store.queue_uploaded(id, &answer)?.committed().await
+}
+
 /// Takes a fresh job through upload to processing.
 async fn to_processing(store: &Store, id: JobId, mdf: &str) {
     store.begin_upload(id, 10).await.unwrap();
-    store
-        .record_uploaded(id, mdf, "https://x/y.jpg")
+    record_uploaded(store, id, mdf, "https://x/y.jpg")
         .await
         .unwrap();
+}
+
+/// What the scheduler would pick up at `now_ms`, stage by stage (up to 100 of each).
+async fn due(store: &Store, now_ms: i64) -> hili::store::DueWork {
+    let all = DueLimits {
+        polls: 100,
+        downloads: 100,
+        uploads: 100,
+    };
+    store.due_work(now_ms, all, &[]).await.unwrap()
+}
+
+fn ids(jobs: &[Job]) -> Vec<JobId> {
+    jobs.iter().map(|j| j.id).collect()
 }
 
 #[tokio::test]
@@ -176,11 +203,12 @@ async fn enqueue_many_ten_thousand_in_one_go() {
             .all(|o| matches!(o, EnqueueOutcome::AlreadyKnown(_, State::Queued)))
     );
     assert_eq!(store.counts().await.unwrap()[&State::Queued], 10_000);
-    let first = store.next_uploadable(i64::MAX, 3).await.unwrap();
-    assert_eq!(
-        first.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![out[0].id(), out[1].id(), out[2].id()]
-    );
+    let three = DueLimits {
+        uploads: 3,
+        ..DueLimits::default()
+    };
+    let first = store.due_work(i64::MAX, three, &[]).await.unwrap().uploads;
+    assert_eq!(ids(&first), vec![out[0].id(), out[1].id(), out[2].id()]);
     eprintln!("enqueue_many(10_000) took {took:?}");
 }
 
@@ -208,8 +236,7 @@ async fn each_transition_writes_exactly_one_event_and_its_columns() {
         (j.state, j.attempts, j.credits_before, j.credit_spent),
         (State::Uploading, 1, Some(42), false)
     );
-    store
-        .record_uploaded(id, "mdf1", "https://x/1.jpg")
+    record_uploaded(&store, id, "mdf1", "https://x/1.jpg")
         .await
         .unwrap();
     let j = store.get(id).await.unwrap().unwrap();
@@ -219,8 +246,8 @@ async fn each_transition_writes_exactly_one_event_and_its_columns() {
     );
     assert!(j.processing_since_ms.is_some());
     store.set_next_poll(id, 5_000).await.unwrap();
-    assert!(store.due_polls(4_999).await.unwrap().is_empty());
-    assert_eq!(store.due_polls(5_000).await.unwrap()[0].id, id);
+    assert!(due(&store, 4_999).await.polls.is_empty());
+    assert_eq!(ids(&due(&store, 5_000).await.polls), vec![id]);
     store.begin_download(id).await.unwrap();
     store
         .finish(id, State::Downloading, Path::new("/o/a.sr.jpg"), &hash('b'))
@@ -369,50 +396,59 @@ async fn retry_rules() {
 }
 
 #[tokio::test]
-async fn identity_lookups() {
+async fn the_content_hash_comes_with_the_intent_and_twins_are_found_by_identity() {
     let (_d, store) = open_tmp().await;
     let a = add(&store, "a.jpg").await;
     let b = add(&store, "b.jpg").await;
     let c = add(&store, "c.jpg").await;
+    let mut colour = job("c-colour.jpg");
+    colour.repair = Repair::Colour;
+    let other_repair = store.enqueue(colour).await.unwrap().id();
+    let with_hash = |sha| UploadIntent {
+        credits_before: 10,
+        content_sha256: Some(sha),
+        exclusive: false,
+    };
+    // A malformed hash is refused and nothing is written.
     assert!(matches!(
-        store.set_content_hash(a, "abc").await,
+        store.begin_upload_with(a, &with_hash("abc")).await,
         Err(StoreError::Invalid { .. })
     ));
-    for id in [a, b, c] {
-        store.set_content_hash(id, &hash('E')).await.unwrap();
+    assert_eq!(store.get(a).await.unwrap().unwrap().state, State::Queued);
+
+    let upper = hash('E');
+    for id in [a, b, other_repair] {
+        store
+            .begin_upload_with(id, &with_hash(&upper))
+            .await
+            .unwrap();
     }
     let ident = store.get(a).await.unwrap().unwrap().identity().unwrap();
     assert_eq!(ident.content_sha256, hash('e'), "stored lowercase");
-    // Lowest queued goes first; the others wait for it.
-    assert!(!store.identity_in_flight(&ident, a).await.unwrap());
-    assert!(store.identity_in_flight(&ident, b).await.unwrap());
-    to_processing(&store, a, "m").await;
-    assert!(store.identity_in_flight(&ident, b).await.unwrap());
-    assert!(!store.identity_in_flight(&ident, a).await.unwrap());
-    assert_eq!(store.find_done_by_identity(&ident).await.unwrap(), None);
+    // c has no hash yet, so it is nobody's twin; another repair type is another identity.
+    assert_eq!(
+        ids(&store.identity_twins(&ident, a).await.unwrap()),
+        vec![b]
+    );
+    assert_eq!(
+        ids(&store.identity_twins(&ident, b).await.unwrap()),
+        vec![a]
+    );
+    assert!(store.get(c).await.unwrap().unwrap().identity().is_none());
+    // Twins are found in any state, so a finished one can lend its output.
+    record_uploaded(&store, a, "m", "https://x/a.jpg")
+        .await
+        .unwrap();
     store.begin_download(a).await.unwrap();
     store
         .finish(a, State::Downloading, Path::new("/o/a.jpg"), &hash('f'))
         .await
         .unwrap();
-    let done = store.find_done_by_identity(&ident).await.unwrap().unwrap();
-    assert_eq!(done.id, a);
-    // b is now first in line; c still waits behind b.
-    assert!(!store.identity_in_flight(&ident, b).await.unwrap());
-    assert!(store.identity_in_flight(&ident, c).await.unwrap());
-    store
-        .finish(b, State::Queued, Path::new("/o/b.jpg"), &hash('f'))
-        .await
-        .unwrap();
-    // Another repair type or colour is another identity.
-    let mut other = ident.clone();
-    other.repair = Repair::Colour;
-    assert_eq!(store.find_done_by_identity(&other).await.unwrap(), None);
-    // Hash only while queued.
-    assert!(matches!(
-        store.set_content_hash(a, &hash('1')).await,
-        Err(StoreError::Conflict { .. })
-    ));
+    let twins = store.identity_twins(&ident, b).await.unwrap();
+    assert_eq!(
+        (twins[0].id, twins[0].state, twins[0].output_path.as_deref()),
+        (a, State::Done, Some(Path::new("/o/a.jpg")))
+    );
 }
 
 #[tokio::test]
@@ -422,16 +458,9 @@ async fn queue_views_credits_and_integrity_survive_reopen() {
     let store = Store::open(&path).await.unwrap();
     let a = add(&store, "a.jpg").await;
     let b = add(&store, "b.jpg").await;
-    store.postpone(a, 10_000, "no credits").await.unwrap();
-    let ids = |v: Vec<hili::store::Job>| v.into_iter().map(|j| j.id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(store.next_uploadable(9_999, 10).await.unwrap()),
-        vec![b]
-    );
-    assert_eq!(
-        ids(store.next_uploadable(10_000, 10).await.unwrap()),
-        vec![a, b]
-    );
+    store.defer(a, State::Queued, 10_000).await.unwrap();
+    assert_eq!(ids(&due(&store, 9_999).await.uploads), vec![b]);
+    assert_eq!(ids(&due(&store, 10_000).await.uploads), vec![a, b]);
     store.begin_upload(b, 3).await.unwrap();
     store
         .requeue(b, State::Uploading, "HTTP 503, not charged", 20_000)
@@ -460,7 +489,7 @@ async fn queue_views_credits_and_integrity_survive_reopen() {
         ),
         (1, 1, 0)
     );
-    assert_eq!(ids(store.jobs_in(State::Failed).await.unwrap()), vec![a]);
+    assert_eq!(ids(&store.jobs_in(State::Failed).await.unwrap()), vec![a]);
     store.close().await;
 
     let store = Store::open(&path).await.unwrap();
@@ -517,7 +546,11 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
     );
     step!(store.retry(id, false), Held, Queued);
     step!(store.begin_upload(id, 8), Queued, Uploading);
-    step!(store.record_uploaded(id, "m1", "u1"), Uploading, Processing);
+    step!(
+        record_uploaded(&store, id, "m1", "u1"),
+        Uploading,
+        Processing
+    );
     step!(store.hold(id, Processing, "9002", false), Processing, Held);
     step!(store.retry(id, false), Held, Downloading);
     step!(
@@ -532,7 +565,11 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
         Queued
     );
     step!(store.begin_upload(id, 7), Queued, Uploading);
-    step!(store.record_uploaded(id, "m2", "u2"), Uploading, Processing);
+    step!(
+        record_uploaded(&store, id, "m2", "u2"),
+        Uploading,
+        Processing
+    );
     step!(store.begin_download(id), Processing, Downloading);
     step!(
         store.finish(id, Downloading, Path::new("/o/a"), &hash('a')),
@@ -611,7 +648,6 @@ async fn crash_child() {
 /// them commit to the upload, atomically with the state change.
 #[tokio::test]
 async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
-    use hili::store::UploadIntent;
     let (_d, store) = open_tmp().await;
     let a = add(&store, "a.jpg").await;
     let b = add(&store, "b.jpg").await;
@@ -670,7 +706,6 @@ async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
 
 #[tokio::test]
 async fn due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs() {
-    use hili::store::DueLimits;
     let (_d, store) = open_tmp().await;
     let q1 = add(&store, "q1.jpg").await;
     let q2 = add(&store, "q2.jpg").await;
@@ -680,14 +715,13 @@ async fn due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs() {
     to_processing(&store, d, "md").await;
     store.begin_download(d).await.unwrap();
     store.set_next_poll(p, 5_000).await.unwrap();
-    store.postpone(q2, 7_000, "later").await.unwrap();
+    store.defer(q2, State::Queued, 7_000).await.unwrap();
 
     let all = DueLimits {
         polls: 10,
         downloads: 10,
         uploads: 10,
     };
-    let ids = |v: &[hili::store::Job]| v.iter().map(|j| j.id).collect::<Vec<_>>();
     let due = store.due_work(6_000, all, &[]).await.unwrap();
     assert_eq!(ids(&due.polls), vec![p]);
     assert_eq!(ids(&due.downloads), vec![d]);
