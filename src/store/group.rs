@@ -26,6 +26,8 @@ struct Pending {
     binds: Vec<Val>,
     context: String,
     reply: oneshot::Sender<Result<Report, StoreError>>,
+    /// Run even if its caller gave up waiting; see [`WriteQueue::push`].
+    keep: bool,
 }
 
 /// The writes waiting for the connection, oldest first.
@@ -54,11 +56,18 @@ impl WriteQueue {
     }
 
     /// Queues a write; the receiver answers once it has been committed (or has failed).
+    ///
+    /// A write whose caller stops waiting (a task cancelled or abandoned at shutdown) is
+    /// normally dropped: nobody will act on it. With `keep` it is run anyway, by the next
+    /// writer or at [`Store::close`](super::Store::close): that is for facts the service has
+    /// already acted on, such as an upload's answer (the credit is spent; without the mdf on
+    /// record the paid result would be lost).
     pub(crate) fn push(
         &self,
         body: String,
         binds: Vec<Val>,
         context: &str,
+        keep: bool,
     ) -> oneshot::Receiver<Result<Report, StoreError>> {
         let (reply, rx) = oneshot::channel();
         self.lock().push(Pending {
@@ -66,23 +75,37 @@ impl WriteQueue {
             binds,
             context: context.to_string(),
             reply,
+            keep,
         });
         rx
+    }
+
+    /// The writes to run now: everything queued so far but those nobody wants any more.
+    fn take(&self) -> Vec<Pending> {
+        std::mem::take(&mut *self.lock())
+            .into_iter()
+            .filter(|p| p.keep || !p.reply.is_closed())
+            .collect()
     }
 
     /// Called with the connection held: runs everything queued so far, in the background so
     /// that a cancelled caller cannot abandon the others' writes half-way. When the queue is
     /// empty an earlier holder has already run (and answered) this caller's write.
     pub(crate) fn run_queued(self: &Arc<Self>, conn: Conn) {
-        // A caller that gave up (cancelled while waiting) no longer wants its write.
-        let batch: Vec<Pending> = std::mem::take(&mut *self.lock())
-            .into_iter()
-            .filter(|p| !p.reply.is_closed())
-            .collect();
+        let batch = self.take();
         if batch.is_empty() {
             return;
         }
         tokio::spawn(run(self.clone(), conn, batch));
+    }
+
+    /// Runs what is still queued (kept writes whose callers were abandoned) and returns once it
+    /// is committed: the last thing before the connection closes.
+    pub(crate) async fn flush(self: &Arc<Self>, conn: Conn) {
+        let batch = self.take();
+        if !batch.is_empty() {
+            run(self.clone(), conn, batch).await;
+        }
     }
 }
 
@@ -187,7 +210,7 @@ mod tests {
 
     use crate::repair::Repair;
     use crate::store::transitions::Set;
-    use crate::store::{EnqueueOutcome, JobId, NewJob, State, Store, StoreError};
+    use crate::store::{EnqueueOutcome, JobId, NewJob, State, Store, StoreError, Uploaded};
 
     async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<JobId>) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -336,5 +359,52 @@ mod tests {
         assert_eq!(job.state, State::Queued);
         assert_eq!(store.events(ids[0]).await.expect("events").len(), 1);
         assert!(store.writes.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_upload_answer_whose_caller_was_abandoned_is_still_committed_by_close() {
+        let (dir, store, ids) = store_with(2).await;
+        let (answered, intent) = (ids[0], ids[1]);
+        store.begin_upload(answered, 3).await.expect("intent");
+        let busy = store.conn("test").await.expect("conn");
+        let answer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let answer = Uploaded {
+                    mdf: "m1",
+                    img_url: "https://x/1.jpg",
+                    first_poll_at: None,
+                    sent_sha256: None,
+                };
+                store.queue_uploaded(answered, &answer)?.committed().await
+            })
+        };
+        let never_sent = {
+            let store = store.clone();
+            tokio::spawn(async move { store.begin_upload(intent, 3).await })
+        };
+        while store.writes.lock().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The shutdown grace is over: both tasks are abandoned while their writes wait.
+        answer.abort();
+        never_sent.abort();
+        let _ = (answer.await, never_sent.await);
+        drop(busy);
+        store.close().await;
+
+        let store = Store::open(&dir.path().join("q.db")).await.expect("reopen");
+        let job = store.get(answered).await.expect("get").expect("job");
+        assert_eq!(
+            (job.state, job.mdf.as_deref(), job.credit_spent),
+            (State::Processing, Some("m1"), true),
+            "the paid answer is on record"
+        );
+        let job = store.get(intent).await.expect("get").expect("job");
+        assert_eq!(
+            job.state,
+            State::Queued,
+            "an abandoned intent is not written"
+        );
     }
 }

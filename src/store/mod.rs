@@ -287,8 +287,14 @@ impl Store {
         &self.pool
     }
 
-    /// Closes the store's connection and the pool (the last one out checkpoints the WAL).
+    /// Closes the store's connection and the pool (the last one out checkpoints the WAL),
+    /// after committing any write still queued that must not be lost (an upload's answer
+    /// whose task was abandoned at shutdown).
     pub async fn close(&self) {
+        match self.conn("committing the last queued writes").await {
+            Ok(conn) => self.writes.flush(conn).await,
+            Err(e) => tracing::debug!("no queued writes to commit: {e}"),
+        }
         for shared in [&self.reads, &self.primary] {
             let conn = shared.lock().await.conn.take();
             if let Some(conn) = conn

@@ -103,6 +103,8 @@ pub(crate) struct Extras {
     pub guard: Option<(&'static str, Vec<Val>)>,
     /// A credit count seen, recorded as a credit observation in the same transaction.
     pub credits_seen: Option<i64>,
+    /// Write it even if the caller stops waiting ([`super::group::WriteQueue::push`]).
+    pub keep_if_abandoned: bool,
 }
 
 impl Store {
@@ -135,7 +137,7 @@ impl Store {
         ];
         let mut extras = Extras {
             credits_seen: Some(credits),
-            guard: None,
+            ..Extras::default()
         };
         if let Some(sha) = intent.content_sha256 {
             sets.push(Set::Bind(
@@ -184,7 +186,12 @@ impl Store {
         check(from, to)?;
         let detail = Some(format!("mdf={}", answer.mdf));
         let context = format!("moving job {id} from {from} to {to}");
-        let extras = Extras::default();
+        // The credit is spent: the answer must reach the database even if the upload task is
+        // abandoned (shutdown grace over) while the write waits for the connection.
+        let extras = Extras {
+            keep_if_abandoned: true,
+            ..Extras::default()
+        };
         self.queue_guarded(id, from, to, &sets, Some(detail), &extras, &context)
     }
 
@@ -397,7 +404,9 @@ impl Store {
         if event.is_some() {
             failpoint::hit_transition("before", from.as_str(), to.as_str());
         }
-        let done = self.writes.push(sql, binds, context);
+        let done = self
+            .writes
+            .push(sql, binds, context, extras.keep_if_abandoned);
         Ok(QueuedWrite {
             store: self,
             done,
