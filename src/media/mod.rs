@@ -21,7 +21,8 @@ pub use hash::{sha256_bytes, sha256_file, sha256_reader};
 pub use kind::{ImageKind, sniff, sniff_file};
 pub use marker::{MARKER_NAME, ensure_marker, marker_path, read_marker};
 pub use naming::{
-    Destination, MAX_NUMBERED, OutputError, numbered, output_path, unique_destination,
+    Destination, MAX_NUMBERED, OutputError, numbered, output_folder, output_path,
+    unique_destination,
 };
 pub use probe::{InputError, Probe, check_size, probe, read_up_to};
 pub use walk::{Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};

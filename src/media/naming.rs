@@ -99,21 +99,10 @@ pub fn output_path(
     let file_name = src.file_name().ok_or_else(no_name)?;
     let stem = Path::new(file_name).file_stem().ok_or_else(no_name)?;
 
-    let mut out = output_root.to_path_buf();
-    if let Ok(rel) = src.strip_prefix(normalise(source_root))
-        && let Some(dir) = rel.parent()
-    {
-        for c in dir.components() {
-            if let Component::Normal(part) = c {
-                out.push(part);
-                // A link inside the output tree would carry the result (and its temp file)
-                // outside it. The output root itself may be a link: the user chose it.
-                if fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
-                    return Err(OutputError::SymlinkInOutput { link: out });
-                }
-            }
-        }
-    }
+    let mut out = match src.parent() {
+        Some(dir) => output_folder(output_root, source_root, dir)?,
+        None => output_root.to_path_buf(),
+    };
 
     let stem_bytes = stem.as_bytes();
     let dots = stem_bytes.iter().take_while(|&&b| b == b'.').count();
@@ -125,6 +114,30 @@ pub fn output_path(
     name.push(tail);
     out.push(name);
     debug_assert!(out.starts_with(output_root));
+    Ok(out)
+}
+
+/// The folder that receives the outputs of the photos in `source_dir`:
+/// `<output_root>/<source_dir relative to source_root>`, or `output_root` itself when
+/// `source_dir` is not below `source_root`. Confined as [`output_path`] says.
+pub fn output_folder(
+    output_root: &Path,
+    source_root: &Path,
+    source_dir: &Path,
+) -> Result<PathBuf, OutputError> {
+    let mut out = output_root.to_path_buf();
+    if let Ok(rel) = normalise(source_dir).strip_prefix(normalise(source_root)) {
+        for c in rel.components() {
+            if let Component::Normal(part) = c {
+                out.push(part);
+                // A link inside the output tree would carry the result (and its temp file)
+                // outside it. The output root itself may be a link: the user chose it.
+                if fs::symlink_metadata(&out).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(OutputError::SymlinkInOutput { link: out });
+                }
+            }
+        }
+    }
     Ok(out)
 }
 
@@ -196,6 +209,25 @@ mod tests {
             Path::new("/out/b/p.tar.sr.jpg")
         );
         assert_eq!(out("/in", "/in/noext"), Path::new("/out/noext.sr.jpg"));
+    }
+
+    #[test]
+    fn the_output_folder_is_where_output_path_puts_the_file() {
+        let cases = [
+            ("/in", "/in/a/b/photo.JPG"),
+            ("/in", "/in/photo.png"),
+            ("/in/", "/in/./a/../b/p.tar.jpg"),
+            ("/in", "/in/../etc/passwd.jpg"),
+            ("/in", "/elsewhere/x/p.jpg"),
+            ("/in", "/in/../../../../p.jpg"),
+            ("in", "../in/p.jpg"),
+            ("in", "in/a/p.jpg"),
+        ];
+        for (root, src) in cases {
+            let dir = Path::new(src).parent().unwrap();
+            let folder = output_folder(Path::new("/out"), Path::new(root), dir).unwrap();
+            assert_eq!(Some(folder.as_path()), out(root, src).parent(), "{src}");
+        }
     }
 
     #[test]

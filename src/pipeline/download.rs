@@ -129,17 +129,10 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
 }
 
 /// The directory the job's output goes into (where its temp file is written too).
-pub fn output_dir_of(job: &Job) -> PathBuf {
-    media::output_path(
-        &job.output_dir,
-        &job.source_root,
-        &job.source_path,
-        job.repair,
-        ImageKind::Jpeg,
-    )
-    .ok()
-    .and_then(|p| p.parent().map(Path::to_path_buf))
-    .unwrap_or_else(|| job.output_dir.clone())
+fn output_dir_of(job: &Job) -> PathBuf {
+    let source_dir = job.source_path.parent().unwrap_or(Path::new(""));
+    media::output_folder(&job.output_dir, &job.source_root, source_dir)
+        .unwrap_or_else(|_| job.output_dir.clone())
 }
 
 /// The slowest average a result GET may keep up once its grace period (`api.timeout`) is over.

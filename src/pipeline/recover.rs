@@ -18,14 +18,20 @@ use super::{Ctx, PipelineError, blocking, now_ms};
 
 /// Runs before any stage starts: reconciles interrupted uploads, cleans temp files.
 pub async fn startup(ctx: &Ctx) -> Result<(), PipelineError> {
-    let downloading = ctx.store.jobs_in(State::Downloading).await?;
-    let queued = ctx.store.jobs_in(State::Queued).await?;
-    let dirs: BTreeSet<_> = downloading
-        .iter()
-        .chain(queued.iter())
-        .map(super::download::output_dir_of)
-        .collect();
+    // Only the folders jobs that may still write an output would write into (one entry per
+    // folder, not per job: a queue can hold 100,000 photos).
+    let folders = ctx
+        .store
+        .job_folders(&[State::Queued, State::Downloading])
+        .await?;
     let removed = blocking(move || {
+        let dirs: BTreeSet<_> = folders
+            .iter()
+            .map(|f| {
+                media::output_folder(&f.output_dir, &f.source_root, &f.source_dir)
+                    .unwrap_or_else(|_| f.output_dir.clone())
+            })
+            .collect();
         let mut n = 0;
         for d in dirs {
             if d.is_dir() {

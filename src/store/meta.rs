@@ -2,12 +2,25 @@
 //! `migrations/0003_meta.sql`), how many jobs it holds and where they write, so `hili run` can
 //! tell a lost or replaced database from a genuinely new queue.
 
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use sqlx::Row;
 
 use super::error::SqlContext;
-use super::{Store, StoreError};
+use super::{State, Store, StoreError};
+
+/// Where a group of jobs reads and writes: the output root, the source root and the folder of
+/// the source files. Every job in that group writes into the same output folder.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct JobFolders {
+    pub output_dir: PathBuf,
+    pub source_root: PathBuf,
+    pub source_dir: PathBuf,
+}
 
 impl Store {
     /// This queue's random id (32 hex digits), stable for the life of the database file.
@@ -37,5 +50,45 @@ impl Store {
             .into_iter()
             .map(|b| PathBuf::from(OsStr::from_bytes(&b)))
             .collect())
+    }
+
+    /// The distinct [`JobFolders`] of the jobs in `states`. Rows are read one at a time and
+    /// only their three paths, so a queue of 100,000 jobs in a few hundred folders costs a
+    /// few hundred entries of memory, not 100,000 jobs.
+    pub async fn job_folders(&self, states: &[State]) -> Result<BTreeSet<JobFolders>, StoreError> {
+        let list: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let list = serde_json::to_string(&list).map_err(|e| StoreError::Invalid {
+            detail: format!("listing states {list:?}: {e}"),
+        })?;
+        let mut conn = self.reader("using the queue database").await?;
+        let mut rows = sqlx::query(
+            "SELECT output_dir, source_root, source_path FROM jobs \
+             WHERE state IN (SELECT value FROM json_each(?))",
+        )
+        .bind(list)
+        .fetch(&mut *conn);
+        let context = "listing the jobs' folders";
+        let bytes = |row: &sqlx::sqlite::SqliteRow, i| row.try_get::<Vec<u8>, _>(i).ctx(context);
+        let path = |b: &[u8]| Path::new(OsStr::from_bytes(b)).to_path_buf();
+        // Rows of a folder already seen are skipped by their bytes (cheaper than comparing
+        // paths component by component); NUL cannot occur in a path, so it separates them.
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut folders = BTreeSet::new();
+        while let Some(row) = rows.try_next().await.ctx(context)? {
+            let source = bytes(&row, 2)?;
+            let source_dir = Path::new(OsStr::from_bytes(&source))
+                .parent()
+                .unwrap_or(Path::new(""));
+            let (output_dir, source_root) = (bytes(&row, 0)?, bytes(&row, 1)?);
+            let key = [&output_dir, &source_root, source_dir.as_os_str().as_bytes()].join(&0u8);
+            if seen.insert(key) {
+                folders.insert(JobFolders {
+                    output_dir: path(&output_dir),
+                    source_root: path(&source_root),
+                    source_dir: source_dir.to_path_buf(),
+                });
+            }
+        }
+        Ok(folders)
     }
 }

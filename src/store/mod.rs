@@ -36,6 +36,7 @@ use sqlx::{ConnectOptions, Connection, SqliteConnection};
 pub use enqueue::{EnqueueOutcome, NewJob};
 pub use error::StoreError;
 pub use jobs::{Event, Identity, Job};
+pub use meta::JobFolders;
 pub use schedule::{DueLimits, DueWork};
 pub use state::{IllegalTransition, State, check};
 pub use transitions::{QueuedWrite, UploadIntent, Uploaded};

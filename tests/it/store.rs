@@ -744,3 +744,61 @@ async fn due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs() {
     let due = store.due_work(4_000, all, &[q1, d]).await.unwrap();
     assert!(due.polls.is_empty() && due.uploads.is_empty());
 }
+
+#[tokio::test]
+async fn job_folders_lists_each_folder_of_the_chosen_states_once() {
+    use hili::store::JobFolders;
+    let (_d, store) = open_tmp().await;
+    let new = |path: &[u8], out: &str| {
+        let mut j = job("x");
+        j.source_path = PathBuf::from(OsStr::from_bytes(path));
+        j.output_dir = PathBuf::from(out);
+        j
+    };
+    let a1 = store
+        .enqueue(new(b"/photos/in/a/1.jpg", "/o1"))
+        .await
+        .unwrap()
+        .id();
+    store
+        .enqueue(new(b"/photos/in/a/2.jpg", "/o1"))
+        .await
+        .unwrap();
+    store
+        .enqueue(new(b"/photos/in/b\xff/3.jpg", "/o1"))
+        .await
+        .unwrap();
+    store
+        .enqueue(new(b"/photos/in/a/4.jpg", "/o2"))
+        .await
+        .unwrap();
+    let done = store
+        .enqueue(new(b"/photos/in/c/5.jpg", "/o1"))
+        .await
+        .unwrap()
+        .id();
+    store
+        .finish(done, State::Queued, Path::new("/o1/c/5.sr.jpg"), &hash('c'))
+        .await
+        .unwrap();
+    to_processing(&store, a1, "m").await;
+
+    let folder = |out: &str, dir: &[u8]| JobFolders {
+        output_dir: PathBuf::from(out),
+        source_root: PathBuf::from("/photos/in"),
+        source_dir: PathBuf::from(OsStr::from_bytes(dir)),
+    };
+    let queued = store.job_folders(&[State::Queued]).await.unwrap();
+    assert_eq!(
+        queued.into_iter().collect::<Vec<_>>(),
+        vec![
+            folder("/o1", b"/photos/in/a"),
+            folder("/o1", b"/photos/in/b\xff"),
+            folder("/o2", b"/photos/in/a"),
+        ],
+        "one entry per folder; done jobs left out"
+    );
+    let processing = store.job_folders(&[State::Processing]).await.unwrap();
+    assert_eq!(processing.len(), 1);
+    assert!(store.job_folders(&[]).await.unwrap().is_empty());
+}
