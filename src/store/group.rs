@@ -154,9 +154,12 @@ fn query<'q>(
     binds.iter().fold(sqlx::query(sql), bind_val)
 }
 
-fn report(row: &sqlx::sqlite::SqliteRow) -> Report {
-    let state: Option<String> = row.get(1);
-    state.map(|s| (row.get::<bool, _>(0), s))
+fn report(row: &sqlx::sqlite::SqliteRow, context: &str) -> Result<Report, StoreError> {
+    let state: Option<String> = row.try_get(1).ctx(context)?;
+    match state {
+        None => Ok(None),
+        Some(s) => Ok(Some((row.try_get::<bool, _>(0).ctx(context)?, s))),
+    }
 }
 
 /// Every write of `batch` in one transaction, in order, as ONE batch (one trip to SQLite's
@@ -201,7 +204,11 @@ async fn commit(
             })
             .collect());
     }
-    Ok(rows.iter().map(|r| Ok(report(r))).collect())
+    Ok(rows
+        .iter()
+        .zip(batch)
+        .map(|(r, p)| report(r, &p.context))
+        .collect())
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ pub(crate) fn path_bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_bytes().to_vec()
 }
 
-fn bytes_path(b: Vec<u8>) -> PathBuf {
+pub(crate) fn bytes_path(b: Vec<u8>) -> PathBuf {
     PathBuf::from(OsStr::from_bytes(&b))
 }
 

@@ -11,6 +11,7 @@ use futures_util::TryStreamExt;
 use sqlx::Row;
 
 use super::error::SqlContext;
+use super::jobs::bytes_path;
 use super::{State, Store, StoreError};
 
 /// Where a group of jobs reads and writes: the output root, the source root and the folder of
@@ -46,10 +47,7 @@ impl Store {
             .fetch_all(&mut *self.reader("using the queue database").await?)
             .await
             .ctx("listing output directories")?;
-        Ok(rows
-            .into_iter()
-            .map(|b| PathBuf::from(OsStr::from_bytes(&b)))
-            .collect())
+        Ok(rows.into_iter().map(bytes_path).collect())
     }
 
     /// The distinct [`JobFolders`] of the jobs in `states`. Rows are read one at a time and
@@ -69,7 +67,6 @@ impl Store {
         .fetch(&mut *conn);
         let context = "listing the jobs' folders";
         let bytes = |row: &sqlx::sqlite::SqliteRow, i| row.try_get::<Vec<u8>, _>(i).ctx(context);
-        let path = |b: &[u8]| Path::new(OsStr::from_bytes(b)).to_path_buf();
         // Rows of a folder already seen are skipped by their bytes (cheaper than comparing
         // paths component by component); NUL cannot occur in a path, so it separates them.
         let mut seen: HashSet<Vec<u8>> = HashSet::new();
@@ -83,8 +80,8 @@ impl Store {
             let key = [&output_dir, &source_root, source_dir.as_os_str().as_bytes()].join(&0u8);
             if seen.insert(key) {
                 folders.insert(JobFolders {
-                    output_dir: path(&output_dir),
-                    source_root: path(&source_root),
+                    output_dir: bytes_path(output_dir),
+                    source_root: bytes_path(source_root),
                     source_dir: source_dir.to_path_buf(),
                 });
             }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use sqlx::Row;
 
 use super::error::SqlContext;
-use super::jobs::{JOB_COLUMNS, decode_job, path_bytes, rgb_text};
+use super::jobs::{JOB_COLUMNS, bytes_path, decode_job, path_bytes, rgb_text};
 use super::queries::Bind;
 use super::transitions::{Set, Val};
 use super::{Identity, Job, JobId, State, Store, StoreError};
@@ -114,9 +114,10 @@ impl Store {
         .await
         .ctx("counting this run's outcomes")?;
         let mut out = BTreeMap::new();
+        let context = "reading this run's outcomes";
         for r in rows {
-            let s: String = r.get(0);
-            let n: i64 = r.get(1);
+            let s: String = r.try_get(0).ctx(context)?;
+            let n: i64 = r.try_get(1).ctx(context)?;
             if let Ok(state) = s.parse::<State>() {
                 out.insert(state, n as u64);
             }
@@ -132,7 +133,6 @@ impl Store {
         rgb: Option<Rgb>,
         output_dir: &Path,
     ) -> Result<HashMap<(PathBuf, u64, i64), State>, StoreError> {
-        use std::os::unix::ffi::OsStrExt;
         let rows = sqlx::query(
             "SELECT source_path, size, mtime_ns, state FROM jobs \
              WHERE repair = ? AND rgb IS ? AND output_dir = ? ORDER BY id",
@@ -144,13 +144,14 @@ impl Store {
         .await
         .ctx("reading the queue's index of files")?;
         let mut index = HashMap::with_capacity(rows.len());
+        let context = "reading the queue's index of files";
         for r in rows {
-            let p: Vec<u8> = r.get(0);
-            let size: i64 = r.get(1);
-            let mtime: i64 = r.get(2);
-            let state: String = r.get(3);
+            let p: Vec<u8> = r.try_get(0).ctx(context)?;
+            let size: i64 = r.try_get(1).ctx(context)?;
+            let mtime: i64 = r.try_get(2).ctx(context)?;
+            let state: String = r.try_get(3).ctx(context)?;
             if let Ok(state) = state.parse::<State>() {
-                let path = PathBuf::from(std::ffi::OsStr::from_bytes(&p));
+                let path = bytes_path(p);
                 index.insert((path, size as u64, mtime), state);
             }
         }

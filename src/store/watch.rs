@@ -2,14 +2,12 @@
 //! already queued, so a rescan of thousands of unchanged files costs no write transaction.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use sqlx::Row;
 
 use super::error::SqlContext;
-use super::jobs::{path_bytes, rgb_text};
+use super::jobs::{bytes_path, path_bytes, rgb_text};
 use super::{Store, StoreError};
 use crate::repair::{Repair, Rgb};
 
@@ -39,15 +37,13 @@ impl Store {
             source_root.display()
         ))?;
         let mut out = HashMap::with_capacity(rows.len());
+        let context = "reading the files already queued";
         for r in rows {
-            let p: Vec<u8> = r.get(0);
-            let size: i64 = r.get(1);
-            let mtime: i64 = r.get(2);
+            let p: Vec<u8> = r.try_get(0).ctx(context)?;
+            let size: i64 = r.try_get(1).ctx(context)?;
+            let mtime: i64 = r.try_get(2).ctx(context)?;
             // Later rows (higher ids) win: the newest version of each path.
-            out.insert(
-                PathBuf::from(OsStr::from_bytes(&p)),
-                (size.max(0) as u64, mtime),
-            );
+            out.insert(bytes_path(p), (size.max(0) as u64, mtime));
         }
         Ok(out)
     }
