@@ -131,8 +131,14 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
 /// The directory the job's output goes into (where its temp file is written too).
 fn output_dir_of(job: &Job) -> PathBuf {
     let source_dir = job.source_path.parent().unwrap_or(Path::new(""));
-    media::output_folder(&job.output_dir, &job.source_root, source_dir)
-        .unwrap_or_else(|_| job.output_dir.clone())
+    output_dir_in(&job.output_dir, &job.source_root, source_dir)
+}
+
+/// The directory outputs of photos in `source_dir` go into; the output root itself when the
+/// tree below it cannot be used (a symlink there is refused when the output is named).
+pub(super) fn output_dir_in(output_dir: &Path, source_root: &Path, source_dir: &Path) -> PathBuf {
+    media::output_folder(output_dir, source_root, source_dir)
+        .unwrap_or_else(|_| output_dir.to_path_buf())
 }
 
 /// The slowest average a result GET may keep up once its grace period (`api.timeout`) is over.

@@ -27,10 +27,7 @@ pub async fn startup(ctx: &Ctx) -> Result<(), PipelineError> {
     let removed = blocking(move || {
         let dirs: BTreeSet<_> = folders
             .iter()
-            .map(|f| {
-                media::output_folder(&f.output_dir, &f.source_root, &f.source_dir)
-                    .unwrap_or_else(|_| f.output_dir.clone())
-            })
+            .map(|f| super::download::output_dir_in(&f.output_dir, &f.source_root, &f.source_dir))
             .collect();
         let mut n = 0;
         for d in dirs {

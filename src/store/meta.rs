@@ -12,6 +12,7 @@ use sqlx::Row;
 
 use super::error::SqlContext;
 use super::jobs::bytes_path;
+use super::queries::json_array;
 use super::{State, Store, StoreError};
 
 /// Where a group of jobs reads and writes: the output root, the source root and the folder of
@@ -54,10 +55,7 @@ impl Store {
     /// only their three paths, so a queue of 100,000 jobs in a few hundred folders costs a
     /// few hundred entries of memory, not 100,000 jobs.
     pub async fn job_folders(&self, states: &[State]) -> Result<BTreeSet<JobFolders>, StoreError> {
-        let list: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-        let list = serde_json::to_string(&list).map_err(|e| StoreError::Invalid {
-            detail: format!("listing states {list:?}: {e}"),
-        })?;
+        let list = json_array(states.iter().map(|s| format!("\"{}\"", s.as_str())));
         let mut conn = self.reader("using the queue database").await?;
         let mut rows = sqlx::query(
             "SELECT output_dir, source_root, source_path FROM jobs \

@@ -147,3 +147,10 @@ pub(crate) enum Bind<'q> {
     Str(&'q str),
     OptStr(Option<&'q str>),
 }
+
+/// A JSON array of `items` (each already a JSON value: a number, or a state name in quotes),
+/// bound as ONE parameter and read with `json_each`, so the statement text (and SQLite's cached
+/// plan) stays the same whatever the number of items.
+pub(crate) fn json_array(items: impl IntoIterator<Item = String>) -> String {
+    format!("[{}]", items.into_iter().collect::<Vec<_>>().join(","))
+}

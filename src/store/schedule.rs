@@ -9,7 +9,7 @@ use sqlx::Row;
 
 use super::error::SqlContext;
 use super::jobs::{JOB_COLUMNS, bytes_path, decode_job, path_bytes, rgb_text};
-use super::queries::Bind;
+use super::queries::{Bind, json_array};
 use super::transitions::{Set, Val};
 use super::{Identity, Job, JobId, State, Store, StoreError};
 use crate::repair::{Repair, Rgb};
@@ -60,15 +60,7 @@ impl Store {
         limits: DueLimits,
         skip: &[JobId],
     ) -> Result<DueWork, StoreError> {
-        // The ids to leave out travel as one JSON array, so the statement text (and SQLite's
-        // cached plan) stays the same whatever their number.
-        let skip_json = format!(
-            "[{}]",
-            skip.iter()
-                .map(|id| id.0.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let skip_json = json_array(skip.iter().map(|id| id.0.to_string()));
         let sql = due_work_sql();
         let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let rows = sqlx::query(&sql)
