@@ -45,6 +45,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
         let inbox = inbox.clone();
         tokio::task::spawn_blocking(move || write_samples(&inbox)).await??
     };
+    let _lock = crate::store::RunLock::acquire(&dir.join("hili.db"))?;
     let store = Store::open(&dir.join("hili.db")).await?;
     let mut jobs = Vec::new();
     for (path, repair, rgb) in samples {

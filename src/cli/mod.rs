@@ -25,7 +25,9 @@ pub enum Exit {
     Ok = 0,
     /// Something went wrong that is not about a job (I/O, database, service unreachable).
     Error = 1,
-    /// The configuration is invalid or missing something.
+    /// hili cannot run as configured, and waiting will not help: the configuration is invalid
+    /// or missing something, another `hili run` drives the same queue, or the service refuses
+    /// the account (unknown third_code, rejected token, a base URL that is not the API).
     Config = 2,
     /// Some job ended failed or held, or work was left unfinished.
     JobsNeedAttention = 3,
@@ -59,7 +61,10 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("hili: {e:#}");
-            if e.downcast_ref::<ConfigProblem>().is_some() {
+            if e.downcast_ref::<ConfigProblem>().is_some()
+                || e.downcast_ref::<crate::store::RunLockError>()
+                    .is_some_and(|l| matches!(l, crate::store::RunLockError::Held { .. }))
+            {
                 Exit::Config.into()
             } else {
                 Exit::Error.into()

@@ -21,7 +21,7 @@ use super::args::RunArgs;
 use crate::api::client::ApiClient;
 use crate::config::Config;
 use crate::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summary};
-use crate::store::{State, Store};
+use crate::store::{RunLock, State, Store};
 
 /// The API client the configuration describes.
 pub fn client(config: &Config) -> anyhow::Result<ApiClient> {
@@ -37,6 +37,8 @@ pub async fn run(
     // The client first: a configuration error (no secret, bad URL) must not leave behind a
     // freshly created, empty database.
     let api = client(config)?;
+    // One process drives a queue (see `store::RunLock`); held until this function returns.
+    let _lock = RunLock::acquire(&config.database_path())?;
     let store = open_checked(config).await?;
     let shutdown = super::stop_on_signal();
     let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown);

@@ -133,7 +133,13 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
             // after it or with it, and its request is sent only then), and the charge is
             // already counted by the service: the next photo may ask for the credits now.
             drop(slot);
-            recorded.committed().await?;
+            match recorded.committed().await {
+                Ok(()) => {}
+                Err(StoreError::Conflict { found, .. }) => {
+                    adopt_late_answer(ctx, &job, found, &up.mdf, &up.img_url, first_poll).await?
+                }
+                Err(e) => return Err(e.into()),
+            }
             ctx.control.settle(true);
             if changed {
                 tracing::warn!(
@@ -152,6 +158,56 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         }
     }
     Ok(())
+}
+
+/// The job left `uploading` while its request was in flight (something reconciled it as lost):
+/// the answer is a paid result the service still has, so it is recorded and the job resumes
+/// from it. Only a job that already has another result (done, or a new upload under way) keeps
+/// what it has; the answer is then logged with its mdf so a person can still fetch it.
+async fn adopt_late_answer(
+    ctx: &Ctx,
+    job: &Job,
+    found: State,
+    mdf: &str,
+    img_url: &str,
+    first_poll: i64,
+) -> Result<(), PipelineError> {
+    let id = job.id;
+    let answer = Uploaded {
+        mdf,
+        img_url,
+        first_poll_at: Some(first_poll),
+        sent_sha256: None,
+    };
+    let adopted = match found {
+        State::Queued | State::Held | State::Failed => {
+            ctx.store.adopt_answer(id, found, &answer).await
+        }
+        other => Err(StoreError::Conflict {
+            job: id,
+            expected: State::Uploading,
+            found: other,
+        }),
+    };
+    match adopted {
+        Ok(()) => {
+            tracing::warn!(
+                job = %id,
+                "the upload's answer arrived after the job was taken for lost ({found}); \
+                 recorded mdf {mdf} and resuming from it, no second upload"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(
+                job = %id,
+                "a paid upload of {} answered (mdf {mdf}, image {img_url}) but the job could not \
+                 take it ({e}); the result can be fetched for an hour with that mdf",
+                job.source_path.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Handles a failed upload; returns whether a credit was (or may have been) spent.

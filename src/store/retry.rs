@@ -28,8 +28,27 @@ impl Store {
         let to = match from {
             State::Failed => State::Queued,
             State::Held if job.mdf.is_some() && !reupload => State::Downloading,
+            // Charged with its answer lost: there is nothing to fetch, and only `--reupload`
+            // may spend (another) credit on it.
+            State::Held if !reupload && self.held_after_a_lost_answer(id).await? => {
+                return Err(StoreError::NotRetryable {
+                    job: id,
+                    state: from,
+                    hint: "its upload was charged but the answer was lost, so there is no \
+                           result to fetch; `hili retry --reupload` uploads it again and spends \
+                           another credit (about ¥5)",
+                });
+            }
             State::Held => State::Queued,
-            State::Done if reupload => State::Queued,
+            State::Done | State::Skipped if reupload => State::Queued,
+            State::Skipped => {
+                return Err(StoreError::NotRetryable {
+                    job: id,
+                    state: from,
+                    hint: "it was not processed on purpose (see its reason); \
+                           `hili retry --reupload` processes it anyway and spends a credit",
+                });
+            }
             State::Done => {
                 return Err(StoreError::NotRetryable {
                     job: id,
@@ -59,6 +78,15 @@ impl Store {
         self.transition(id, from, to, &sets, Some(detail.to_string()))
             .await?;
         Ok(to)
+    }
+
+    /// Whether a held job was held straight from `uploading`: its upload was (probably) charged
+    /// and the answer lost. A hold of a twin, or after processing, is not that.
+    async fn held_after_a_lost_answer(&self, id: JobId) -> Result<bool, StoreError> {
+        let events = self.events(id).await?;
+        Ok(events
+            .last()
+            .is_some_and(|e| e.to == State::Held && e.from == Some(State::Uploading)))
     }
 
     /// Schedules the next status poll of a processing job. Not a transition: no event.

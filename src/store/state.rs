@@ -21,10 +21,13 @@ pub enum State {
     Failed,
     /// Needs a person: charged with an unknown or expired result. `retry` decides.
     Held,
+    /// Not processed, on purpose, and nothing to do: the file is hili's own result of another
+    /// job, or another job took over its content. No credit is spent; `reason` says why.
+    Skipped,
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Queued,
         State::Uploading,
         State::Processing,
@@ -32,6 +35,7 @@ impl State {
         State::Done,
         State::Failed,
         State::Held,
+        State::Skipped,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +47,7 @@ impl State {
             State::Done => "done",
             State::Failed => "failed",
             State::Held => "held",
+            State::Skipped => "skipped",
         }
     }
 
@@ -63,7 +68,7 @@ impl fmt::Display for State {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown job state {0:?}: expected one of queued, uploading, processing, downloading, done, failed, held"
+    "unknown job state {0:?}: expected one of queued, uploading, processing, downloading, done, failed, held, skipped"
 )]
 pub struct UnknownState(pub String);
 
@@ -119,8 +124,15 @@ pub fn check(from: State, to: State) -> Result<(), IllegalTransition> {
         (Downloading, Queued) => true,
         // User retries.
         (Failed, Queued) | (Held, Queued) | (Held, Downloading) => true,
+        // An upload's answer arrived after the job was reconciled as lost: the paid result is
+        // adopted, never dropped (`Store::adopt_answer`).
+        (Queued, Processing) | (Held, Processing) | (Failed, Processing) => true,
         // Forced re-processing.
         (Done, Queued) => true,
+        // Found to be hili's own result, or taken over by a job of the same content: no upload.
+        (Queued, Skipped) => true,
+        // `hili retry --reupload` processes it anyway.
+        (Skipped, Queued) => true,
         _ => false,
     };
     if ok {
@@ -135,7 +147,7 @@ mod tests {
     use super::State::*;
     use super::*;
 
-    const LEGAL: [(State, State); 17] = [
+    const LEGAL: [(State, State); 22] = [
         (Queued, Uploading),
         (Queued, Failed),
         (Queued, Done),
@@ -153,10 +165,15 @@ mod tests {
         (Held, Queued),
         (Held, Downloading),
         (Done, Queued),
+        (Queued, Processing),
+        (Held, Processing),
+        (Failed, Processing),
+        (Queued, Skipped),
+        (Skipped, Queued),
     ];
 
     #[test]
-    fn every_pair_of_the_7x7_table() {
+    fn every_pair_of_the_8x8_table() {
         let mut legal = 0;
         for from in State::ALL {
             for to in State::ALL {

@@ -195,6 +195,41 @@ impl Store {
         self.queue_guarded(id, from, to, &sets, Some(detail), &extras, &context)
     }
 
+    /// An upload's answer that arrived after its job had left `uploading` (another process, or
+    /// a person, took the upload for lost and reconciled it): the credit is spent and the
+    /// service holds the result, so the answer is recorded and the job resumes from it —
+    /// `found` (queued, held or failed, without an mdf) → processing — instead of being
+    /// dropped. A hold after a lost answer already counted the charge; the other states did not.
+    pub async fn adopt_answer(
+        &self,
+        id: JobId,
+        found: State,
+        answer: &Uploaded<'_>,
+    ) -> Result<(), StoreError> {
+        let mut sets = vec![
+            Set::Bind("mdf", text(answer.mdf)),
+            Set::Bind("img_url", text(answer.img_url)),
+            Set::Bind("processing_since", Val::Int(Some(now_ms()))),
+            Set::Bind("next_poll_at", Val::Int(answer.first_poll_at)),
+            Set::Raw("reason = NULL"),
+        ];
+        if let Some(sha) = answer.sent_sha256 {
+            sets.push(Set::Bind("content_sha256", hash_val(id, sha, "sent hash")?));
+        }
+        match found {
+            State::Held => sets.push(Set::Raw("credit_spent = 1")),
+            _ => sets.extend(CHARGE),
+        }
+        let extras = Extras {
+            guard: Some(("mdf IS NULL", Vec::new())),
+            keep_if_abandoned: true,
+            ..Extras::default()
+        };
+        let detail = format!("late upload answer adopted: mdf={}", answer.mdf);
+        self.transition_with(id, found, State::Processing, &sets, Some(detail), &extras)
+            .await
+    }
+
     /// `from` → queued (uploading: not charged; downloading: expired and re-uploading;
     /// failed/held/done: retries). Clears mdf and result columns; no upload before
     /// `not_before_ms`.

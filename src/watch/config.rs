@@ -251,8 +251,63 @@ pub(crate) fn validate(watches: &[WatchConfig], file: &Path) -> Result<(), Confi
                 "is listed twice: keep one [[watch]] table per folder".into(),
             ));
         }
+        if let Some((key, dir, other)) = feeds_a_watch(w, watches) {
+            return Err(invalid(
+                key,
+                format!(
+                    "{} is, or contains, the watch folder {}: what hili writes there would be \
+                     taken for new photos and paid for again, in a loop; use a folder outside \
+                     every watch folder",
+                    dir.display(),
+                    other.display()
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// A folder `w` writes into (results, moved sources) that is a watch folder or contains one,
+/// compared with symbolic links resolved as far as the paths exist. A folder INSIDE a watch
+/// folder is fine: no watch ever ingests the folders watches write into.
+fn feeds_a_watch<'a>(
+    w: &'a WatchConfig,
+    watches: &'a [WatchConfig],
+) -> Option<(&'static str, &'a Path, &'a Path)> {
+    let written = [
+        ("watch.output", Some(w.output.as_path())),
+        ("watch.done_dir", w.done_dir.as_deref()),
+        ("watch.failed_dir", w.failed_dir.as_deref()),
+    ];
+    for (key, dir) in written {
+        let Some(dir) = dir else { continue };
+        let d = resolved(dir);
+        for v in watches {
+            if resolved(&v.path).starts_with(&d) {
+                return Some((key, dir, &v.path));
+            }
+        }
+    }
+    None
+}
+
+/// `p` with symbolic links resolved in its longest existing ancestor, the rest lexical.
+fn resolved(p: &Path) -> PathBuf {
+    let p = normalize(p);
+    let mut base = p.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = base.canonicalize() {
+            return rest.iter().rev().fold(real, |acc, c| acc.join(c));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => return p,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +319,43 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/hili/hili.toml"))
+    }
+
+    #[test]
+    fn folders_that_feed_a_watch_folder_are_refused() {
+        let w = |path: &str, out: &str| {
+            format!("[[watch]]\npath = \"{path}\"\nrepair = \"sr\"\noutput = \"{out}\"\n")
+        };
+        // Each other's output: results would go round A -> B -> A, paid for every time.
+        let msg = parse(&format!("{}{}", w("/a", "/b"), w("/b", "/a")))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("watch.output") && msg.contains("loop"), "{msg}");
+        // An output that contains a watch folder (its own, here) leads back into it.
+        let msg = parse(&w("/srv/in", "/srv")).unwrap_err().to_string();
+        assert!(msg.contains("/srv/in") && msg.contains("loop"), "{msg}");
+        // A done_dir that is another watch folder re-processes every moved original.
+        let moved = format!(
+            "{}after = \"move\"\ndone_dir = \"/b\"\n{}",
+            w("/a", "/out-a"),
+            w("/b", "/out-b")
+        );
+        let msg = parse(&moved).unwrap_err().to_string();
+        assert!(msg.contains("watch.done_dir"), "{msg}");
+        // Through a symbolic link: the output is a link to the other watch folder.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, link) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("l"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::os::unix::fs::symlink(&b, &link).unwrap();
+        let text = format!(
+            "{}{}",
+            w(&a.display().to_string(), &link.display().to_string()),
+            w(&b.display().to_string(), "/elsewhere")
+        );
+        assert!(parse(&text).unwrap_err().to_string().contains("loop"));
+        // Outputs beside or inside watch folders are fine.
+        parse(&format!("{}{}", w("/a", "/a/out"), w("/b", "/out"))).unwrap();
     }
 
     #[test]
