@@ -20,6 +20,7 @@ use crate::watch::WatchConfig;
 pub struct Config {
     pub api: ApiConfig,
     pub queue: QueueConfig,
+    pub input: InputConfig,
     /// `[[watch]]` tables: the drop folders of `hili run`.
     pub watch: Vec<WatchConfig>,
     /// The file that was read; `None` when running on defaults.
@@ -89,6 +90,23 @@ impl Default for QueueConfig {
             max_download_bytes: 512 * 1024 * 1024,
             budget: 0,
             shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[input]`: what hili accepts as a photo before any byte is sent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Largest file sent, in bytes. The service states no limit; a larger file is refused
+    /// locally (failed, no request) rather than sent and refused again and again.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            max_upload_bytes: 20 * 1024 * 1024,
         }
     }
 }
@@ -291,6 +309,12 @@ impl Config {
         }
         if q.max_attempts < 1 {
             return Err(invalid("queue.max_attempts", "must be at least 1"));
+        }
+        if self.input.max_upload_bytes < 1024 {
+            return Err(invalid(
+                "input.max_upload_bytes",
+                "must be at least 1024 (bytes), e.g. 20971520 for 20 MiB",
+            ));
         }
         crate::watch::config::validate(&self.watch, path)
     }

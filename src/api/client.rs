@@ -55,6 +55,8 @@ struct Inner {
     secret: Secret,
     timeout: Duration,
     clock: Clock,
+    /// Requests in a row that got no answer from the API at all, and the last such failure.
+    unanswered: Arc<Mutex<(u32, Option<String>)>>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -123,6 +125,7 @@ impl ApiClient {
                 secret: opts.secret,
                 timeout: opts.timeout,
                 clock: Clock::new(),
+                unanswered: Arc::default(),
             }),
         })
     }
@@ -133,6 +136,54 @@ impl ApiClient {
         inner.clock = clock;
         ApiClient {
             inner: Arc::new(inner),
+        }
+    }
+
+    /// The API's base URL, as configured (no trailing slash).
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// How many requests in a row got no answer from the API at all — the connection was
+    /// refused or could not be made (nothing sent), or what answered was not the API's JSON —
+    /// and the last of those failures. Any answer of the API resets it. A caller that must
+    /// end (`run --once`) uses it to tell "the service is not there" from a passing fault.
+    pub fn unanswered_streak(&self) -> (u32, Option<String>) {
+        let s = self
+            .inner
+            .unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        s.clone()
+    }
+
+    fn note_answer(&self, result: &Result<Value, ApiError>) {
+        let mut s = self
+            .inner
+            .unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match result {
+            Err(e @ (ApiError::Connect { .. } | ApiError::BadBody { .. })) => {
+                s.0 = s.0.saturating_add(1);
+                s.1 = Some(e.to_string());
+            }
+            // An envelope was read: the API is there (even if it said no).
+            Ok(_)
+            | Err(
+                ApiError::BadToken { .. }
+                | ApiError::NoCredits { .. }
+                | ApiError::BadParameters { .. }
+                | ApiError::UnsupportedType { .. }
+                | ApiError::UploadFailed { .. }
+                | ApiError::ImageAbnormal { .. }
+                | ApiError::NotFound { .. }
+                | ApiError::UnknownAccount { .. }
+                | ApiError::Server { .. }
+                | ApiError::UnknownErrno { .. },
+            ) => *s = (0, None),
+            // Timeouts, resets, HTTP errors: the server is there but struggling; neither.
+            Err(_) => {}
         }
     }
 
@@ -295,6 +346,7 @@ impl ApiClient {
             let (form, tracker) = make_form().await?;
             let (result, token_was_stale) =
                 self.post_once(endpoint, form, tracker.as_deref()).await;
+            self.note_answer(&result);
             match result {
                 Err(ApiError::BadToken { .. }) if token_was_stale && attempt == 1 => {
                     tracing::info!(%endpoint, "token rejected by a skewed clock; retrying once with server time");

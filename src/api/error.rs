@@ -45,8 +45,12 @@ pub enum ErrorClass {
     Transient,
     /// This photo cannot succeed as it is; no credit was spent. Fail the job.
     PermanentForPhoto,
-    /// Nothing will succeed until the user acts (token, credits, configuration): pause all.
+    /// No upload will succeed until credits are bought: pause uploads, re-check now and then.
     AccountWide,
+    /// Nothing will succeed until a person changes the configuration, and waiting will not
+    /// help: the token is rejected (after the clock correction), the service does not know the
+    /// third_code, or the base URL answers but is not the API. `run --once` ends with code 2.
+    Misconfigured,
     /// An upload whose answer never arrived or could not be read: it may have been charged.
     /// Reconcile with the credit count before sending it again.
     Ambiguous,
@@ -80,6 +84,10 @@ pub enum ApiError {
         "{endpoint}: not found or expired on the server (errno 9002: {msg}); results live 1 hour: upload again if the result was lost"
     )]
     NotFound { endpoint: Endpoint, msg: String },
+    #[error(
+        "{endpoint}: the service does not know this account (errno 9002: {msg}); check api.third_code in the configuration"
+    )]
+    UnknownAccount { endpoint: Endpoint, msg: String },
     #[error("{endpoint}: the server reported an error (errno 500: {msg}); it will be retried")]
     Server { endpoint: Endpoint, msg: String },
     #[error(
@@ -105,7 +113,8 @@ pub enum ApiError {
     )]
     Transport { endpoint: Endpoint, detail: String },
     #[error(
-        "{endpoint}: HTTP {status} instead of an API answer ({snippet:?}); check api.base_url or wait if the service is down"
+        "{endpoint}: HTTP {status} instead of an API answer ({snippet:?}); {}",
+        status_hint(*status)
     )]
     HttpStatus {
         endpoint: Endpoint,
@@ -129,6 +138,13 @@ pub enum ApiError {
     },
 }
 
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        500..=599 | 408 | 429 => "the service is struggling: it will be retried",
+        _ => "check api.base_url: it must be the API's address (scheme, host and port, no path)",
+    }
+}
+
 fn upload_hint(endpoint: Endpoint) -> &'static str {
     if endpoint == Endpoint::Upload {
         "; the upload may have been charged: hili reconciles it with the credit count"
@@ -147,6 +163,8 @@ impl ApiError {
             9005 => ApiError::UnsupportedType { endpoint, msg },
             9006 => ApiError::UploadFailed { endpoint, msg },
             9009 => ApiError::ImageAbnormal { endpoint, msg },
+            // The credits endpoint looks the account up by third_code: nothing else is missing.
+            9002 if endpoint == Endpoint::Nums => ApiError::UnknownAccount { endpoint, msg },
             9002 => ApiError::NotFound { endpoint, msg },
             500 => ApiError::Server { endpoint, msg },
             _ => ApiError::UnknownErrno {
@@ -167,6 +185,7 @@ impl ApiError {
             | UploadFailed { endpoint, .. }
             | ImageAbnormal { endpoint, .. }
             | NotFound { endpoint, .. }
+            | UnknownAccount { endpoint, .. }
             | Server { endpoint, .. }
             | UnknownErrno { endpoint, .. }
             | Timeout { endpoint, .. }
@@ -184,7 +203,9 @@ impl ApiError {
         use ErrorClass::*;
         let upload = self.endpoint() == Endpoint::Upload;
         match self {
-            BadToken { .. } | NoCredits { .. } => AccountWide,
+            // The client already retried a 9999 once after correcting the clock.
+            BadToken { .. } | UnknownAccount { .. } => Misconfigured,
+            NoCredits { .. } => AccountWide,
             BadParameters { .. } | UnsupportedType { .. } | ImageAbnormal { .. } => {
                 PermanentForPhoto
             }
@@ -200,7 +221,7 @@ impl ApiError {
                 502 | 504 if upload => Ambiguous,
                 500..=599 | 408 | 429 => Transient,
                 // Redirects (not followed), 4xx: the URL or a proxy is wrong; the user must act.
-                _ => AccountWide,
+                _ => Misconfigured,
             },
             // The body was cut short of its declared length, so the server cannot have taken
             // it; retrying will not help until the file is readable again.
@@ -228,13 +249,13 @@ mod tests {
             Endpoint::Nums,
         ] {
             for (errno, class) in [
-                (9999, AccountWide),
+                (9999, Misconfigured),
                 (9101, AccountWide),
                 (9001, PermanentForPhoto),
                 (9005, PermanentForPhoto),
                 (9006, Transient),
                 (9009, PermanentForPhoto),
-                (9002, PermanentForPhoto),
+                (9002, if ep == Endpoint::Nums { Misconfigured } else { PermanentForPhoto }),
                 (500, Transient),
                 (1234, Transient),
             ] {
@@ -323,7 +344,7 @@ mod tests {
                         status: 404,
                         snippet: d(),
                     },
-                    AccountWide,
+                    Misconfigured,
                 ),
                 (
                     ApiError::HttpStatus {
@@ -331,7 +352,7 @@ mod tests {
                         status: 301,
                         snippet: d(),
                     },
-                    AccountWide,
+                    Misconfigured,
                 ),
                 (
                     ApiError::ReadFile {

@@ -2,7 +2,7 @@
 //! gives (path, size, mtime). `--dry-run` instead reports what would happen and what it would
 //! cost, reading nothing but image headers and changing nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -41,7 +41,7 @@ pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
     }
 
     let store = Store::open(&db).await?;
-    let (mut queued, mut known) = (0u64, 0u64);
+    let (mut queued, mut known, mut results) = (0u64, 0u64, 0u64);
     let mut jobs: Vec<NewJob> = found
         .into_iter()
         .map(|f| NewJob {
@@ -62,6 +62,7 @@ pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
             match outcome {
                 EnqueueOutcome::Queued(_) => queued += 1,
                 EnqueueOutcome::AlreadyKnown(..) => known += 1,
+                EnqueueOutcome::OwnResult(_) => results += 1,
             }
         }
     }
@@ -70,6 +71,11 @@ pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
         "queued {queued} photo(s) for {} (at most {queued} credit(s)); {known} already known",
         args.repair
     );
+    if results > 0 {
+        println!(
+            "skipped {results} file(s) that are hili's own results (use --force to process them as photos)"
+        );
+    }
     if queued > 0 {
         println!("run `hili run --once` to process them");
     }
@@ -103,21 +109,32 @@ async fn dry_run(
     output: &Path,
 ) -> anyhow::Result<Exit> {
     // Without a database nothing is known yet; a dry run never creates one.
-    let known: HashMap<(PathBuf, u64, i64), State> = match db.exists() {
-        true => {
-            let store = Store::open_existing(db).await?;
-            let index = store.source_index(args.repair, args.rgb, output).await?;
-            store.close().await;
-            index
-        }
-        false => HashMap::new(),
-    };
+    let (known, results): (HashMap<(PathBuf, u64, i64), State>, HashSet<PathBuf>) =
+        match db.exists() {
+            true => {
+                let store = Store::open_existing(db).await?;
+                let index = store.source_index(args.repair, args.rgb, output).await?;
+                let results = match args.force {
+                    true => HashSet::new(),
+                    false => store.result_paths().await?,
+                };
+                store.close().await;
+                (index, results)
+            }
+            false => (HashMap::new(), HashSet::new()),
+        };
+    let mut own = 0u64;
     let (mut to_queue, mut done, mut pending, mut invalid) = (0u64, 0u64, 0u64, 0u64);
     let mut stuck = 0u64;
     let probed = tokio::task::spawn_blocking(move || probe_all(found)).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
     for (f, problem) in probed {
+        if results.contains(&f.path) {
+            own += 1;
+            let _ = writeln!(out, "hili's own result  {}", f.path.display());
+            continue;
+        }
         let state = known.get(&(f.path.clone(), f.size, f.mtime_ns));
         let line = match (state, problem) {
             (Some(State::Done), _) if !args.force => {
@@ -126,7 +143,7 @@ async fn dry_run(
             }
             // A failed or held job is not waiting for anything: adding the file again does not
             // queue it (only `hili retry` does), so it is not reported as queued.
-            (Some(s @ (State::Failed | State::Held)), _) if !args.force => {
+            (Some(s @ (State::Failed | State::Held | State::Skipped)), _) if !args.force => {
                 stuck += 1;
                 format!(
                     "already {s} (see `hili status`, then `hili retry`)  {}",
@@ -150,7 +167,7 @@ async fn dry_run(
     }
     let _ = writeln!(
         out,
-        "dry run: {to_queue} to queue (at most {to_queue} credit(s), about ¥{}), {done} already done, {pending} already queued, {stuck} failed or held, {invalid} invalid (never uploaded)",
+        "dry run: {to_queue} to queue (at most {to_queue} credit(s), about ¥{}), {done} already done, {pending} already queued, {stuck} failed or held, {invalid} invalid (never uploaded), {own} hili's own results (skipped)",
         to_queue * 5
     );
     Ok(Exit::Ok)

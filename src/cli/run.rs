@@ -155,7 +155,9 @@ pub async fn run_with_progress(ctx: Arc<Ctx>, opts: RunOptions) -> anyhow::Resul
 }
 
 pub fn exit_code(s: &Summary) -> Exit {
-    if s.failed > 0 || s.held > 0 || s.unfinished > 0 {
+    if s.cannot_run {
+        Exit::Config
+    } else if s.failed > 0 || s.held > 0 || s.unfinished > 0 {
         Exit::JobsNeedAttention
     } else {
         Exit::Ok
@@ -172,8 +174,16 @@ fn print_summary(s: &Summary) {
         s.credits_spent,
         s.elapsed.as_secs_f64()
     );
-    if let Some(why) = &s.blocked {
-        println!("stopped early: {why}");
+    if s.skipped > 0 {
+        println!(
+            "{} skipped: not photos to process (see `hili jobs --state skipped`)",
+            s.skipped
+        );
+    }
+    match &s.blocked {
+        Some(why) if s.cannot_run => eprintln!("hili: cannot run: {why}"),
+        Some(why) => println!("stopped early: {why}"),
+        None => {}
     }
     if s.failed > 0 || s.held > 0 {
         println!("see `hili status` for the reasons and how to resolve them");

@@ -12,6 +12,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::store::JobId;
 
+/// How long a pause for a refused configuration lasts before the daemon tries again (the
+/// configuration may have been fixed and reloaded; `run --once` ends instead).
+pub const MISCONFIGURED_RECHECK: Duration = Duration::from_secs(60);
+
 /// Why uploads are paused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pause {
@@ -19,23 +23,32 @@ pub enum Pause {
     NoCredits,
     /// `budget` credits were spent in this run.
     Budget,
-    /// The service rejected our token (9999): nothing works until a person fixes it.
-    BadToken,
+    /// The service refuses the account as configured (the error says how: token rejected,
+    /// unknown third_code, a base URL that is not the API): nothing works until a person
+    /// fixes the configuration, so results stop too, and `run --once` ends.
+    Misconfigured(String),
 }
 
 impl Pause {
-    pub fn message(&self) -> &'static str {
+    pub fn message(&self) -> String {
         match self {
             Pause::NoCredits => {
                 "uploads paused: the account has no credits left; buy more, hili re-checks by itself"
+                    .to_string()
             }
             Pause::Budget => {
                 "uploads paused: this run reached its credit budget ([queue] budget); run again to spend more"
+                    .to_string()
             }
-            Pause::BadToken => {
-                "paused: the service rejected the token (errno 9999); check api.secret_key and api.third_code, and the clock (run `hili doctor`)"
-            }
+            Pause::Misconfigured(why) => format!(
+                "paused: the service refuses this configuration: {why} (run `hili doctor`)"
+            ),
         }
+    }
+
+    /// Whether waiting cannot end this pause: only a person changing the configuration can.
+    pub fn needs_a_person(&self) -> bool {
+        matches!(self, Pause::Misconfigured(_))
     }
 }
 
@@ -47,6 +60,8 @@ pub struct Control {
     recovered: watch::Sender<bool>,
     /// Consecutive download failures per job in this run (for the hold after max_attempts).
     failures: Mutex<HashMap<JobId, u32>>,
+    /// Consecutive uploads of a job the service refused with errno 9006, in this run.
+    refusals: Mutex<HashMap<JobId, u32>>,
 }
 
 impl Default for Control {
@@ -58,6 +73,7 @@ impl Default for Control {
             wake: Arc::new(Notify::new()),
             recovered: watch::channel(false).0,
             failures: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -136,6 +152,19 @@ impl Control {
     /// Counts one more failure of `job`'s current step; returns the count.
     pub fn note_failure(&self, job: JobId) -> u32 {
         let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = f.entry(job).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Counts one more 9006 refusal of `job`'s upload in a row; returns the count. A `false`
+    /// `refused` (any other outcome) resets it.
+    pub fn note_refusal(&self, job: JobId, refused: bool) -> u32 {
+        let mut f = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        if !refused {
+            f.remove(&job);
+            return 0;
+        }
         let n = f.entry(job).or_insert(0);
         *n += 1;
         *n

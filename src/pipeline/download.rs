@@ -85,9 +85,11 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         Ok(url) => url,
         Err(ApiError::NotFound { .. }) => return expired(ctx, &job).await,
         Err(e) => {
-            if e.class() == ErrorClass::AccountWide {
-                ctx.control
-                    .pause(super::control::Pause::BadToken, Duration::from_secs(60));
+            if e.class() == ErrorClass::Misconfigured {
+                ctx.control.pause(
+                    super::control::Pause::Misconfigured(e.to_string()),
+                    super::control::MISCONFIGURED_RECHECK,
+                );
             }
             // A malformed answer (not JSON, wrong shape, a URL that is not http(s)) is the
             // server sending something wrong: it counts towards max_attempts, then holds.

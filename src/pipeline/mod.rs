@@ -44,6 +44,11 @@ pub enum PipelineError {
     Join(#[from] tokio::task::JoinError),
     #[error("shutting down")]
     Shutdown,
+    #[error(
+        "a lost upload answer could not be reconciled (the credits could not be read); the job \
+         stays in uploading and the next start reconciles it"
+    )]
+    Unreconciled,
 }
 
 /// Everything the stages share for one run.

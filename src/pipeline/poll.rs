@@ -51,8 +51,11 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
             return super::download::expired(ctx, &job).await;
         }
         Err(e) => {
-            if e.class() == ErrorClass::AccountWide {
-                ctx.control.pause(Pause::BadToken, Duration::from_secs(60));
+            if e.class() == ErrorClass::Misconfigured {
+                ctx.control.pause(
+                    Pause::Misconfigured(e.to_string()),
+                    super::control::MISCONFIGURED_RECHECK,
+                );
             }
             // An outage is waited out (the result stays for an hour, and expiry is handled);
             // answers that keep arriving malformed are not, or the job would poll forever.

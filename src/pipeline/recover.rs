@@ -16,8 +16,10 @@ use super::control::Pause;
 use super::gate::Priority;
 use super::{Ctx, PipelineError, blocking, now_ms};
 
-/// Runs before any stage starts: reconciles interrupted uploads, cleans temp files.
-pub async fn startup(ctx: &Ctx) -> Result<(), PipelineError> {
+/// Runs before any stage starts: reconciles interrupted uploads, cleans temp files. With
+/// `give_up` (`run --once`), an upload that cannot be reconciled after `max_attempts` tries to
+/// read the credits is left in `uploading` for the next start instead of waiting forever.
+pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
     // Only the folders jobs that may still write an output would write into (one entry per
     // folder, not per job: a queue can hold 100,000 photos).
     let folders = ctx
@@ -48,9 +50,16 @@ pub async fn startup(ctx: &Ctx) -> Result<(), PipelineError> {
             "{} was being uploaded when hili stopped; reconciling by the credit count",
             job.source_path.display()
         );
-        let charged = reconcile(ctx, job.id, job.credits_before).await?;
-        if charged {
-            ctx.control.settle(true);
+        let tries = give_up.then_some(ctx.settings.max_attempts);
+        match reconcile(ctx, job.id, job.credits_before, tries).await {
+            Ok(true) => ctx.control.settle(true),
+            Ok(false) => {}
+            Err(PipelineError::Unreconciled) => tracing::warn!(
+                job = %job.id,
+                "left in uploading: the credits could not be read to reconcile it; the next \
+                 start tries again (it is never uploaded again blindly)"
+            ),
+            Err(e) => return Err(e),
         }
     }
     Ok(())
@@ -59,10 +68,14 @@ pub async fn startup(ctx: &Ctx) -> Result<(), PipelineError> {
 /// Decides the fate of a job in `uploading` whose answer was lost. Returns whether a credit was
 /// (probably) spent. Returns `Err(Shutdown)`, leaving the job in `uploading`, when stopped
 /// before the service could be asked: the next start reconciles it.
+///
+/// `tries`: give up after that many failed reads with `Err(Unreconciled)`, leaving the job in
+/// `uploading`; `None` keeps asking until stopped.
 pub async fn reconcile(
     ctx: &Ctx,
     id: JobId,
     credits_before: Option<u64>,
+    tries: Option<u32>,
 ) -> Result<bool, PipelineError> {
     let mut failures = 0;
     let now = loop {
@@ -71,8 +84,15 @@ pub async fn reconcile(
             Ok(n) => break n,
             Err(e) => {
                 failures += 1;
-                if e.class() == ErrorClass::AccountWide {
-                    ctx.control.pause(Pause::BadToken, Duration::from_secs(60));
+                if tries.is_some_and(|t| failures >= t) {
+                    tracing::warn!(job = %id, "cannot read the credits to reconcile a lost upload answer ({failures} tries): {e}");
+                    return Err(PipelineError::Unreconciled);
+                }
+                if e.class() == ErrorClass::Misconfigured {
+                    ctx.control.pause(
+                    Pause::Misconfigured(e.to_string()),
+                    super::control::MISCONFIGURED_RECHECK,
+                );
                 }
                 let wait = retry_delay(
                     failures,

@@ -29,6 +29,8 @@ pub struct Settings {
     pub budget: u64,
     /// Time given to requests in flight after a stop signal.
     pub shutdown_grace: Duration,
+    /// Largest photo sent, in bytes (`[input] max_upload_bytes`).
+    pub max_upload_bytes: u64,
     /// First delay of the exponential backoff after a transient failure (tests shorten it).
     pub retry_base: Duration,
 }
@@ -51,6 +53,7 @@ impl Settings {
             max_download_bytes: c.queue.max_download_bytes,
             budget: c.queue.budget,
             shutdown_grace: c.queue.shutdown_grace,
+            max_upload_bytes: c.input.max_upload_bytes,
             retry_base: Duration::from_secs(1),
         }
     }

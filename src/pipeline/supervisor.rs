@@ -57,12 +57,17 @@ pub struct Summary {
     pub done: u64,
     pub failed: u64,
     pub held: u64,
+    /// Jobs not processed on purpose (hili's own results, superseded): not a failure.
+    pub skipped: u64,
     /// Jobs still queued or in flight when the run ended.
     pub unfinished: u64,
     pub credits_spent: u64,
     pub elapsed: Duration,
     /// Set when the run ended because uploads were paused.
     pub blocked: Option<String>,
+    /// The run ended because the service refuses the configuration or is not there at all
+    /// (`blocked` says which): waiting will not help, a person must act.
+    pub cannot_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +85,7 @@ pub async fn run(
 ) -> Result<Summary, PipelineError> {
     let started = Instant::now();
     let started_ms = now_ms();
-    match recover::startup(&ctx).await {
+    match recover::startup(&ctx, opts.once).await {
         Ok(()) | Err(PipelineError::Shutdown) => {}
         Err(e) => return Err(e),
     }
@@ -89,9 +94,21 @@ pub async fn run(
     let mut workers = Workers::default();
     let mut last_progress = Instant::now() - Duration::from_secs(1);
     let mut blocked = None;
+    let mut cannot_run = false;
 
     loop {
         if ctx.shutdown.is_cancelled() {
+            break;
+        }
+        if opts.once
+            && let Some(why) = unreachable(&ctx)
+        {
+            tracing::error!("{why}");
+            blocked = Some(why);
+            cannot_run = true;
+            // Requests still waiting on the service (a lost answer being reconciled) stop
+            // too: what they leave in flight is recovered at the next start.
+            ctx.shutdown.cancel();
             break;
         }
         let pause = ctx.control.paused().map(|p| p.0);
@@ -113,14 +130,17 @@ pub async fn run(
         if opts.once && workers.tasks.is_empty() {
             let counts = ctx.store.counts().await?;
             let c = |s| counts.get(&s).copied().unwrap_or(0);
-            let in_flight = c(State::Uploading) + c(State::Processing) + c(State::Downloading);
+            // With no task running, a job still in `uploading` is one whose lost answer could
+            // not be reconciled: only the next start moves it, so it does not keep this run.
+            let in_flight = c(State::Processing) + c(State::Downloading);
             if in_flight == 0 && c(State::Queued) == 0 {
                 break;
             }
             if let Some(p) = &pause {
-                let stuck = *p == Pause::BadToken || (opts.exit_when_blocked && in_flight == 0);
+                let stuck = p.needs_a_person() || (opts.exit_when_blocked && in_flight == 0);
                 if stuck {
-                    blocked = Some(p.message().to_string());
+                    blocked = Some(p.message());
+                    cannot_run = p.needs_a_person();
                     break;
                 }
             }
@@ -164,6 +184,7 @@ pub async fn run(
         done: outcomes.get(&State::Done).copied().unwrap_or(0),
         failed: outcomes.get(&State::Failed).copied().unwrap_or(0),
         held: outcomes.get(&State::Held).copied().unwrap_or(0),
+        skipped: outcomes.get(&State::Skipped).copied().unwrap_or(0),
         unfinished: c(State::Queued)
             + c(State::Uploading)
             + c(State::Processing)
@@ -171,6 +192,22 @@ pub async fn run(
         credits_spent: ctx.control.spent(),
         elapsed: started.elapsed(),
         blocked,
+        cannot_run,
+    })
+}
+
+/// Why a `--once` run must end now because the service is not there at all: `max_attempts`
+/// requests in a row got no API answer (connection refused, or something that is not the API
+/// answered). A daemon waits such an outage out instead.
+fn unreachable(ctx: &Ctx) -> Option<String> {
+    let (n, last) = ctx.api.unanswered_streak();
+    (n >= ctx.settings.max_attempts.max(1)).then(|| {
+        format!(
+            "no answer from the API at {} in {n} requests in a row (last: {}); check api.base_url \
+             and the network, then run again",
+            ctx.api.base_url(),
+            last.unwrap_or_default()
+        )
     })
 }
 
@@ -269,7 +306,7 @@ async fn step(
     let rested = Instant::now();
     workers.resting.retain(|_, until| *until > rested);
     // One look at the store for every stage; a paused stage asks for nothing.
-    let results_flow = pause != Some(&Pause::BadToken);
+    let results_flow = !pause.is_some_and(Pause::needs_a_person);
     let limits = DueLimits {
         polls: if results_flow {
             workers.free(ctx, Stage::Poll)
@@ -343,7 +380,7 @@ async fn report(ctx: &Ctx, progress: &dyn Progress, in_flight: usize, pause: Opt
             counts,
             in_flight,
             credits_spent: ctx.control.spent(),
-            paused: pause.map(|p| p.message().to_string()),
+            paused: pause.map(Pause::message),
         });
     }
 }

@@ -21,6 +21,8 @@ use super::{gate::Priority, recover};
 
 /// How long a job waits before looking again when an identical photo is in flight.
 const TWIN_WAIT_MS: i64 = 1000;
+/// Errno 9006 ("upload failed") this many times in a row for one file fails its job.
+const REFUSALS_BEFORE_FAILING: u32 = 3;
 
 /// Takes one queued job as far as it can go now.
 pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
@@ -30,17 +32,19 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     //    nothing), then 2. identity: the content hashed, streaming, just before it is sent.
     //    One trip to the blocking pool for both.
     let src = job.source_path.clone();
+    let limit = ctx.settings.max_upload_bytes;
     let checked = blocking(move || {
+        if let Some(reason) = too_large(&src, limit) {
+            return Err(reason);
+        }
         let probe = media::probe(&src).and_then(|p| media::check_size(&src, &p));
-        probe.map(|()| media::sha256_file(&src))
+        probe.map(|()| media::sha256_file(&src)).map_err(|e| e.to_string())
     })
     .await?;
     let sha = match checked {
-        Err(e) => {
-            tracing::warn!(job = %id, "{e}");
-            ctx.store
-                .fail(id, State::Queued, &e.to_string(), false)
-                .await?;
+        Err(reason) => {
+            tracing::warn!(job = %id, "{reason}");
+            ctx.store.fail(id, State::Queued, &reason, false).await?;
             return Ok(());
         }
         Ok(Err(e)) => {
@@ -59,7 +63,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         ..job
     };
 
-    if !job.force && dedupe(ctx, &job).await? {
+    if !job.force && (own_result(ctx, &job, &sha).await? || dedupe(ctx, &job).await?) {
         return Ok(());
     }
 
@@ -210,6 +214,23 @@ async fn adopt_late_answer(
     }
 }
 
+/// The size limit, checked before any byte is read or sent: `Some(reason)` for a file over
+/// `limit` bytes. (A file that cannot be stat'ed is left to the input check, which says why.)
+fn too_large(src: &Path, limit: u64) -> Option<String> {
+    let size = std::fs::metadata(src).ok()?.len();
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    (size > limit).then(|| {
+        format!(
+            "{}: {:.1} MiB is over the upload limit of {:.1} MiB ([input] max_upload_bytes); not \
+             sent, no credit spent: shrink or re-encode the photo, or raise the limit, then \
+             `hili retry`",
+            src.display(),
+            mib(size),
+            mib(limit)
+        )
+    })
+}
+
 /// Handles a failed upload; returns whether a credit was (or may have been) spent.
 async fn on_upload_error(
     ctx: &Ctx,
@@ -219,7 +240,20 @@ async fn on_upload_error(
 ) -> Result<bool, PipelineError> {
     let id = job.id;
     let attempts = job.attempts + 1;
+    let refused = matches!(e, ApiError::UploadFailed { .. });
+    let refusals = ctx.control.note_refusal(id, refused);
     match e.class() {
+        // The service refusing the same file again and again is about the file, not an outage.
+        ErrorClass::Transient if refused && refusals >= REFUSALS_BEFORE_FAILING => {
+            let reason = format!(
+                "{}: the service refused its upload {refusals} times in a row, no credit spent: \
+                 {e}; check the file (size, format, whether it opens), then `hili retry {id}`",
+                job.source_path.display()
+            );
+            tracing::warn!(job = %id, "{reason}");
+            ctx.control.note_refusal(id, false);
+            ctx.store.fail(id, State::Uploading, &reason, false).await?;
+        }
         ErrorClass::Transient if attempts >= ctx.settings.max_attempts => {
             let reason = format!(
                 "gave up after {attempts} attempts, no credit spent: {e}; run `hili retry {id}` to try again"
@@ -246,22 +280,24 @@ async fn on_upload_error(
             ctx.store.fail(id, State::Uploading, &reason, false).await?;
         }
         ErrorClass::AccountWide => {
-            let pause = match e {
-                ApiError::NoCredits { .. } => Pause::NoCredits,
-                _ => Pause::BadToken,
-            };
-            let wait = match pause {
-                Pause::NoCredits => ctx.settings.credits_recheck,
-                _ => Duration::from_secs(60),
-            };
-            ctx.control.pause(pause, wait);
+            ctx.control
+                .pause(Pause::NoCredits, ctx.settings.credits_recheck);
+            ctx.store
+                .requeue(id, State::Uploading, &e.to_string(), now_ms())
+                .await?;
+        }
+        ErrorClass::Misconfigured => {
+            ctx.control.pause(
+                Pause::Misconfigured(e.to_string()),
+                super::control::MISCONFIGURED_RECHECK,
+            );
             ctx.store
                 .requeue(id, State::Uploading, &e.to_string(), now_ms())
                 .await?;
         }
         ErrorClass::Ambiguous => {
             tracing::warn!(job = %id, "the upload's answer was lost ({e}); reconciling by the credit count");
-            return recover::reconcile(ctx, id, Some(credits_before)).await;
+            return recover::reconcile(ctx, id, Some(credits_before), None).await;
         }
     }
     Ok(false)
@@ -286,8 +322,11 @@ async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, Pipelin
             }
             Ok(Some(n))
         }
-        Err(e) if e.class() == ErrorClass::AccountWide => {
-            ctx.control.pause(Pause::BadToken, Duration::from_secs(60));
+        Err(e) if e.class() == ErrorClass::Misconfigured => {
+            ctx.control.pause(
+                Pause::Misconfigured(e.to_string()),
+                super::control::MISCONFIGURED_RECHECK,
+            );
             Ok(None)
         }
         Err(e) => {
@@ -304,6 +343,25 @@ async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, Pipelin
             Ok(None)
         }
     }
+}
+
+/// hili never takes its own results for photos: a file whose content is a result in the queue
+/// (copied into a watch folder, or a folder added that holds outputs) ends skipped, unpaid.
+/// Returns true when the job was skipped.
+async fn own_result(ctx: &Ctx, job: &Job, sha: &str) -> Result<bool, PipelineError> {
+    let Some((other, output)) = ctx.store.result_with_hash(sha, job.id).await? else {
+        return Ok(false);
+    };
+    let id = job.id;
+    let written = output.map_or(String::new(), |p| format!(" ({})", p.display()));
+    let reason = format!(
+        "not uploaded: {} is hili's own result of job {other}{written}, not a photo; \
+         `hili retry --reupload {id}` processes it anyway (spends a credit)",
+        job.source_path.display()
+    );
+    tracing::info!(job = %id, "{reason}");
+    ctx.store.skip(id, &reason).await?;
+    Ok(true)
 }
 
 /// Dedupe by identity. Returns true when the job needs no upload now: its result was copied

@@ -35,12 +35,28 @@ pub enum EnqueueOutcome {
     /// The same (path, size, mtime, repair, rgb, output_dir) is already known, in that state;
     /// nothing was added.
     AlreadyKnown(JobId, State),
+    /// The file is hili's own result, written by this job: never queued as a photo (unless
+    /// `force`).
+    OwnResult(JobId),
+}
+
+/// Which earlier job makes a file version "already known".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// The same file version with the same settings (repair, colour, output folder): `hili add`,
+    /// where asking for another repair type is a request for new work.
+    SameSettings,
+    /// The same file version under any settings: watch folders, where a changed repair type
+    /// applies to new photos only instead of silently paying again for every kept photo.
+    AnySettings,
 }
 
 impl EnqueueOutcome {
     pub fn id(self) -> JobId {
         match self {
-            EnqueueOutcome::Queued(id) | EnqueueOutcome::AlreadyKnown(id, _) => id,
+            EnqueueOutcome::Queued(id)
+            | EnqueueOutcome::AlreadyKnown(id, _)
+            | EnqueueOutcome::OwnResult(id) => id,
         }
     }
 }
@@ -65,6 +81,17 @@ impl Store {
     /// chunks of a few thousand so its transitions never wait long; enqueue is idempotent, so
     /// an interrupted walk is simply re-added.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>, StoreError> {
+        self.enqueue_many_as(jobs, Known::SameSettings).await
+    }
+
+    /// [`Store::enqueue_many`] with the rule for what is already known. Under either rule, a
+    /// file at a path where a job wrote its result is hili's own result and is not queued
+    /// (`OwnResult`), unless forced.
+    pub async fn enqueue_many_as(
+        &self,
+        jobs: Vec<NewJob>,
+        known: Known,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         for j in &jobs {
             validate(j)?;
         }
@@ -72,7 +99,7 @@ impl Store {
         let now = now_ms();
         let mut out = Vec::with_capacity(jobs.len());
         for j in &jobs {
-            out.push(enqueue_one(&mut tx, j, now).await?);
+            out.push(enqueue_one(&mut tx, j, now, known).await?);
         }
         tx.commit().await.ctx("committing enqueued files")?;
         Ok(out)
@@ -106,6 +133,7 @@ async fn enqueue_one(
     conn: &mut SqliteConnection,
     j: &NewJob,
     now: i64,
+    known: Known,
 ) -> Result<EnqueueOutcome, StoreError> {
     let src = path_bytes(&j.source_path);
     let out_dir = path_bytes(&j.output_dir);
@@ -113,16 +141,37 @@ async fn enqueue_one(
     let size = j.size as i64; // checked by validate
     let ctx = || format!("enqueueing {}", j.source_path.display());
 
-    let existing: Option<(i64, String)> = sqlx::query_as(
-        "SELECT id, state FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? \
-         AND repair = ? AND rgb IS ? AND output_dir = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(&src)
-    .bind(size)
-    .bind(j.mtime_ns)
-    .bind(j.repair.wire())
-    .bind(&rgb)
-    .bind(&out_dir)
+    if !j.force {
+        let writer: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE output_path = ? LIMIT 1")
+                .bind(&src)
+                .fetch_optional(&mut *conn)
+                .await
+                .ctx(ctx())?;
+        if let Some(id) = writer {
+            return Ok(EnqueueOutcome::OwnResult(JobId(id)));
+        }
+    }
+
+    let existing: Option<(i64, String)> = match known {
+        Known::SameSettings => sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? \
+             AND repair = ? AND rgb IS ? AND output_dir = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&src)
+        .bind(size)
+        .bind(j.mtime_ns)
+        .bind(j.repair.wire())
+        .bind(&rgb)
+        .bind(&out_dir),
+        Known::AnySettings => sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(&src)
+        .bind(size)
+        .bind(j.mtime_ns),
+    }
     .fetch_optional(&mut *conn)
     .await
     .ctx(ctx())?;

@@ -34,7 +34,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
-pub use enqueue::{EnqueueOutcome, NewJob};
+pub use enqueue::{EnqueueOutcome, Known, NewJob};
 pub use error::StoreError;
 pub use jobs::{Event, Identity, Job};
 pub use meta::JobFolders;

@@ -65,6 +65,10 @@ impl Store {
             }
         };
         let mut sets: Vec<Set> = FRESH.to_vec();
+        if from == State::Skipped {
+            // Skipped on purpose: processing it anyway must not be skipped again.
+            sets.push(Set::Raw("force = 1"));
+        }
         if to == State::Queued {
             sets.extend(CLEAR_RESULT);
         } else {

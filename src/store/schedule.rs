@@ -99,7 +99,7 @@ impl Store {
     pub async fn outcomes_since(&self, since_ms: i64) -> Result<BTreeMap<State, u64>, StoreError> {
         let rows = sqlx::query(
             "SELECT to_state, COUNT(DISTINCT job_id) FROM events \
-             WHERE at >= ? AND to_state IN ('done', 'failed', 'held') GROUP BY to_state",
+             WHERE at >= ? AND to_state IN ('done', 'failed', 'held', 'skipped') GROUP BY to_state",
         )
         .bind(since_ms)
         .fetch_all(&mut *self.reader("using the queue database").await?)

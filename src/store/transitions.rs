@@ -262,6 +262,13 @@ impl Store {
             .await
     }
 
+    /// queued → skipped: not processed, on purpose, no credit spent (hili's own result fed
+    /// back as a photo, or superseded by another job); `reason` says which.
+    pub async fn skip(&self, id: JobId, reason: &str) -> Result<(), StoreError> {
+        self.stop(id, State::Queued, State::Skipped, reason, false)
+            .await
+    }
+
     /// `from` → held: needs a person. `credit_spent` as for [`Store::fail`]: pass true for an
     /// upload reconciled as charged with its answer lost.
     pub async fn hold(

@@ -99,7 +99,7 @@ pub(crate) async fn run(
         }
     };
     let known = match store
-        .known_versions(&cfg.path, cfg.repair, cfg.rgb, &cfg.output)
+        .known_versions(&cfg.path)
         .await
     {
         Ok(k) => k,

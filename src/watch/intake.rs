@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::config::WatchConfig;
 use super::scan::stat_file;
 use super::stability::{Stat, Tracker, Verdict};
-use crate::store::{EnqueueOutcome, NewJob, Store, StoreError};
+use crate::store::{EnqueueOutcome, Known, NewJob, Store, StoreError};
 
 /// Most files per `enqueue_many` transaction, so the pipeline never waits long on the lock.
 const CHUNK: usize = 1000;
@@ -114,7 +114,7 @@ pub(crate) async fn enqueue(
                 force: false,
             })
             .collect();
-        out.extend(store.enqueue_many(jobs).await?);
+        out.extend(store.enqueue_many_as(jobs, Known::AnySettings).await?);
     }
     let queued = out
         .iter()

@@ -30,7 +30,7 @@ pub async fn scan_once(watches: &[WatchConfig], store: &Store) -> Result<ScanRep
             }
         })?;
         let known = store
-            .known_versions(&cfg.path, cfg.repair, cfg.rgb, &cfg.output)
+            .known_versions(&cfg.path)
             .await?;
         let (path, rec) = (cfg.path.clone(), cfg.recursive);
         let walked = tokio::task::spawn_blocking(move || walk_dir(&path, &ignore, rec)).await;

@@ -362,7 +362,8 @@ async fn retry_rules() {
         (j.mdf, j.img_url, j.credit_spent, j.charges),
         (None, None, true, 1)
     );
-    // held without mdf (answer lost, charged) -> queued.
+    // held without mdf (answer lost, charged): nothing to fetch, so a plain retry is refused
+    // (it would spend a credit); only --reupload queues it.
     let c = add(&store, "c.jpg").await;
     store.begin_upload(c, 5).await.unwrap();
     store
@@ -370,7 +371,15 @@ async fn retry_rules() {
         .await
         .unwrap();
     assert_eq!(store.credits_spent().await.unwrap(), 2);
-    assert_eq!(store.retry(c, false).await.unwrap(), State::Queued);
+    let err = store.retry(c, false).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::NotRetryable { state: State::Held, .. })
+            && err.to_string().contains("--reupload")
+            && err.to_string().contains("another credit"),
+        "{err}"
+    );
+    assert_eq!(store.get(c).await.unwrap().unwrap().state, State::Held);
+    assert_eq!(store.retry(c, true).await.unwrap(), State::Queued);
     // done: only with --reupload, and the output is forgotten.
     let d = add(&store, "d.jpg").await;
     store
