@@ -1,12 +1,11 @@
--- no-transaction
 -- A job may end `skipped`: not processed, on purpose, and nothing to do — the file is hili's own
 -- result of another job, or it was superseded by a job of the same content under a new name.
--- SQLite cannot change a CHECK constraint in place, so the table is rebuilt (SQLite's
--- documented procedure: foreign keys off outside the transaction, copy, drop, rename,
--- recreate the indexes and the trigger, check the foreign keys, commit).
+-- SQLite cannot change a CHECK constraint in place, so the table is rebuilt inside the
+-- migration's transaction with foreign keys on: new copies of `jobs` and of `events` (whose
+-- foreign key must point at the new `jobs`) are filled, the old ones dropped (child first, so
+-- no row is ever orphaned), the copies renamed into place, and the indexes and the trigger
+-- made again.
 -- Also: indexes to recognise a file as one of hili's results, by path and by content.
-PRAGMA foreign_keys = OFF;
-BEGIN IMMEDIATE;
 CREATE TABLE jobs_new (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     source_path      BLOB    NOT NULL,
@@ -46,8 +45,22 @@ SELECT id, source_path, source_root, output_dir, repair, rgb, size, mtime_ns,
     output_sha256, reason, credit_spent, charges, force, created_at, updated_at,
     processing_since, next_poll_at, disposed
 FROM jobs;
+CREATE TABLE events_new (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     INTEGER NOT NULL REFERENCES jobs_new (id),
+    from_state TEXT,
+    to_state   TEXT    NOT NULL,
+    at         INTEGER NOT NULL,
+    detail     TEXT
+);
+INSERT INTO events_new (id, job_id, from_state, to_state, at, detail)
+SELECT id, job_id, from_state, to_state, at, detail FROM events;
+DROP TABLE events;
 DROP TABLE jobs;
+-- Renaming the parent also renames the child's reference (SQLite >= 3.26): events -> jobs.
 ALTER TABLE jobs_new RENAME TO jobs;
+ALTER TABLE events_new RENAME TO events;
+CREATE INDEX events_job ON events (job_id, id);
 CREATE INDEX jobs_state ON jobs (state, id);
 CREATE INDEX jobs_file ON jobs (source_path, size, mtime_ns, repair, rgb, output_dir);
 CREATE INDEX jobs_identity ON jobs (content_sha256, repair, rgb) WHERE content_sha256 IS NOT NULL;
@@ -62,6 +75,3 @@ BEGIN
     VALUES (NEW.id, NULL, NEW.state, NEW.created_at,
             CASE NEW.force WHEN 1 THEN 'enqueued (force)' ELSE 'enqueued' END);
 END;
-PRAGMA foreign_key_check;
-COMMIT;
-PRAGMA foreign_keys = ON;
