@@ -144,9 +144,8 @@ impl ApiClient {
         &self.inner.base_url
     }
 
-    /// How many requests in a row got no answer from the API at all — the connection was
-    /// refused or could not be made (nothing sent), or what answered was not the API's JSON —
-    /// and the last of those failures. Any answer of the API resets it. A caller that must
+    /// How many requests in a row could not even connect (refused, no route, connect timeout:
+    /// nothing was sent), and the last such failure. Any answer of the API resets it. A caller that must
     /// end (`run --once`) uses it to tell "the service is not there" from a passing fault.
     pub fn unanswered_streak(&self) -> (u32, Option<String>) {
         let s = self
@@ -164,7 +163,7 @@ impl ApiClient {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         match result {
-            Err(e @ (ApiError::Connect { .. } | ApiError::BadBody { .. })) => {
+            Err(e @ ApiError::Connect { .. }) => {
                 s.0 = s.0.saturating_add(1);
                 s.1 = Some(e.to_string());
             }
@@ -182,7 +181,8 @@ impl ApiClient {
                 | ApiError::Server { .. }
                 | ApiError::UnknownErrno { .. },
             ) => *s = (0, None),
-            // Timeouts, resets, HTTP errors: the server is there but struggling; neither.
+            // Timeouts, resets, HTTP errors, malformed answers: something is there, and
+            // whether it is the API struggling is for the caller's retry budget to judge.
             Err(_) => {}
         }
     }

@@ -197,14 +197,13 @@ pub async fn run(
 }
 
 /// Why a `--once` run must end now because the service is not there at all: `max_attempts`
-/// requests in a row got no API answer (connection refused, or something that is not the API
-/// answered). A daemon waits such an outage out instead.
+/// requests in a row could not connect. A daemon waits such an outage out instead.
 fn unreachable(ctx: &Ctx) -> Option<String> {
     let (n, last) = ctx.api.unanswered_streak();
     (n >= ctx.settings.max_attempts.max(1)).then(|| {
         format!(
-            "no answer from the API at {} in {n} requests in a row (last: {}); check api.base_url \
-             and the network, then run again",
+            "no answer from the API at {}: {n} requests in a row could not connect (last: {}); \
+             check api.base_url and the network, then run again",
             ctx.api.base_url(),
             last.unwrap_or_default()
         )

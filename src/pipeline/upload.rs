@@ -34,11 +34,14 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     let src = job.source_path.clone();
     let limit = ctx.settings.max_upload_bytes;
     let checked = blocking(move || {
+        // What is wrong with the file itself first (it says more), then the size limit.
+        media::probe(&src)
+            .and_then(|p| media::check_size(&src, &p))
+            .map_err(|e| e.to_string())?;
         if let Some(reason) = too_large(&src, limit) {
             return Err(reason);
         }
-        let probe = media::probe(&src).and_then(|p| media::check_size(&src, &p));
-        probe.map(|()| media::sha256_file(&src)).map_err(|e| e.to_string())
+        Ok(media::sha256_file(&src))
     })
     .await?;
     let sha = match checked {
@@ -331,6 +334,18 @@ async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, Pipelin
         }
         Err(e) => {
             let failures = ctx.control.note_failure(job.id);
+            // Something answers the credits endpoint, but never as the API does (an HTML page,
+            // a proxy's text): a base URL that is not the API, which waiting will not fix.
+            if matches!(e, ApiError::BadBody { .. }) && failures > ctx.settings.max_attempts {
+                ctx.control.clear_failures(job.id);
+                let why = format!(
+                    "the credits endpoint answered {failures} times in a row with something \
+                     that is not the API's answer ({e}); check api.base_url"
+                );
+                ctx.control
+                    .pause(Pause::Misconfigured(why), super::control::MISCONFIGURED_RECHECK);
+                return Ok(None);
+            }
             let wait = retry_delay(
                 failures,
                 ctx.settings.retry_base,

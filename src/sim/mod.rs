@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 
 pub use args::SimArgs;
 pub use hostile::{ApiSite, EVIL_NAME, HUGE_RESULT_BYTES, Hostile, HostileMode};
-pub use state::{Charge, Ledger};
+pub use state::{Charge, Ledger, Stall};
 use workdir::WorkDir;
 
 /// How the simulator behaves. `listen` should stay on loopback (the default): anything else
@@ -191,6 +191,12 @@ impl SimHandle {
             e9009: c(f.e9009),
             charge_drop: c(f.charge_drop),
         });
+    }
+
+    /// Delays every upload answer from now on, before or after its charge (`None`: no delay).
+    /// Test-only behaviour.
+    pub fn stall_uploads(&self, stall: Option<Stall>) {
+        self.shared.set_stall(stall);
     }
 
     /// Makes answers hostile from now on (`None`: honest again). Test-only behaviour.

@@ -52,6 +52,19 @@ pub struct Ledger {
     pub credits_left: u64,
     /// Injected faults by kind (`reset`, `http500`, `slow`, `e9006`, `e9009`, `charge_drop`).
     pub faults: BTreeMap<String, u64>,
+    /// Upload requests that reached the upload handler, charged or not (faults that reset or
+    /// answer 500 before the handler are not counted): "was this file ever sent?".
+    #[serde(default)]
+    pub upload_requests: u64,
+}
+
+/// A deliberate delay of every upload answer, before or after the charge (test-only): makes
+/// "an upload in flight" last long enough to do something else meanwhile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stall {
+    pub delay: Duration,
+    /// After the credit is spent (the slow answer of a charged upload) rather than before.
+    pub after_charge: bool,
 }
 
 /// Where a job is in its life.
@@ -107,6 +120,8 @@ struct Inner {
     /// When each finished job's result expires, soonest first: a sweep looks only at jobs
     /// that are due instead of every job ever charged.
     expiries: BinaryHeap<Reverse<(Instant, String)>>,
+    upload_requests: u64,
+    stall: Option<Stall>,
 }
 
 /// Everything the handlers share.
@@ -157,6 +172,8 @@ impl Shared {
                 fault_counts: FAULT_KINDS.iter().map(|k| (k.to_string(), 0)).collect(),
                 jobs: HashMap::new(),
                 expiries: BinaryHeap::new(),
+                upload_requests: 0,
+                stall: None,
             }),
         }
     }
@@ -371,7 +388,19 @@ impl Shared {
             duplicate_charges: g.duplicate_charges,
             credits_left: g.credits,
             faults: g.fault_counts.clone(),
+            upload_requests: g.upload_requests,
         }
+    }
+
+    /// Counts an upload request that reached the handler; returns the stall in force.
+    pub fn note_upload_request(&self) -> Option<Stall> {
+        let mut g = self.lock();
+        g.upload_requests += 1;
+        g.stall
+    }
+
+    pub fn set_stall(&self, stall: Option<Stall>) {
+        self.lock().stall = stall;
     }
 }
 

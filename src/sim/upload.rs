@@ -41,6 +41,7 @@ pub(crate) async fn upload(
     req: Request,
 ) -> Response {
     let plan = req.extensions().get::<Plan>().copied().unwrap_or_default();
+    let stall = st.note_upload_request();
     // The whole body is read (the file streamed to disk) before answering even a bad
     // token, so the client always gets its answer instead of a broken pipe.
     let form = read_form(req, Some(st.next_upload_path())).await;
@@ -78,9 +79,15 @@ pub(crate) async fn upload(
         return IMAGE_BAD.into_response();
     }
     let size = valid.file.size;
+    if let Some(s) = stall.filter(|s| !s.after_charge) {
+        tokio::time::sleep(s.delay).await;
+    }
     let Some((mdf, format)) = accept(&st, valid).await else {
         return NO_CREDITS.into_response();
     };
+    if let Some(s) = stall.filter(|s| s.after_charge) {
+        tokio::time::sleep(s.delay).await;
+    }
     tracing::info!("sim: charged upload {mdf} ({size} bytes)");
     if plan.charge_drop {
         st.count_fault("charge_drop");

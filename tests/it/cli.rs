@@ -18,70 +18,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::helpers::*;
 
-/// How long any one command may take before it is killed and the test fails.
-const COMMAND_LIMIT: Duration = Duration::from_secs(60);
-
-/// What a finished command printed.
-#[derive(Debug)]
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn both(&self) -> String {
-        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
-    }
-
-    #[track_caller]
-    fn expect_code(&self, code: i32) -> &Self {
-        assert_eq!(self.code, Some(code), "exit code\n{}", self.both());
-        self
-    }
-}
-
-/// Runs `cmd args` to completion in `cwd`, bounded by [`COMMAND_LIMIT`] (killed past it), and
-/// asserts that the secret key appears in neither of its outputs.
-async fn run<I, S>(cmd: Command, cwd: &Path, args: I) -> Out
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut cmd = tokio::process::Command::from(cmd);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let shown = format!("{cmd:?}");
-    let child = cmd.spawn().expect("spawn hili");
-    // On timeout the child is dropped, which kills it.
-    let out = tokio::time::timeout(COMMAND_LIMIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{shown} ran longer than {COMMAND_LIMIT:?}"))
-        .expect("wait for hili");
-    let out = Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
-        "the secret key was printed by {shown}\n{}",
-        out.both()
-    );
-    out
-}
-
 /// `hili ARGS` with the environment's config, in its temp directory.
 async fn hili<I, S>(env: &Env, args: I) -> Out
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    run(env.hili(), env.dir.path(), args).await
+    env.run_hili(args).await
 }
 
 /// The bare binary: no config from the environment.

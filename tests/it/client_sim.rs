@@ -130,25 +130,25 @@ async fn bg_with_rgb_is_sent_and_charged_with_its_colour() {
 }
 
 #[tokio::test]
-async fn wrong_secret_is_9999_account_wide_and_never_charged() {
+async fn wrong_secret_is_9999_misconfigured_and_never_charged() {
     bounded(async {
         let env = Env::new(fast_sim()).await;
         let c = client_with(&env, THIRD, "not-the-secret", Duration::from_secs(5));
         assert_err!(
             c.credits().await,
             ApiError::BadToken { .. },
-            ErrorClass::AccountWide
+            ErrorClass::Misconfigured
         );
         let src = jpeg(&env, "p.jpg", 1);
         assert_err!(
             c.upload(&src, Repair::Sr, None).await,
             ApiError::BadToken { .. },
-            ErrorClass::AccountWide
+            ErrorClass::Misconfigured
         );
         assert_err!(
             c.status("0123456789abcdef").await,
             ApiError::BadToken { .. },
-            ErrorClass::AccountWide
+            ErrorClass::Misconfigured
         );
         assert_eq!(env.sim.ledger().total_charges, 0);
         assert_eq!(env.sim.credits(), 1000);
@@ -163,14 +163,14 @@ async fn unknown_third_code_is_9002_on_nums_and_9999_on_upload() {
         let c = client_with(&env, "nobody", SECRET, Duration::from_secs(5));
         assert_err!(
             c.credits().await,
-            ApiError::NotFound { .. },
-            ErrorClass::PermanentForPhoto
+            ApiError::UnknownAccount { .. },
+            ErrorClass::Misconfigured
         );
         let src = jpeg(&env, "p.jpg", 1);
         assert_err!(
             c.upload(&src, Repair::Sr, None).await,
             ApiError::BadToken { .. },
-            ErrorClass::AccountWide
+            ErrorClass::Misconfigured
         );
         assert_eq!(env.sim.ledger().total_charges, 0);
     })
@@ -528,7 +528,7 @@ async fn wrong_secret_with_a_skewed_clock_is_retried_only_once() {
         assert_err!(
             c.credits().await,
             ApiError::BadToken { .. },
-            ErrorClass::AccountWide
+            ErrorClass::Misconfigured
         );
         let text = logs.text();
         assert_eq!(

@@ -12,6 +12,7 @@ mod hostile_input;
 mod hostile_server;
 mod media;
 mod pipeline;
+mod promises;
 mod sim;
 mod store;
 mod watch;

@@ -553,7 +553,8 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
         Uploading,
         Held
     );
-    step!(store.retry(id, false), Held, Queued);
+    // Charged with the answer lost: only --reupload queues it again.
+    step!(store.retry(id, true), Held, Queued);
     step!(store.begin_upload(id, 8), Queued, Uploading);
     step!(
         record_uploaded(&store, id, "m1", "u1"),
@@ -591,11 +592,36 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
         Queued,
         Done
     );
-    assert_eq!(seen.len(), 17, "all legal pairs covered: {seen:?}");
-    // Three charged uploads; the last user retry reset the attempt budget.
+    step!(store.retry(id, true), Done, Queued);
+    step!(store.skip(id, "hili's own result"), Queued, Skipped);
+    step!(store.retry(id, true), Skipped, Queued);
+    // A late upload answer is adopted from whatever state the job was moved to.
+    let late = |mdf| Uploaded {
+        mdf,
+        img_url: "u",
+        first_poll_at: None,
+        sent_sha256: None,
+    };
+    step!(store.adopt_answer(id, Queued, &late("m3")), Queued, Processing);
+    step!(store.hold(id, Processing, "9002", false), Processing, Held);
+    step!(store.retry(id, true), Held, Queued);
+    step!(store.hold(id, Queued, "twin held", false), Queued, Held);
+    step!(store.adopt_answer(id, Held, &late("m4")), Held, Processing);
+    step!(store.hold(id, Processing, "9002", false), Processing, Held);
+    step!(store.retry(id, true), Held, Queued);
+    step!(store.fail(id, Queued, "gave up", false), Queued, Failed);
+    step!(store.adopt_answer(id, Failed, &late("m5")), Failed, Processing);
+    let legal = State::ALL
+        .iter()
+        .flat_map(|&f| State::ALL.iter().map(move |&t| (f, t)))
+        .filter(|&(f, t)| hili::store::check(f, t).is_ok())
+        .count();
+    assert_eq!(seen.len(), legal, "all legal pairs covered: {seen:?}");
+    // Five charges: three answered uploads, and the late answers adopted from queued and
+    // failed (the hold had already counted its own).
     let j = store.get(id).await.unwrap().unwrap();
-    assert_eq!((j.charges, j.attempts), (3, 0));
-    assert_eq!(store.credits_spent().await.unwrap(), 3);
+    assert_eq!((j.charges, j.attempts), (5, 0));
+    assert_eq!(store.credits_spent().await.unwrap(), 5);
 }
 
 /// Crash at the fail points around a transition's COMMIT, in a child process (this test

@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,10 +218,76 @@ impl Env {
         c
     }
 
+    /// `hili ARGS` with this environment's config, in its temp directory, to completion.
+    pub async fn run_hili<I, S>(&self, args: I) -> Out
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run(self.hili(), self.dir.path(), args).await
+    }
+
     /// Every regular file under the output directory.
     pub fn outputs(&self) -> Vec<PathBuf> {
         files_under(&self.out)
     }
+}
+
+/// How long any one command may take before it is killed and the test fails.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Out {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn both(&self) -> String {
+        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code, Some(code), "exit code\n{}", self.both());
+        self
+    }
+}
+
+/// Runs `cmd args` to completion in `cwd`, bounded by [`COMMAND_LIMIT`] (killed past it), and
+/// asserts that the secret key appears in neither of its outputs.
+pub async fn run<I, S>(cmd: Command, cwd: &Path, args: I) -> Out
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let shown = format!("{cmd:?}");
+    let child = cmd.spawn().expect("spawn hili");
+    // On timeout the child is dropped, which kills it.
+    let out = tokio::time::timeout(COMMAND_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{shown} ran longer than {COMMAND_LIMIT:?}"))
+        .expect("wait for hili");
+    let out = Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !out.stdout.contains(SECRET) && !out.stderr.contains(SECRET),
+        "the secret key was printed by {shown}\n{}",
+        out.both()
+    );
+    out
 }
 
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
