@@ -190,6 +190,17 @@ impl Iterator for Walk {
                     self.current = None;
                     continue;
                 }
+                // With follow_links, a broken link is an error before `keep` sees its name:
+                // an ignored name (hili's own `.hili-queue` marker is a dangling link) is
+                // skipped silently, as it would be if it resolved.
+                Some(Err(e))
+                    if e.depth() > 0
+                        && e.path()
+                            .and_then(Path::file_name)
+                            .is_some_and(is_ignored_name) =>
+                {
+                    continue;
+                }
                 Some(Err(e)) => return Some(Err(walkdir_error(root, e))),
                 Some(Ok(entry)) => entry,
             };
@@ -246,5 +257,21 @@ mod tests {
             assert!(!is_ignored_name(OsStr::new(name)), "{name}");
         }
         assert!(!is_ignored_name(OsStr::from_bytes(b"caf\xe9.jpg")));
+    }
+
+    #[test]
+    fn a_dangling_link_with_an_ignored_name_is_skipped_silently() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("a.jpg"), b"x").expect("write");
+        // hili's output-folder marker is such a link; a broken link with a real name is not.
+        std::os::unix::fs::symlink("queue-id", dir.path().join(".hili-queue")).expect("link");
+        std::os::unix::fs::symlink("gone", dir.path().join("b.jpg")).expect("link");
+        let items: Vec<_> = walk(&[dir.path().to_path_buf()]).collect();
+        assert_eq!(items.len(), 2, "{items:?}");
+        assert!(items.iter().any(|i| matches!(i, Ok(f) if f.path.ends_with("a.jpg"))));
+        assert!(items.iter().any(|i| matches!(
+            i,
+            Err(WalkError::BrokenSymlink { path }) if path.ends_with("b.jpg")
+        )));
     }
 }
