@@ -422,6 +422,17 @@ async fn a_wrong_third_code_ends_run_once_with_code_2_and_says_so() {
 }
 
 #[tokio::test]
+async fn a_rejected_token_ends_run_once_with_code_2_and_says_so() {
+    let env = Env::new(fast_sim()).await;
+    std::fs::write(env.dir.path().join("secret"), "not-the-secret").unwrap();
+    let err = run_once_ends_refused(&env).await;
+    assert!(
+        err.contains("cannot run") && err.contains("rejected the token"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_port_ends_run_once_with_code_2_after_max_attempts() {
     let env = Env::new(fast_sim()).await;
     let closed = {
