@@ -255,7 +255,14 @@ mod tests {
                 (9005, PermanentForPhoto),
                 (9006, Transient),
                 (9009, PermanentForPhoto),
-                (9002, if ep == Endpoint::Nums { Misconfigured } else { PermanentForPhoto }),
+                (
+                    9002,
+                    if ep == Endpoint::Nums {
+                        Misconfigured
+                    } else {
+                        PermanentForPhoto
+                    },
+                ),
                 (500, Transient),
                 (1234, Transient),
             ] {

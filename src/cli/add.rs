@@ -13,6 +13,9 @@ use crate::config::Config;
 use crate::media::{self, Found};
 use crate::store::{EnqueueOutcome, NewJob, State, Store};
 
+/// (path, size, mtime) → the state of the latest job for that file version.
+type SourceIndex = HashMap<(PathBuf, u64, i64), State>;
+
 /// Rows written per transaction: one durable commit per batch keeps a 100,000-file add fast.
 const BATCH: usize = 2000;
 
@@ -109,20 +112,19 @@ async fn dry_run(
     output: &Path,
 ) -> anyhow::Result<Exit> {
     // Without a database nothing is known yet; a dry run never creates one.
-    let (known, results): (HashMap<(PathBuf, u64, i64), State>, HashSet<PathBuf>) =
-        match db.exists() {
-            true => {
-                let store = Store::open_existing(db).await?;
-                let index = store.source_index(args.repair, args.rgb, output).await?;
-                let results = match args.force {
-                    true => HashSet::new(),
-                    false => store.result_paths().await?,
-                };
-                store.close().await;
-                (index, results)
-            }
-            false => (HashMap::new(), HashSet::new()),
-        };
+    let (known, results): (SourceIndex, HashSet<PathBuf>) = match db.exists() {
+        true => {
+            let store = Store::open_existing(db).await?;
+            let index = store.source_index(args.repair, args.rgb, output).await?;
+            let results = match args.force {
+                true => HashSet::new(),
+                false => store.result_paths().await?,
+            };
+            store.close().await;
+            (index, results)
+        }
+        false => (HashMap::new(), HashSet::new()),
+    };
     let mut own = 0u64;
     let (mut to_queue, mut done, mut pending, mut invalid) = (0u64, 0u64, 0u64, 0u64);
     let mut stuck = 0u64;

@@ -268,7 +268,11 @@ mod tests {
         std::os::unix::fs::symlink("gone", dir.path().join("b.jpg")).expect("link");
         let items: Vec<_> = walk(&[dir.path().to_path_buf()]).collect();
         assert_eq!(items.len(), 2, "{items:?}");
-        assert!(items.iter().any(|i| matches!(i, Ok(f) if f.path.ends_with("a.jpg"))));
+        assert!(
+            items
+                .iter()
+                .any(|i| matches!(i, Ok(f) if f.path.ends_with("a.jpg")))
+        );
         assert!(items.iter().any(|i| matches!(
             i,
             Err(WalkError::BrokenSymlink { path }) if path.ends_with("b.jpg")

@@ -90,9 +90,9 @@ pub async fn reconcile(
                 }
                 if e.class() == ErrorClass::Misconfigured {
                     ctx.control.pause(
-                    Pause::Misconfigured(e.to_string()),
-                    super::control::MISCONFIGURED_RECHECK,
-                );
+                        Pause::Misconfigured(e.to_string()),
+                        super::control::MISCONFIGURED_RECHECK,
+                    );
                 }
                 let wait = retry_delay(
                     failures,

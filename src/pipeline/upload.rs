@@ -342,8 +342,10 @@ async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, Pipelin
                     "the credits endpoint answered {failures} times in a row with something \
                      that is not the API's answer ({e}); check api.base_url"
                 );
-                ctx.control
-                    .pause(Pause::Misconfigured(why), super::control::MISCONFIGURED_RECHECK);
+                ctx.control.pause(
+                    Pause::Misconfigured(why),
+                    super::control::MISCONFIGURED_RECHECK,
+                );
                 return Ok(None);
             }
             let wait = retry_delay(

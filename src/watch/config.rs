@@ -330,7 +330,10 @@ mod tests {
         let msg = parse(&format!("{}{}", w("/a", "/b"), w("/b", "/a")))
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("watch.output") && msg.contains("loop"), "{msg}");
+        assert!(
+            msg.contains("watch.output") && msg.contains("loop"),
+            "{msg}"
+        );
         // An output that contains a watch folder (its own, here) leads back into it.
         let msg = parse(&w("/srv/in", "/srv")).unwrap_err().to_string();
         assert!(msg.contains("/srv/in") && msg.contains("loop"), "{msg}");
@@ -344,7 +347,11 @@ mod tests {
         assert!(msg.contains("watch.done_dir"), "{msg}");
         // Through a symbolic link: the output is a link to the other watch folder.
         let dir = tempfile::tempdir().unwrap();
-        let (a, b, link) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("l"));
+        let (a, b, link) = (
+            dir.path().join("a"),
+            dir.path().join("b"),
+            dir.path().join("l"),
+        );
         std::fs::create_dir_all(&a).unwrap();
         std::fs::create_dir_all(&b).unwrap();
         std::os::unix::fs::symlink(&b, &link).unwrap();

@@ -98,10 +98,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    let known = match store
-        .known_versions(&cfg.path)
-        .await
-    {
+    let known = match store.known_versions(&cfg.path).await {
         Ok(k) => k,
         Err(e) => {
             tracing::warn!("{e}; every file found will be checked against the queue instead");

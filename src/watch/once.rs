@@ -29,9 +29,7 @@ pub async fn scan_once(watches: &[WatchConfig], store: &Store) -> Result<ScanRep
                 source,
             }
         })?;
-        let known = store
-            .known_versions(&cfg.path)
-            .await?;
+        let known = store.known_versions(&cfg.path).await?;
         let (path, rec) = (cfg.path.clone(), cfg.recursive);
         let walked = tokio::task::spawn_blocking(move || walk_dir(&path, &ignore, rec)).await;
         let walked = match walked {

@@ -163,7 +163,10 @@ async fn a_second_daemon_on_the_same_queue_refuses_to_start() {
     // Once the first is gone (even killed), the queue is free again.
     let (mut again, again_log) = spawn(&env, &["run"], "daemon-2.log");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(again.try_wait().unwrap().is_none(), "the lock was not released");
+    assert!(
+        again.try_wait().unwrap().is_none(),
+        "the lock was not released"
+    );
     let _ = again.kill();
     let _ = exit_code(&mut again, &again_log).await;
     assert_eq!(env.sim.ledger().total_charges, 1);
@@ -187,7 +190,12 @@ async fn an_answer_that_arrives_for_a_job_taken_for_lost_is_recorded_not_dropped
             rt.block_on(async {
                 let store = Store::open(&db).await.unwrap();
                 store
-                    .hold(JobId(1), State::Uploading, "charged, result unknown (test)", true)
+                    .hold(
+                        JobId(1),
+                        State::Uploading,
+                        "charged, result unknown (test)",
+                        true,
+                    )
                     .await
                     .unwrap();
                 store.close().await;
@@ -232,7 +240,12 @@ async fn retry_of_a_charged_unknown_hold_needs_reupload_and_says_what_it_costs()
     env.run_hili(["run", "--once"]).await.expect_code(3);
     let j = job(&env, 1).await;
     assert_eq!(j.state, State::Held);
-    assert!(j.reason.as_deref().unwrap().contains("charged, result unknown"));
+    assert!(
+        j.reason
+            .as_deref()
+            .unwrap()
+            .contains("charged, result unknown")
+    );
     assert_eq!(env.sim.ledger().total_charges, 1);
     env.sim.set_faults(Faults::default());
 
@@ -251,7 +264,11 @@ async fn retry_of_a_charged_unknown_hold_needs_reupload_and_says_what_it_costs()
 
     let out = env.run_hili(["retry", "--reupload", "1"]).await;
     out.expect_code(0);
-    assert!(out.stdout.contains("spends another credit"), "{}", out.both());
+    assert!(
+        out.stdout.contains("spends another credit"),
+        "{}",
+        out.both()
+    );
     env.run_hili(["run", "--once"]).await.expect_code(0);
     assert_eq!(job(&env, 1).await.state, State::Done);
     // Asked for, so paid: the second charge of the same content is the person's choice.
@@ -306,7 +323,10 @@ async fn a_result_copied_back_into_a_watch_folder_is_skipped_unpaid() {
     let j = job(&env, 2).await;
     assert_eq!(j.state, State::Skipped);
     assert!(
-        j.reason.as_deref().unwrap().contains("hili's own result of job 1"),
+        j.reason
+            .as_deref()
+            .unwrap()
+            .contains("hili's own result of job 1"),
         "{:?}",
         j.reason
     );
@@ -365,7 +385,11 @@ async fn changing_a_watch_folders_repair_type_applies_to_new_photos_only() {
 
     replace_in(&env.config, "repair = \"sr\"", "repair = \"colour\"");
     env.run_hili(["run", "--once"]).await.expect_code(0);
-    assert_eq!(env.sim.ledger().total_charges, 2, "kept photos were paid again");
+    assert_eq!(
+        env.sim.ledger().total_charges,
+        2,
+        "kept photos were paid again"
+    );
 
     // Redoing the kept photos with the new type is an explicit, forced add.
     let inbox = env.inbox.display().to_string();
@@ -376,7 +400,11 @@ async fn changing_a_watch_folders_repair_type_applies_to_new_photos_only() {
         ])
         .await;
     forced.expect_code(0);
-    assert!(forced.stdout.contains("queued 2 photo(s)"), "{}", forced.both());
+    assert!(
+        forced.stdout.contains("queued 2 photo(s)"),
+        "{}",
+        forced.both()
+    );
     env.run_hili(["run", "--once"]).await.expect_code(0);
     assert_eq!(env.sim.ledger().total_charges, 4);
 
@@ -439,10 +467,15 @@ async fn a_refused_port_ends_run_once_with_code_2_after_max_attempts() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    replace_in(&env.config, &env.sim.base_url(), &format!("http://{closed}"));
+    replace_in(
+        &env.config,
+        &env.sim.base_url(),
+        &format!("http://{closed}"),
+    );
     let err = run_once_ends_refused(&env).await;
     assert!(
-        err.contains("no answer from the API") && err.contains("3 requests in a row could not connect"),
+        err.contains("no answer from the API")
+            && err.contains("3 requests in a row could not connect"),
         "{err}"
     );
 }
@@ -475,7 +508,10 @@ async fn errno_9006_again_and_again_fails_the_photo_after_three_tries() {
     let j = job(&env, 1).await;
     assert_eq!(j.state, State::Failed);
     assert!(
-        j.reason.as_deref().unwrap().contains("refused its upload 3 times"),
+        j.reason
+            .as_deref()
+            .unwrap()
+            .contains("refused its upload 3 times"),
         "{:?}",
         j.reason
     );

@@ -373,8 +373,13 @@ async fn retry_rules() {
     assert_eq!(store.credits_spent().await.unwrap(), 2);
     let err = store.retry(c, false).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::NotRetryable { state: State::Held, .. })
-            && err.to_string().contains("--reupload")
+        matches!(
+            err,
+            StoreError::NotRetryable {
+                state: State::Held,
+                ..
+            }
+        ) && err.to_string().contains("--reupload")
             && err.to_string().contains("another credit"),
         "{err}"
     );
@@ -602,7 +607,11 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
         first_poll_at: None,
         sent_sha256: None,
     };
-    step!(store.adopt_answer(id, Queued, &late("m3")), Queued, Processing);
+    step!(
+        store.adopt_answer(id, Queued, &late("m3")),
+        Queued,
+        Processing
+    );
     step!(store.hold(id, Processing, "9002", false), Processing, Held);
     step!(store.retry(id, true), Held, Queued);
     step!(store.hold(id, Queued, "twin held", false), Queued, Held);
@@ -610,7 +619,11 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
     step!(store.hold(id, Processing, "9002", false), Processing, Held);
     step!(store.retry(id, true), Held, Queued);
     step!(store.fail(id, Queued, "gave up", false), Queued, Failed);
-    step!(store.adopt_answer(id, Failed, &late("m5")), Failed, Processing);
+    step!(
+        store.adopt_answer(id, Failed, &late("m5")),
+        Failed,
+        Processing
+    );
     let legal = State::ALL
         .iter()
         .flat_map(|&f| State::ALL.iter().map(move |&t| (f, t)))
