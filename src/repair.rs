@@ -49,6 +49,15 @@ impl Repair {
     pub fn needs_rgb(self) -> bool {
         self == Repair::Bg
     }
+
+    /// How many times larger per side the result is than the photo: every type but `bg`
+    /// includes super-resolution, which doubles each side.
+    pub fn result_scale(self) -> u64 {
+        match self {
+            Repair::Bg => 1,
+            Repair::Sr | Repair::Repair | Repair::Colour => 2,
+        }
+    }
 }
 
 impl fmt::Display for Repair {

@@ -21,6 +21,7 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
     let spent = store.credits_spent().await?;
     let oldest = store.oldest_queued().await?;
     let held = store.jobs_in(State::Held).await?;
+    let paused = store.pause_note().await?;
     store.close().await;
 
     if args.json {
@@ -38,6 +39,7 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
             "credits_left": credits.map(|c| c.1),
             "credits_seen_at_ms": credits.map(|c| c.0),
             "credits_spent": spent,
+            "paused": paused.as_ref().map(|(at, why)| json!({"since_ms": at, "why": why})),
             "oldest_queued": oldest.as_ref().map(job_json),
             "held": held.iter().map(|j| json!({
                 "id": j.id.0,
@@ -62,6 +64,9 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
         None => println!("credits left: not seen yet (run `hili credits`)"),
     }
     println!("credits spent: {spent}");
+    if let Some((at, why)) = &paused {
+        println!("{why} (noted {} by the running hili)", ago(*at));
+    }
     if let Some(j) = oldest {
         println!(
             "oldest queued: job {} {} (queued {})",

@@ -154,11 +154,10 @@ async fn send_status(ctx: &Ctx, notifier: &Notifier) {
         Ok(Some((_, n))) => format!("{n} credits left"),
         _ => "credits not seen yet".to_string(),
     };
-    let paused = ctx
-        .control
-        .paused()
-        .map(|(p, _)| format!("; {}", p.message()))
-        .unwrap_or_default();
+    let paused = match ctx.control.paused() {
+        Some((p, _)) => format!("; {}", pipeline::supervisor::describe_pause(ctx, &p).await),
+        None => String::new(),
+    };
     notifier.status(&format!(
         "{} queued, {} uploading, {} processing, {} downloading, {} done, {} failed, {} held; {credits}{paused}",
         c(State::Queued),

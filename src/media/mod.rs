@@ -14,6 +14,7 @@ mod kind;
 mod marker;
 mod naming;
 mod probe;
+mod space;
 mod walk;
 
 pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
@@ -25,6 +26,7 @@ pub use naming::{
     unique_destination,
 };
 pub use probe::{InputError, Probe, check_size, probe, read_up_to};
+pub use space::{Room, expected_result_bytes, is_no_room, room};
 pub use walk::{Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
 
 /// The longest side, in pixels, the service accepts.

@@ -16,6 +16,9 @@ use crate::store::JobId;
 /// configuration may have been fixed and reloaded; `run --once` ends instead).
 pub const MISCONFIGURED_RECHECK: Duration = Duration::from_secs(60);
 
+/// How long uploads stay paused for want of room before the next upload looks again.
+pub const ROOM_RECHECK: Duration = Duration::from_secs(15);
+
 /// Why uploads are paused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pause {
@@ -23,6 +26,10 @@ pub enum Pause {
     NoCredits,
     /// `budget` credits were spent in this run.
     Budget,
+    /// An output folder cannot take results now (full, read-only or not writable): no credit
+    /// is spent on a result with nowhere to go; results already paid for are still fetched as
+    /// room allows. Lifts by itself: the next upload looks again.
+    NoRoom(String),
     /// The service refuses the account as configured (the error says how: token rejected,
     /// unknown third_code, a base URL that is not the API): nothing works until a person
     /// fixes the configuration, so results stop too, and `run --once` ends.
@@ -40,6 +47,10 @@ impl Pause {
                 "uploads paused: this run reached its credit budget ([queue] budget); run again to spend more"
                     .to_string()
             }
+            Pause::NoRoom(why) => format!(
+                "uploads paused: {why}; results already paid for are still downloaded as room \
+                 allows; free space there (or make the folder writable) and hili resumes by itself"
+            ),
             Pause::Misconfigured(why) => format!(
                 "paused: the service refuses this configuration: {why} (run `hili doctor`)"
             ),

@@ -122,16 +122,36 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                     ctx.control.clear_failures(id);
                     tracing::info!(job = %id, "done: {}", path.display());
                 }
-                Err(e) => retry_later(ctx, &job, &e.to_string(), false).await?,
+                Err(e) => {
+                    pause_if_no_room(ctx, &e);
+                    retry_later(ctx, &job, &e.to_string(), false).await?
+                }
             }
         }
-        Err(e) => retry_later(ctx, &job, &e.to_string(), e.remote_fault()).await?,
+        Err(e) => {
+            pause_if_no_room(ctx, &e);
+            retry_later(ctx, &job, &e.to_string(), e.remote_fault()).await?
+        }
     }
     Ok(())
 }
 
+/// A result that cannot be written for want of room (full, read-only, not writable) pauses
+/// uploads: paying for more results that could not be stored would only lose them.
+fn pause_if_no_room(ctx: &Ctx, e: &FetchError) {
+    if let FetchError::Write { dir, source } = e
+        && media::is_no_room(source)
+    {
+        let why = format!("results cannot be written into {}: {source}", dir.display());
+        ctx.control.pause(
+            super::control::Pause::NoRoom(why),
+            super::control::ROOM_RECHECK,
+        );
+    }
+}
+
 /// The directory the job's output goes into (where its temp file is written too).
-fn output_dir_of(job: &Job) -> PathBuf {
+pub(super) fn output_dir_of(job: &Job) -> PathBuf {
     let source_dir = job.source_path.parent().unwrap_or(Path::new(""));
     output_dir_in(&job.output_dir, &job.source_root, source_dir)
 }

@@ -95,6 +95,9 @@ pub async fn run(
     let mut last_progress = Instant::now() - Duration::from_secs(1);
     let mut blocked = None;
     let mut cannot_run = false;
+    // The pause last written for `hili status`, and when.
+    let mut published: (Option<Pause>, Instant) = (None, Instant::now());
+    publish_pause(&ctx, None).await;
 
     loop {
         if ctx.shutdown.is_cancelled() {
@@ -112,6 +115,10 @@ pub async fn run(
             break;
         }
         let pause = ctx.control.paused().map(|p| p.0);
+        if pause != published.0 || (pause.is_some() && published.1.elapsed() >= REPUBLISH) {
+            publish_pause(&ctx, pause.as_ref()).await;
+            published = (pause.clone(), Instant::now());
+        }
         // A database hiccup (busy beyond busy_timeout, disk full) must not end a daemon that
         // runs for months: log it and look again shortly. Job state is safe in the store.
         let wait = match step(&ctx, &mut workers, pause.as_ref()).await {
@@ -166,6 +173,7 @@ pub async fn run(
         drain(&ctx, &mut tasks).await;
     }
     super::dispose::pass(&ctx).await?;
+    publish_pause(&ctx, None).await;
     if ctx.control.spent() > 0 {
         record_final_credits(&ctx).await;
     }
@@ -208,6 +216,45 @@ fn unreachable(ctx: &Ctx) -> Option<String> {
             last.unwrap_or_default()
         )
     })
+}
+
+/// While uploads stay paused, the note for `hili status` is refreshed this often (the number
+/// of results waiting changes as downloads go on).
+const REPUBLISH: Duration = Duration::from_secs(10);
+
+/// What a pause means for a person reading `hili status`, the log or the service status line:
+/// its message and, while results cannot be stored, how many paid results wait and how long
+/// at least until the first of them expires.
+pub async fn describe_pause(ctx: &Ctx, pause: &Pause) -> String {
+    let mut text = pause.message();
+    if matches!(pause, Pause::NoRoom(_))
+        && let Ok((n, Some(first))) = ctx.store.paid_waiting().await
+        && n > 0
+    {
+        // The service deletes a result an hour after processing, which ends after the upload.
+        let mins = (first + 3_600_000 - now_ms()).max(0) / 60_000;
+        text.push_str(&format!(
+            "; {n} paid result(s) wait to be downloaded, the first expires in {mins} min at the \
+             earliest"
+        ));
+    }
+    text
+}
+
+/// Writes why uploads are paused (or that they are not) for `hili status`. Best effort.
+async fn publish_pause(ctx: &Ctx, pause: Option<&Pause>) {
+    let text = match pause {
+        Some(p) => Some(describe_pause(ctx, p).await),
+        None => None,
+    };
+    if let Some(t) = &text
+        && matches!(pause, Some(Pause::NoRoom(_)))
+    {
+        tracing::warn!("{t}");
+    }
+    if let Err(e) = ctx.store.set_pause_note(text.as_deref()).await {
+        tracing::warn!("could not record why uploads are paused: {e}");
+    }
 }
 
 type TaskResult = (Stage, JobId, Result<(), PipelineError>);

@@ -70,6 +70,13 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         return Ok(());
     }
 
+    // No credit on a result with nowhere to go: the output folder must have room for it.
+    if let Some(why) = no_room(&job).await? {
+        ctx.control
+            .pause(Pause::NoRoom(why), super::control::ROOM_RECHECK);
+        return Ok(());
+    }
+
     // From here to the recorded answer, at most `upload_concurrency` jobs at once; the checks
     // above ran while an earlier upload was in flight. A pause or a stop that began while this
     // job waited leaves it queued, untouched.
@@ -360,6 +367,44 @@ async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, Pipelin
             Ok(None)
         }
     }
+}
+
+/// Why the job's output folder cannot take its result now, if it cannot: read-only, not
+/// writable, or less free space than the result may need. A folder whose room cannot be read
+/// is let through (the download reports what is wrong with it, and pauses then).
+async fn no_room(job: &Job) -> Result<Option<String>, PipelineError> {
+    let dir = super::download::output_dir_of(job);
+    let need = media::expected_result_bytes(job.size, job.repair);
+    let d = dir.clone();
+    let room = match blocking(move || media::room(&d)).await? {
+        Ok(room) => room,
+        Err(e) => {
+            tracing::debug!(job = %job.id, "could not read the room in {}: {e}", dir.display());
+            return Ok(None);
+        }
+    };
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    Ok(if room.read_only {
+        Some(format!(
+            "the output folder {} is on a read-only filesystem",
+            dir.display()
+        ))
+    } else if !room.writable {
+        Some(format!(
+            "the output folder {} is not writable by hili",
+            dir.display()
+        ))
+    } else if room.free < need {
+        Some(format!(
+            "the output folder {} has {:.1} MiB free, less than the {:.1} MiB a result of {} may need",
+            dir.display(),
+            mib(room.free),
+            mib(need),
+            job.source_path.display()
+        ))
+    } else {
+        None
+    })
 }
 
 /// hili never takes its own results for photos: a file whose content is a result in the queue

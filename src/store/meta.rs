@@ -13,7 +13,7 @@ use sqlx::Row;
 use super::error::SqlContext;
 use super::jobs::bytes_path;
 use super::queries::json_array;
-use super::{State, Store, StoreError};
+use super::{State, Store, StoreError, now_ms};
 
 /// Where a group of jobs reads and writes: the output root, the source root and the folder of
 /// the source files. Every job in that group writes into the same output folder.
@@ -85,5 +85,65 @@ impl Store {
             }
         }
         Ok(folders)
+    }
+
+    /// Records why uploads are paused now (`None`: they are not), so `hili status` in another
+    /// process can say it. Written by the running `hili run` when the pause changes.
+    pub async fn set_pause_note(&self, note: Option<&str>) -> Result<(), StoreError> {
+        let context = "recording why uploads are paused";
+        let mut tx = self.begin_write(context).await?;
+        match note {
+            Some(text) => {
+                sqlx::query(
+                    "INSERT INTO meta (key, value) VALUES ('pause_note', ?), ('pause_note_at', ?) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(text)
+                .bind(now_ms().to_string())
+                .execute(&mut *tx)
+                .await
+                .ctx(context)?;
+            }
+            None => {
+                sqlx::query("DELETE FROM meta WHERE key IN ('pause_note', 'pause_note_at')")
+                    .execute(&mut *tx)
+                    .await
+                    .ctx(context)?;
+            }
+        }
+        tx.commit().await.ctx(context)
+    }
+
+    /// Why uploads were paused by the running `hili run`, and since when (unix ms).
+    pub async fn pause_note(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let context = "reading why uploads are paused";
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT key, value FROM meta WHERE key IN ('pause_note', 'pause_note_at')",
+        )
+        .fetch_all(&mut *self.reader(context).await?)
+        .await
+        .ctx(context)?;
+        let get = |k: &str| rows.iter().find(|r| r.0 == k).map(|r| r.1.clone());
+        Ok(get("pause_note").map(|text| {
+            let at = get("pause_note_at")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            (at, text)
+        }))
+    }
+
+    /// Results paid for and not yet stored (jobs processing or downloading), and the earliest
+    /// upload among them (unix ms): the service deletes a result one hour after it is
+    /// processed, so the first of them expires no earlier than an hour after that.
+    pub async fn paid_waiting(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let context = "counting results waiting to be downloaded";
+        let (n, first): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(processing_since) FROM jobs \
+             WHERE state IN ('processing', 'downloading')",
+        )
+        .fetch_one(&mut *self.reader(context).await?)
+        .await
+        .ctx(context)?;
+        Ok((u64::try_from(n).unwrap_or(0), first))
     }
 }
