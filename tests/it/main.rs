@@ -15,3 +15,4 @@ mod pipeline;
 mod sim;
 mod store;
 mod watch;
+mod watch_symlink;
