@@ -52,6 +52,10 @@ pub struct Ledger {
     pub credits_left: u64,
     /// Injected faults by kind (`reset`, `http500`, `slow`, `e9006`, `e9009`, `charge_drop`).
     pub faults: BTreeMap<String, u64>,
+    /// Requests that reached the upload endpoint, whatever the answer (charged, refused, or
+    /// faulted): what proves a file was never sent.
+    #[serde(default)]
+    pub upload_requests: u64,
 }
 
 /// Where a job is in its life.
@@ -371,6 +375,8 @@ impl Shared {
             duplicate_charges: g.duplicate_charges,
             credits_left: g.credits,
             faults: g.fault_counts.clone(),
+            // Every upload request takes one sequence number before anything is checked.
+            upload_requests: self.upload_seq.load(Ordering::Relaxed),
         }
     }
 }

@@ -10,6 +10,7 @@ mod environment;
 mod helpers;
 mod hostile_input;
 mod hostile_server;
+mod incomplete_input;
 mod media;
 mod pipeline;
 mod sim;
