@@ -5,7 +5,7 @@
 //! Run with `cargo bench --bench complete`; prints figures to stdout.
 
 use std::fs::File;
-use std::io::BufWriter;
+use std::io::{BufWriter, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -86,6 +86,13 @@ fn main() {
             hili::media::sha256_file(path).expect("hash");
         });
         report(&format!("{name} sha256_file"), path, d);
+        // The floor: reading the file through the same 256 KiB buffer, doing nothing else.
+        let d = best(5, || {
+            let mut f = File::open(path).expect("open");
+            let mut buf = vec![0u8; 256 << 10];
+            while f.read(&mut buf).expect("read") > 0 {}
+        });
+        report(&format!("{name} read only"), path, d);
         let d = best(2, || {
             image::open(path).expect("decode");
         });
@@ -99,5 +106,14 @@ fn main() {
             assert!(hili::media::check_size(&cut, &p).is_err());
         });
         report(&format!("{name} cut at 90%"), &cut, d);
+        // One bit flipped 100 bytes before the end: a PNG fails its last IDAT's CRC (proof that
+        // every byte went through the CRC); a JPEG's scan data is not checked bit by bit.
+        let mut flipped = data.clone();
+        let at = flipped.len() - 100;
+        flipped[at] ^= 0x01;
+        std::fs::write(&cut, &flipped).expect("write flipped");
+        let p = hili::media::probe(&cut).expect("probe");
+        let r = hili::media::check_size(&cut, &p);
+        println!("{name} one bit flipped near the end: {r:?}");
     }
 }
