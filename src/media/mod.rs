@@ -1,6 +1,7 @@
 //! The media room: everything about files and image bytes, nothing about the API or the
 //! database. It recognises JPEG and PNG by magic bytes, reads dimensions from headers only,
-//! checks input before a credit is spent on it ([`probe`]), hashes content ([`sha256_file`]),
+//! checks input before a credit is spent on it ([`probe`], and [`check_size`], which also
+//! walks the whole file's structure so a truncated photo is never sent), hashes content ([`sha256_file`]),
 //! names outputs and writes them durably without ever overwriting a different file
 //! ([`output_path`], [`unique_destination`], [`AtomicFile`]), and walks the paths given to
 //! `hili add` ([`walk`]), and keeps the `.hili-queue` marker of output directories
@@ -8,6 +9,7 @@
 //! `spawn_blocking`.
 
 mod atomic;
+mod complete;
 mod hash;
 mod header;
 mod kind;
@@ -18,6 +20,7 @@ mod space;
 mod walk;
 
 pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
+pub use complete::{Incomplete, check_complete, check_complete_bytes};
 pub use hash::{sha256_bytes, sha256_file, sha256_reader};
 pub use kind::{ImageKind, sniff, sniff_file};
 pub use marker::{MARKER_NAME, ensure_marker, marker_path, read_marker};

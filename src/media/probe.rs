@@ -1,6 +1,8 @@
 //! The pre-upload input check: everything that can be known about a photo without sending it,
-//! so no credit is spent on input bound to fail. Reads metadata first (never opening a FIFO or
-//! a device for reading, which could block), then at most the image header.
+//! so no credit is spent on input bound to fail. [`probe`] reads metadata first (never opening
+//! a FIFO or a device for reading, which could block), then at most the image header; the
+//! upload's [`check_size`] then looks at the whole file: its size, and its structure through
+//! to the end (a truncated photo is refused, see `complete.rs`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
@@ -8,6 +10,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::MAX_SIDE;
+use super::complete::{Incomplete, check_complete};
 use super::header::{self, HeaderError};
 use super::kind::{self, ImageKind};
 
@@ -65,6 +68,10 @@ pub enum InputError {
         height: u32,
         max: u64,
     },
+    #[error("{}: truncated: {what}; the photo was only partly copied, downloaded or saved: copy the complete photo again and add it again", .path.display())]
+    Truncated { path: PathBuf, what: String },
+    #[error("{}: damaged: {what}; export or copy the photo again and add it again", .path.display())]
+    Damaged { path: PathBuf, what: String },
     #[error("{}: could not be checked ({source}): fix the problem and add it again", .path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -85,6 +92,8 @@ impl InputError {
             | InputError::BadHeader { path, .. }
             | InputError::TooLarge { path, .. }
             | InputError::ImplausibleSize { path, .. }
+            | InputError::Truncated { path, .. }
+            | InputError::Damaged { path, .. }
             | InputError::Io { path, .. } => path,
         }
     }
@@ -124,8 +133,8 @@ fn file_type_name(ft: fs::FileType) -> &'static str {
 
 /// Checks that `path` is a JPEG or PNG the service can take: a readable, non-empty regular
 /// file (symlinks followed) whose header is intact and whose sides are at most [`MAX_SIDE`].
-/// Pixel data is never read: a photo truncated after its header passes (the service will
-/// answer 9009 for it, without charging).
+/// Only the header is read, so this is cheap enough for `hili add --dry-run` over thousands of
+/// files; a photo truncated after its header passes here and is refused by [`check_size`].
 pub fn probe(path: &Path) -> Result<Probe, InputError> {
     // stat, not open: opening a FIFO for reading would block until a writer comes.
     let meta = fs::metadata(path).map_err(|e| classify(path, e))?;
@@ -185,10 +194,30 @@ fn plausible_size(width: u32, height: u32) -> u64 {
     u64::from(width) * u64::from(height) * 8 + SIZE_SLACK
 }
 
-/// The upload's size check, on top of [`probe`]: refuses a file far larger than an image of
-/// its dimensions can be (a sparse or pre-allocated file behind a valid header), which the
-/// service would charge for or reject after gigabytes were streamed to it.
+/// The upload's whole-file check, on top of [`probe`] (the upload stage calls both): refuses a
+/// file far larger than an image of its dimensions can be (a sparse or pre-allocated file
+/// behind a valid header), which the service would charge for or reject after gigabytes were
+/// streamed to it; then walks the file's structure to its end, refusing a truncated or
+/// structurally damaged photo (a JPEG without EOI after its scan data, a PNG that ends before
+/// IEND or fails a chunk CRC), which the service may charge for refusing. Blocking: it reads
+/// the file (up to EOI/IEND), at several GB/s from the page cache (BENCHMARKS.md, section 11).
 pub fn check_size(path: &Path, p: &Probe) -> Result<(), InputError> {
+    check_plausible_size(path, p)?;
+    check_complete(path, p.kind).map_err(|e| match e {
+        Incomplete::Truncated(what) => InputError::Truncated {
+            path: path.into(),
+            what,
+        },
+        Incomplete::Damaged(what) => InputError::Damaged {
+            path: path.into(),
+            what,
+        },
+        Incomplete::Io(e) => classify(path, e),
+    })
+}
+
+/// The size half of [`check_size`]: cheap (no read), so it runs first.
+fn check_plausible_size(path: &Path, p: &Probe) -> Result<(), InputError> {
     let max = plausible_size(p.width, p.height);
     if p.size > max {
         return Err(InputError::ImplausibleSize {
@@ -256,8 +285,8 @@ mod tests {
             size,
         };
         let path = Path::new("x.jpg");
-        assert!(check_size(path, &p(40 << 20)).is_ok());
-        let e = check_size(path, &p(2 << 30)).unwrap_err();
+        assert!(check_plausible_size(path, &p(40 << 20)).is_ok());
+        let e = check_plausible_size(path, &p(2 << 30)).unwrap_err();
         assert!(matches!(e, InputError::ImplausibleSize { .. }), "{e}");
         assert!(
             e.to_string().starts_with("x.jpg: is 2147483648 bytes"),

@@ -4,9 +4,11 @@
 //! (size and mtime unchanged for `stable_for` and the file opens for reading, so nothing is
 //! uploaded half-written), and full scans (at start, every `rescan_interval`, at once when
 //! events were lost; instead of events on network/FUSE filesystems or when inotify runs out
-//! of watches). The store alone decides whether a file version is new; an in-memory cache of
-//! what was queued keeps rescans cheap. Each folder runs in its own task: a missing or broken
-//! one is logged and retried while the others go on.
+//! of watches; a folder that cannot be watched by events is polled, with a log line saying so).
+//! A watch folder that is a symbolic link is watched at its target. The store alone decides
+//! whether a file version is new; an in-memory cache of what was queued keeps rescans cheap.
+//! Each folder runs in its own task: a missing or broken one is logged and retried while the
+//! others go on.
 //!
 //! It never processes anything itself: it enqueues and pokes `on_enqueued`.
 

@@ -1,7 +1,8 @@
 //! Walking a watch folder (or a subfolder that was moved in): every regular file not ignored,
 //! with its size and mtime from `stat` alone. Blocking (std::fs): call it in `spawn_blocking`.
-//! Directory symlinks are not followed (inotify does not follow them either, and they could
-//! loop or leave the folder); a symlink to a file is taken with its target's size and mtime.
+//! Directory symlinks below the folder are not followed (they could loop or leave the folder;
+//! the watch folder itself may be one, and is followed); a symlink to a file is taken with its
+//! target's size and mtime.
 
 use std::fs;
 use std::io;

@@ -82,9 +82,8 @@ async fn broken_inputs_fail_clearly_without_a_charge_and_the_run_goes_on() {
         &image_bytes(48, 32, 1, image::ImageFormat::Jpeg),
     );
     let zero = w("zero.jpg", b"");
-    // Header intact (through the frame header), cut at the start of the scan: only the
-    // service can tell; it answers 9009 and charges nothing. (Decoders fill in a photo cut
-    // later in its scan with grey, and the service charges for that: it is not broken input.)
+    // Header intact (through the frame header), cut at the start of the scan: refused by the
+    // completeness check before any upload (tests/it/incomplete_input.rs covers the rest).
     let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
     let cut_pixels = w("cut-pixels.jpg", &jpeg[..sos + 2]);
     // Cut inside the frame header: refused before any upload.
@@ -124,7 +123,7 @@ async fn broken_inputs_fail_clearly_without_a_charge_and_the_run_goes_on() {
     let store = env.store().await;
     let bad: Vec<(&PathBuf, &str)> = vec![
         (&zero, "is empty (0 bytes)"),
-        (&cut_pixels, "9009"),
+        (&cut_pixels, "truncated: JPEG ends at byte"),
         (&cut_header, "header is cut short"),
         (&text, "is not a JPEG or PNG image"),
         (&huge, "100000×100000 px"),
@@ -169,9 +168,10 @@ async fn broken_inputs_fail_clearly_without_a_charge_and_the_run_goes_on() {
         );
         assert!(reason.contains(expect), "{}: {reason}", p.display());
     }
-    // Only the good photo was charged; the 9009 upload was answered and not charged.
+    // Only the good photo was sent, and charged.
     let ledger = env.sim.ledger();
     assert_eq!(ledger.total_charges, 1, "{ledger:?}");
+    assert_eq!(ledger.upload_requests, 1, "{ledger:?}");
     assert_eq!(ledger.duplicate_charges, 0);
     assert_eq!(env.outputs().len(), 1, "{:?}", env.outputs());
 }
