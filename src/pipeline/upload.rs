@@ -70,13 +70,6 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         return Ok(());
     }
 
-    // No credit on a result with nowhere to go: the output folder must have room for it.
-    if let Some(why) = no_room(&job).await? {
-        ctx.control
-            .pause(Pause::NoRoom(why), super::control::ROOM_RECHECK);
-        return Ok(());
-    }
-
     // From here to the recorded answer, at most `upload_concurrency` jobs at once; the checks
     // above ran while an earlier upload was in flight. A pause or a stop that began while this
     // job waited leaves it queued, untouched.
@@ -84,6 +77,13 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         return Ok(());
     };
     if ctx.shutdown.is_cancelled() || ctx.control.paused().is_some() {
+        return Ok(());
+    }
+    // No credit on a result with nowhere to go: the output folder must have room for it.
+    // Asked here, as late as it costs nothing, so a disk that filled meanwhile is seen.
+    if let Some(why) = no_room(&job).await? {
+        ctx.control
+            .pause(Pause::NoRoom(why), super::control::ROOM_RECHECK);
         return Ok(());
     }
 

@@ -185,15 +185,21 @@ impl Store {
                 .map_err(open_err)?;
         }
         // Create the file ourselves so it is private from its first byte; SQLite gives the
-        // -wal and -shm files the same mode.
-        std::fs::OpenOptions::new()
+        // -wal and -shm files the same mode. Only when it is missing: closing a descriptor of
+        // the database drops every POSIX lock this process holds on it, including those of
+        // connections already open here, and a checkpoint by another process that then finds
+        // the file unlocked deletes the WAL under them (`disk I/O error`).
+        match std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
-            .truncate(false)
+            .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(open_err)?;
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(open_err(e)),
+        }
         Self::connect(path).await
     }
 

@@ -14,6 +14,7 @@ mod incomplete_input;
 mod media;
 mod pipeline;
 mod promises;
+mod room;
 mod sim;
 mod store;
 mod watch;
