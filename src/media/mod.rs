@@ -12,6 +12,7 @@ mod hash;
 mod header;
 mod kind;
 mod marker;
+pub mod mover;
 mod naming;
 mod probe;
 mod walk;
@@ -25,7 +26,7 @@ pub use naming::{
     unique_destination,
 };
 pub use probe::{InputError, Probe, check_size, probe, read_up_to};
-pub use walk::{Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
+pub use walk::{FileId, Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
 
 /// The longest side, in pixels, the service accepts.
 pub const MAX_SIDE: u32 = 6000;

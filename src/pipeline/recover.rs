@@ -18,6 +18,9 @@ use super::{Ctx, PipelineError, blocking, now_ms};
 
 /// Runs before any stage starts: reconciles interrupted uploads, cleans temp files.
 pub async fn startup(ctx: &Ctx) -> Result<(), PipelineError> {
+    // Moves of sources a crash interrupted: completed or undone (see `media::mover`).
+    super::dispose::recover_moves(ctx).await?;
+
     // Only the folders jobs that may still write an output would write into (one entry per
     // folder, not per job: a queue can hold 100,000 photos).
     let folders = ctx
