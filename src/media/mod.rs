@@ -3,8 +3,8 @@
 //! checks input before a credit is spent on it ([`probe`]), hashes content ([`sha256_file`]),
 //! names outputs and writes them durably without ever overwriting a different file
 //! ([`output_path`], [`unique_destination`], [`AtomicFile`]), and walks the paths given to
-//! `hili add` ([`walk`]), and keeps the `.hili-queue` marker of output directories
-//! ([`ensure_marker`]). Everything here blocks (std::fs): async callers use
+//! `hili add` ([`walk`]), keeps the `.hili-queue` marker of output directories
+//! ([`ensure_marker`]), and moves sources the way `mv` does, crash-safely ([`mover`]). Everything here blocks (std::fs): async callers use
 //! `spawn_blocking`.
 
 mod atomic;

@@ -15,8 +15,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::media::{self, FileId};
 use crate::media::mover::{MovePlan, Settled};
+use crate::media::{self, FileId};
 use crate::store::{Job, JobId, State};
 
 use super::{Ctx, PipelineError, blocking};
@@ -332,8 +332,8 @@ mod tests {
     /// Plans and carries out a move as the pass does (without the store).
     fn move_below(src: &Path, root: &Path, dest_root: &Path) -> PathBuf {
         let meta = std::fs::symlink_metadata(src).unwrap();
-        let plan = media::mover::plan(src, &meta, &dest_below(src, root, dest_root).unwrap())
-            .unwrap();
+        let plan =
+            media::mover::plan(src, &meta, &dest_below(src, root, dest_root).unwrap()).unwrap();
         media::mover::execute(&plan).unwrap();
         plan.dest
     }

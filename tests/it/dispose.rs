@@ -125,9 +125,16 @@ async fn a_source_replaced_during_processing_is_processed_as_its_own_job_not_dis
         write_jpeg(&scan, 1);
         let first = sha(&scan);
         let d = Daemon::start(&env);
-        until(Duration::from_secs(30), "first job processing", async || {
-            jobs(&env).await.iter().any(|j| j.state == State::Processing)
-        })
+        until(
+            Duration::from_secs(30),
+            "first job processing",
+            async || {
+                jobs(&env)
+                    .await
+                    .iter()
+                    .any(|j| j.state == State::Processing)
+            },
+        )
         .await;
         if after == "delete" {
             // Saved again in place: the same inode, new size/mtime and content.
@@ -140,20 +147,31 @@ async fn a_source_replaced_during_processing_is_processed_as_its_own_job_not_dis
         }
         let second = sha(&scan);
         assert_ne!(first, second);
-        until(Duration::from_secs(40), "both versions done and disposed of", async || {
-            let js = jobs(&env).await;
-            js.len() == 2 && js.iter().all(|j| j.state == State::Done) && !scan.exists()
-        })
+        until(
+            Duration::from_secs(40),
+            "both versions done and disposed of",
+            async || {
+                let js = jobs(&env).await;
+                js.len() == 2 && js.iter().all(|j| j.state == State::Done) && !scan.exists()
+            },
+        )
         .await;
         d.stop();
 
         let js = jobs(&env).await;
-        let hashes: Vec<_> = js.iter().map(|j| j.content_sha256.clone().unwrap()).collect();
+        let hashes: Vec<_> = js
+            .iter()
+            .map(|j| j.content_sha256.clone().unwrap())
+            .collect();
         assert_eq!(hashes, [first.clone(), second.clone()], "{after}");
         let ledger = env.sim.ledger();
         assert_eq!(ledger.total_charges, 2, "{after}");
         let charged: BTreeSet<_> = ledger.charges.iter().map(|c| c.sha256.clone()).collect();
-        assert_eq!(charged, BTreeSet::from([first.clone(), second.clone()]), "{after}");
+        assert_eq!(
+            charged,
+            BTreeSet::from([first.clone(), second.clone()]),
+            "{after}"
+        );
         let outputs = env.outputs();
         assert_eq!(outputs.len(), 2, "{after}: {outputs:?}");
         let out_hashes: BTreeSet<_> = outputs.iter().map(|o| sha(o)).collect();
@@ -161,7 +179,10 @@ async fn a_source_replaced_during_processing_is_processed_as_its_own_job_not_dis
         assert!(out_hashes.is_disjoint(&BTreeSet::from([first.clone(), second.clone()])));
 
         let notes = event_notes(&env, &js[0]).await;
-        assert!(notes.contains("left") && notes.contains("scan.jpg"), "{after}: {notes}");
+        assert!(
+            notes.contains("left") && notes.contains("scan.jpg"),
+            "{after}: {notes}"
+        );
         let notes = event_notes(&env, &js[1]).await;
         if after == "delete" {
             assert!(notes.contains("deleted"), "{notes}");
