@@ -105,12 +105,19 @@ pub fn execute(p: &MovePlan) -> io::Result<()> {
             format!("{} is gone", p.source.display()),
         )
     })?;
-    if !m.is_file() || FileId::of(&m) != p.source_id {
+    if !p.is_version(&m) {
         return Err(changed(&p.source));
     }
     let (src_dir, dest_dir) = (parent_of(&p.source), parent_of(&p.dest));
     match rename_noreplace(&p.source, &p.dest) {
         Ok(()) => {
+            // A rename takes whatever holds the name at that instant: if a new file took it
+            // since the check above, it goes back (it is not what was processed).
+            if !lstat(&p.dest)?.is_some_and(|d| p.is_version(&d)) {
+                rename_noreplace(&p.dest, &p.source)
+                    .map_err(|e| ctx(e, "moving back the unprocessed", &p.dest))?;
+                return Err(changed(&p.source));
+            }
             sync_dir(dest_dir)?;
             return sync_dir(src_dir);
         }
@@ -161,6 +168,16 @@ pub fn execute(p: &MovePlan) -> io::Result<()> {
     Ok(())
 }
 
+impl MovePlan {
+    /// Whether `m` (an `lstat`) is the version of the source this plan was made for.
+    fn is_version(&self, m: &fs::Metadata) -> bool {
+        m.is_file()
+            && FileId::of(m) == self.source_id
+            && m.len() == self.size
+            && mtime_ns(m) == self.mtime_ns
+    }
+}
+
 fn changed(p: &Path) -> io::Error {
     io::Error::other(format!(
         "{} changed since the move was planned: left in place",
@@ -176,7 +193,7 @@ fn copy_keeping_metadata(p: &MovePlan) -> io::Result<()> {
         .open(&p.source)
         .map_err(|e| ctx(e, "opening", &p.source))?;
     let m = src.metadata().map_err(|e| ctx(e, "checking", &p.source))?;
-    if FileId::of(&m) != p.source_id {
+    if !p.is_version(&m) {
         return Err(changed(&p.source));
     }
     let mut out = OpenOptions::new()
@@ -189,6 +206,10 @@ fn copy_keeping_metadata(p: &MovePlan) -> io::Result<()> {
     io::copy(&mut (&mut src).take(half), &mut out).map_err(|e| ctx(e, "copying to", &p.temp))?;
     crate::failpoint::hit("move:during-copy");
     io::copy(&mut src, &mut out).map_err(|e| ctx(e, "copying to", &p.temp))?;
+    // Written to in place during the copy (same inode, new mtime): not the processed version.
+    if !p.is_version(&src.metadata().map_err(|e| ctx(e, "checking", &p.source))?) {
+        return Err(changed(&p.source));
+    }
     // Owner first: chown clears set-id bits, which the mode below then restores.
     match std::os::unix::fs::fchown(&out, Some(m.uid()), Some(m.gid())) {
         Ok(()) => {}
@@ -305,6 +326,20 @@ mod tests {
         assert_eq!(fs::read(&p.dest).unwrap(), b"photo bytes");
         assert_eq!(fs::read(&dest).unwrap(), b"older");
         assert!(!exists(&src));
+    }
+
+    #[test]
+    fn a_source_replaced_after_the_plan_is_not_moved() {
+        let (_t, src, dest) = setup();
+        let p = plan_for(&src, &dest);
+        let tmp = src.with_file_name("new.jpg");
+        fs::write(&tmp, b"a new scan").unwrap();
+        fs::rename(&tmp, &src).unwrap();
+        assert!(execute(&p).is_err());
+        assert_eq!(fs::read(&src).unwrap(), b"a new scan");
+        assert!(!exists(&p.dest) && !exists(&p.temp));
+        assert_eq!(settle(&p).unwrap(), Settled::Undone);
+        assert_eq!(fs::read(&src).unwrap(), b"a new scan");
     }
 
     #[test]

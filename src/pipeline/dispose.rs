@@ -259,6 +259,17 @@ fn decide(job: &Job, rule: &Disposition, later: Option<JobId>) -> std::io::Resul
                     src.display()
                 ))));
             }
+            // The check may have hashed for a while: the name must still hold what was checked.
+            let now = std::fs::symlink_metadata(src)?;
+            if FileId::of(&now) != FileId::of(&meta)
+                || now.len() != meta.len()
+                || media::mtime_ns(&now) != media::mtime_ns(&meta)
+            {
+                return Ok(Step::Finished(Some(format!(
+                    "left {} in place: it changed while it was being checked",
+                    src.display()
+                ))));
+            }
             std::fs::remove_file(src)?;
             if let Some(dir) = src.parent() {
                 std::fs::File::open(dir)?.sync_all()?;

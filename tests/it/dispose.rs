@@ -327,3 +327,64 @@ async fn a_kill_at_each_step_of_a_cross_filesystem_move_leaves_no_duplicate_or_o
         assert_eq!(env.sim.ledger().total_charges, 1, "{step}: paid twice");
     }
 }
+
+#[tokio::test]
+async fn a_later_job_at_the_same_path_claims_it_and_the_disposed_mark_is_noted_once() {
+    let env = Env::new(fast_sim()).await;
+    let store = env.store().await;
+    let job = |mtime_ns| hili::store::NewJob {
+        source_path: env.inbox.join("scan.jpg"),
+        source_root: env.inbox.clone(),
+        output_dir: env.out.clone(),
+        repair: Repair::Sr,
+        rgb: None,
+        size: 10,
+        mtime_ns,
+        file_id: Some(hili::media::FileId { dev: 1, ino: 2 }),
+        force: false,
+    };
+    let first = store.enqueue(job(1)).await.unwrap().id();
+    assert_eq!(
+        store
+            .later_job_at(first, &env.inbox.join("scan.jpg"))
+            .await
+            .unwrap(),
+        None
+    );
+    let second = store.enqueue(job(2)).await.unwrap().id();
+    assert_eq!(
+        store
+            .later_job_at(first, &env.inbox.join("scan.jpg"))
+            .await
+            .unwrap(),
+        Some(second)
+    );
+    let got = store.get(first).await.unwrap().unwrap();
+    assert_eq!(got.file_id, Some(hili::media::FileId { dev: 1, ino: 2 }));
+
+    store
+        .mark_disposed(second, Some("deleted it"))
+        .await
+        .unwrap();
+    store
+        .mark_disposed(second, Some("deleted it again"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .later_job_at(first, &env.inbox.join("scan.jpg"))
+            .await
+            .unwrap(),
+        None
+    );
+    let notes: Vec<_> = store
+        .events(second)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| e.detail)
+        .filter(|d| d.starts_with("source:"))
+        .collect();
+    assert_eq!(notes, ["source: deleted it"]);
+    store.close().await;
+}
