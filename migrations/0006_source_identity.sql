@@ -21,3 +21,6 @@ CREATE TABLE source_moves (
     mtime_ns   INTEGER NOT NULL,
     created_at INTEGER NOT NULL
 );
+
+-- Besides transitions, `events` now holds notes on a job that leave its state as it is
+-- (from_state = to_state): what was done with its source, or why it was left in place.

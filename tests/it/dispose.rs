@@ -388,3 +388,38 @@ async fn a_later_job_at_the_same_path_claims_it_and_the_disposed_mark_is_noted_o
     assert_eq!(notes, ["source: deleted it"]);
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_source_moved_after_a_restart_is_not_counted_as_a_new_failure() {
+    let env = Env::new(fast_sim()).await;
+    let shm = tempfile::tempdir_in("/dev/shm").expect("/dev/shm (tmpfs) is needed");
+    let failed_dir = shm.path().join("failed");
+    add_watch(
+        &env,
+        &format!(
+            "failed_dir = \"{}\"\nstable_for = \"200ms\"\n",
+            failed_dir.display()
+        ),
+    );
+    fs::write(env.inbox.join("bad.jpg"), b"not a photo at all").unwrap();
+    let out = env
+        .hili()
+        .args(["run", "--once"])
+        .env("HILI_CRASH_AT", "move:after-copy")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("aborting on purpose"), "{stderr}");
+    // The restart only finishes the move: this run failed nothing, so it exits 0.
+    let out = env.hili().args(["run", "--once"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        files_under(&failed_dir).len(),
+        2,
+        "the photo and its reason"
+    );
+    assert!(failed_dir.join("bad.jpg.reason.txt").exists());
+    assert!(!env.inbox.join("bad.jpg").exists());
+    assert_eq!(env.sim.ledger().total_charges, 0);
+}
