@@ -2,12 +2,14 @@
 //! a file and without leaving a duplicate or a temp file after a crash.
 //!
 //! A move is planned first ([`plan`]): a free destination name (`x.jpg`, else `x-1.jpg`…) and
-//! a temp name beside it. The caller records the plan durably (the store's `source_moves`
-//! row) before [`execute`] touches a file, and removes the record once the job is marked
-//! disposed. [`execute`] then:
+//! a temp name beside it. On one filesystem [`rename_in_place`] does it all with one
+//! `renameat2(RENAME_NOREPLACE)`: atomic (a crash leaves the file at one name or the other),
+//! keeps everything, never replaces, and needs no record. Otherwise the caller records the
+//! plan durably (the store's `source_moves` row) before [`execute`] touches a file, and
+//! removes the record once the job is marked disposed. [`execute`] then:
 //!
-//! - on one filesystem, `renameat2(RENAME_NOREPLACE)`: atomic, keeps everything, never
-//!   replaces (where the flag is refused: `link` + `unlink`, else a checked `rename`);
+//! - where the filesystem refuses `RENAME_NOREPLACE`: `link` + `unlink` (a crash between
+//!   leaves two names of one file), else a checked `rename`;
 //! - across filesystems, copies into the temp name (owner where permitted, mode, access and
 //!   modification times set from the source, fsynced), puts the temp in place with the same
 //!   no-replace rule, fsyncs the directory, and only then unlinks the source — if it is still
@@ -95,10 +97,21 @@ pub fn plan(source: &Path, meta: &fs::Metadata, dest: &Path) -> io::Result<MoveP
     ))
 }
 
-/// Carries out a recorded plan. `AlreadyExists` if `dest` was taken since the plan (nothing
-/// moved); on any error the temp copy is removed and the source is where it was, unless the
-/// error came after the copy was in place (then [`settle`] completes it).
-pub fn execute(p: &MovePlan) -> io::Result<()> {
+/// What [`rename_in_place`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fast {
+    /// Moved by one atomic rename.
+    Moved,
+    /// Source and destination are on different filesystems: a copy is needed.
+    OtherFilesystem,
+    /// The filesystem refuses `RENAME_NOREPLACE`: link + unlink (or a checked rename) needed.
+    NoNoReplace,
+}
+
+/// The fast path: one `renameat2(RENAME_NOREPLACE)`. Atomic, so a crash leaves the source at
+/// one name or the other and it needs no record; the other outcomes go through [`execute`],
+/// recorded first. `AlreadyExists` if `dest` was taken since the plan (nothing moved).
+pub fn rename_in_place(p: &MovePlan) -> io::Result<Fast> {
     let m = lstat(&p.source)?.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -108,7 +121,6 @@ pub fn execute(p: &MovePlan) -> io::Result<()> {
     if !p.is_version(&m) {
         return Err(changed(&p.source));
     }
-    let (src_dir, dest_dir) = (parent_of(&p.source), parent_of(&p.dest));
     match rename_noreplace(&p.source, &p.dest) {
         Ok(()) => {
             // A rename takes whatever holds the name at that instant: if a new file took it
@@ -118,11 +130,26 @@ pub fn execute(p: &MovePlan) -> io::Result<()> {
                     .map_err(|e| ctx(e, "moving back the unprocessed", &p.dest))?;
                 return Err(changed(&p.source));
             }
-            sync_dir(dest_dir)?;
-            return sync_dir(src_dir);
+            sync_dir(parent_of(&p.dest))?;
+            sync_dir(parent_of(&p.source))?;
+            Ok(Fast::Moved)
         }
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {}
-        Err(e) if no_noreplace(&e) => match fs::hard_link(&p.source, &p.dest) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => Ok(Fast::OtherFilesystem),
+        Err(e) if no_noreplace(&e) => Ok(Fast::NoNoReplace),
+        Err(e) => Err(ctx(e, "moving", &p.source)),
+    }
+}
+
+/// Carries out a plan, recorded first unless [`rename_in_place`] already did it all.
+/// `AlreadyExists` if `dest` was taken since the plan (nothing moved); on any error the temp
+/// copy is removed and the source is where it was, unless the error came after the copy was
+/// in place (then [`settle`] completes it).
+pub fn execute(p: &MovePlan) -> io::Result<()> {
+    let (src_dir, dest_dir) = (parent_of(&p.source), parent_of(&p.dest));
+    match rename_in_place(p)? {
+        Fast::Moved => return Ok(()),
+        Fast::OtherFilesystem => {}
+        Fast::NoNoReplace => match fs::hard_link(&p.source, &p.dest) {
             Ok(()) => {
                 sync_dir(dest_dir)?;
                 crate::failpoint::hit("move:after-place");
@@ -147,7 +174,6 @@ pub fn execute(p: &MovePlan) -> io::Result<()> {
             }
             Err(e) => return Err(ctx(e, "linking", &p.dest)),
         },
-        Err(e) => return Err(ctx(e, "moving", &p.source)),
     }
 
     // Across filesystems.

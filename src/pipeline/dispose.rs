@@ -9,13 +9,14 @@
 //! file, not a symbolic link; it must not be reached through a symbolic link leading outside
 //! the watch folder; and no later job may have claimed the path. Otherwise the file is left
 //! alone (a new scan saved under the same name is its own job's) and the job's events say why.
-//! Moves go through `media::mover`, recorded in the store first so that a crash mid-move is
-//! completed or undone at start-up ([`recover_moves`]).
+//! Moves go through `media::mover`: one atomic rename on the same filesystem; anything longer
+//! (a copy to another filesystem, link + unlink) is recorded in the store first, so that a
+//! crash mid-move is completed or undone at start-up ([`recover_moves`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::media::mover::{MovePlan, Settled};
+use crate::media::mover::{Fast, MovePlan, Settled};
 use crate::media::{self, FileId};
 use crate::store::{Job, JobId, State};
 
@@ -117,6 +118,25 @@ async fn dispose_one(ctx: &Ctx, job: &Job, rule: Disposition) -> Result<bool, Pi
         }
         Step::Move(plan) => plan,
     };
+    // One atomic rename needs no record; anything longer is recorded before it starts.
+    let p = plan.clone();
+    match blocking(move || media::mover::rename_in_place(&p)).await? {
+        Ok(Fast::Moved) => {
+            finish(ctx, job, &plan).await?;
+            return Ok(true);
+        }
+        Ok(Fast::OtherFilesystem | Fast::NoNoReplace) => {}
+        Err(e) => {
+            // Nothing moved (the name was taken, or the file changed): planned again later.
+            tracing::warn!(
+                job = %job.id,
+                "could not move {} to {}: {e}",
+                plan.source.display(),
+                plan.dest.display()
+            );
+            return Ok(false);
+        }
+    }
     ctx.store.record_move(job.id, &plan).await?;
     crate::failpoint::hit("move:after-intent");
     let p = plan.clone();

@@ -423,3 +423,54 @@ async fn a_failed_source_moved_after_a_restart_is_not_counted_as_a_new_failure()
     assert!(!env.inbox.join("bad.jpg").exists());
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --test it dispose::measure -- --ignored --nocapture"]
+async fn measure_dispose_pass_of_300_sources() {
+    use hili::pipeline::dispose::{Disposition, SourceAfter};
+    for (label, after, shm) in [
+        ("move same-fs", SourceAfter::Move, false),
+        ("move cross-fs", SourceAfter::Move, true),
+        ("delete", SourceAfter::Delete, false),
+    ] {
+        let mut opts = fast_sim();
+        opts.processing = Duration::from_millis(5);
+        let env = Env::new(opts).await;
+        for i in 0..300 {
+            write_jpeg(&env.inbox.join(format!("d{}/p{i}.jpg", i % 10)), i);
+        }
+        env.add(Repair::Sr, None).await;
+        env.run_once(env.settings()).await;
+        let shm_dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let done = if shm {
+            shm_dir.path().join("done")
+        } else {
+            env.dir.path().join("done")
+        };
+        let ctx = hili::pipeline::Ctx::new(
+            env.store().await,
+            env.client(),
+            env.settings(),
+            tokio_util::sync::CancellationToken::new(),
+        );
+        ctx.set_dispositions(vec![Disposition {
+            root: env.inbox.clone(),
+            after,
+            done_dir: Some(done.clone()),
+            failed_dir: None,
+        }]);
+        let t = Instant::now();
+        hili::pipeline::dispose::pass(&ctx).await.unwrap();
+        let el = t.elapsed();
+        assert_eq!(files_under(&env.inbox).len(), 0);
+        if after == SourceAfter::Move {
+            assert_eq!(files_under(&done).len(), 300);
+        }
+        println!(
+            "{label}: 300 sources in {:.2}s = {:.2} ms each",
+            el.as_secs_f64(),
+            el.as_secs_f64() * 1000.0 / 300.0
+        );
+        ctx.store.close().await;
+    }
+}
