@@ -178,6 +178,7 @@ async fn run_once(inbox: &Path, work: &Path, url: &str, upload_concurrency: usiz
             rgb: None,
             size: f.size,
             mtime_ns: f.mtime_ns,
+            file_id: Some(f.file_id),
             force: false,
         })
         .collect();

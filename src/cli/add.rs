@@ -55,6 +55,7 @@ pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
             rgb: args.rgb,
             size: f.size,
             mtime_ns: f.mtime_ns,
+            file_id: Some(f.file_id),
             force: args.force,
         })
         .collect();

@@ -58,6 +58,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
             rgb,
             size: meta.len(),
             mtime_ns: crate::media::mtime_ns(&meta),
+            file_id: Some(crate::media::FileId::of(&meta)),
             force: false,
         });
     }

@@ -24,7 +24,7 @@ fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
 }
 
 /// `p`'s directory, `.` for a bare name.
-fn parent_of(p: &Path) -> &Path {
+pub(super) fn parent_of(p: &Path) -> &Path {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -32,7 +32,7 @@ fn parent_of(p: &Path) -> &Path {
 }
 
 /// Makes a directory's entries durable (a created, renamed or linked name).
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     let d = File::open(dir).map_err(|e| ctx(e, "opening directory", dir))?;
     match d.sync_all() {
         // Some filesystems cannot fsync a directory; there is nothing more to do there.
@@ -43,7 +43,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// `create_dir_all`, then fsyncs the parent of every directory it created so the tree survives
 /// a crash along with the file about to be put in it.
-fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
+pub(super) fn create_dir_all_durable(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut cur = dir;
     while !cur.as_os_str().is_empty() && fs::symlink_metadata(cur).is_err() {
@@ -212,8 +212,9 @@ fn cstring(p: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-/// Moves `from` to `to` unless `to` exists (then fails with `AlreadyExists`, touching nothing).
-fn place_noclobber(from: &Path, to: &Path) -> io::Result<()> {
+/// `renameat2(from, to, RENAME_NOREPLACE)`: fails with `AlreadyExists` if `to` exists,
+/// touching nothing. See [`no_noreplace`] for the errors of systems without it.
+pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         let (f, t) = (cstring(from)?, cstring(to)?);
@@ -229,16 +230,33 @@ fn place_noclobber(from: &Path, to: &Path) -> io::Result<()> {
             )
         };
         if rc == 0 {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
         }
-        let e = io::Error::last_os_error();
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (from, to);
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+/// Whether a [`rename_noreplace`] error means the filesystem or kernel lacks the flag.
+pub(super) fn no_noreplace(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+/// Moves `from` to `to` unless `to` exists (then fails with `AlreadyExists`, touching nothing).
+pub(super) fn place_noclobber(from: &Path, to: &Path) -> io::Result<()> {
+    match rename_noreplace(from, to) {
+        Ok(()) => return Ok(()),
         // Filesystems or kernels without RENAME_NOREPLACE: fall back to a hard link.
-        if !matches!(
-            e.raw_os_error(),
-            Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-        ) {
-            return Err(e);
-        }
+        Err(e) if !no_noreplace(&e) => return Err(e),
+        Err(_) => {}
     }
     match fs::hard_link(from, to) {
         Ok(()) => {

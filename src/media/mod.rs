@@ -4,8 +4,8 @@
 //! walks the whole file's structure so a truncated photo is never sent), hashes content ([`sha256_file`]),
 //! names outputs and writes them durably without ever overwriting a different file
 //! ([`output_path`], [`unique_destination`], [`AtomicFile`]), and walks the paths given to
-//! `hili add` ([`walk`]), and keeps the `.hili-queue` marker of output directories
-//! ([`ensure_marker`]). Everything here blocks (std::fs): async callers use
+//! `hili add` ([`walk`]), keeps the `.hili-queue` marker of output directories
+//! ([`ensure_marker`]), and moves sources the way `mv` does, crash-safely ([`mover`]). Everything here blocks (std::fs): async callers use
 //! `spawn_blocking`.
 
 mod atomic;
@@ -14,6 +14,7 @@ mod hash;
 mod header;
 mod kind;
 mod marker;
+pub mod mover;
 mod naming;
 mod probe;
 mod space;
@@ -30,7 +31,7 @@ pub use naming::{
 };
 pub use probe::{InputError, Probe, check_size, probe, read_up_to};
 pub use space::{Room, expected_result_bytes, is_no_room, room};
-pub use walk::{Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
+pub use walk::{FileId, Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
 
 /// The longest side, in pixels, the service accepts.
 pub const MAX_SIDE: u32 = 6000;

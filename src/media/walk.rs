@@ -22,6 +22,25 @@ pub struct Found {
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i64,
+    /// Which file it is (device, inode), recorded with the job.
+    pub file_id: FileId,
+}
+
+/// A file's device and inode: which file a name pointed at, whatever its content. A file
+/// saved again under the same name (a new scan) is a new inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(m: &fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
 }
 
 /// A path [`walk`] had to skip; the walk goes on after it.
@@ -115,6 +134,7 @@ impl Walk {
             root,
             size: m.len(),
             mtime_ns: mtime_ns(m),
+            file_id: FileId::of(m),
         })
     }
 

@@ -20,6 +20,9 @@ use super::{Ctx, PipelineError, blocking, now_ms};
 /// `give_up` (`run --once`), an upload that cannot be reconciled after `max_attempts` tries to
 /// read the credits is left in `uploading` for the next start instead of waiting forever.
 pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
+    // Moves of sources a crash interrupted: completed or undone (see `media::mover`).
+    super::dispose::recover_moves(ctx).await?;
+
     // Only the folders jobs that may still write an output would write into (one entry per
     // folder, not per job: a queue can hold 100,000 photos).
     let folders = ctx

@@ -9,6 +9,7 @@ use sqlx::SqliteConnection;
 use super::error::SqlContext;
 use super::jobs::{path_bytes, rgb_text};
 use super::{JobId, State, Store, StoreError, now_ms};
+use crate::media::FileId;
 use crate::repair::{Repair, Rgb};
 
 /// A file to queue.
@@ -23,6 +24,8 @@ pub struct NewJob {
     pub rgb: Option<Rgb>,
     pub size: u64,
     pub mtime_ns: i64,
+    /// Device and inode when known: disposition checks the file is still this one.
+    pub file_id: Option<FileId>,
     /// Process again even if the same file (or content) was already done.
     pub force: bool,
 }
@@ -198,8 +201,8 @@ async fn enqueue_one(
 
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO jobs (source_path, source_root, output_dir, repair, rgb, size, mtime_ns, \
-         state, force, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) \
-         RETURNING id",
+         state, force, created_at, updated_at, source_dev, source_ino) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&src)
     .bind(path_bytes(&j.source_root))
@@ -211,6 +214,9 @@ async fn enqueue_one(
     .bind(j.force)
     .bind(now)
     .bind(now)
+    // The u64s' bits, as SQLite integers are signed.
+    .bind(j.file_id.map(|f| f.dev as i64))
+    .bind(j.file_id.map(|f| f.ino as i64))
     .fetch_one(&mut *conn)
     .await
     .ctx(ctx())?;

@@ -231,6 +231,7 @@ mod tests {
                 rgb: None,
                 size: 10,
                 mtime_ns: 1,
+                file_id: None,
                 force: false,
             })
             .collect();

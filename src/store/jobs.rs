@@ -9,6 +9,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{JobId, State, StoreError};
+use crate::media::FileId;
 use crate::repair::{Repair, Rgb};
 
 /// Every column of `jobs`, decoded. Times are unix milliseconds.
@@ -22,6 +23,8 @@ pub struct Job {
     pub rgb: Option<Rgb>,
     pub size: u64,
     pub mtime_ns: i64,
+    /// The source's device and inode when queued (`None` for jobs queued before they were).
+    pub file_id: Option<FileId>,
     /// Lowercase hex SHA-256 of the content, once hashed.
     pub content_sha256: Option<String>,
     pub state: State,
@@ -83,7 +86,7 @@ pub struct Event {
 pub(crate) const JOB_COLUMNS: &str = "id, source_path, source_root, output_dir, repair, rgb, \
     size, mtime_ns, content_sha256, state, attempts, not_before, credits_before, mdf, img_url, \
     output_path, output_sha256, reason, credit_spent, charges, force, created_at, updated_at, \
-    processing_since, next_poll_at";
+    processing_since, next_poll_at, source_dev, source_ino";
 
 pub(crate) fn path_bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_bytes().to_vec()
@@ -127,6 +130,14 @@ pub(crate) fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
         None => None,
     };
 
+    let dev: Option<i64> = row.try_get("source_dev").map_err(sql)?;
+    let ino: Option<i64> = row.try_get("source_ino").map_err(sql)?;
+    // Stored as the u64s' bits (see enqueue).
+    let file_id = dev.zip(ino).map(|(dev, ino)| FileId {
+        dev: dev as u64,
+        ino: ino as u64,
+    });
+
     Ok(Job {
         id,
         source_path: bytes_path(row.try_get("source_path").map_err(sql)?),
@@ -136,6 +147,7 @@ pub(crate) fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
         rgb,
         size,
         mtime_ns: row.try_get("mtime_ns").map_err(sql)?,
+        file_id,
         content_sha256: row.try_get("content_sha256").map_err(sql)?,
         state,
         attempts,

@@ -95,11 +95,13 @@ impl Store {
         Ok(work)
     }
 
-    /// How many jobs reached each final state (done, failed, held) since `since_ms`.
+    /// How many jobs reached each final state (done, failed, held) since `since_ms`. Notes
+    /// (rows whose state does not change, e.g. a source's disposition) are no outcome.
     pub async fn outcomes_since(&self, since_ms: i64) -> Result<BTreeMap<State, u64>, StoreError> {
         let rows = sqlx::query(
             "SELECT to_state, COUNT(DISTINCT job_id) FROM events \
-             WHERE at >= ? AND to_state IN ('done', 'failed', 'held', 'skipped') GROUP BY to_state",
+             WHERE at >= ? AND to_state IN ('done', 'failed', 'held', 'skipped') \
+             AND from_state IS NOT to_state GROUP BY to_state",
         )
         .bind(since_ms)
         .fetch_all(&mut *self.reader("using the queue database").await?)

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::config::WatchConfig;
 use super::scan::stat_file;
 use super::stability::{Stat, Tracker, Verdict};
+use crate::media::{FileId, mtime_ns};
 use crate::store::{EnqueueOutcome, Known, NewJob, Store, StoreError};
 
 /// Most files per `enqueue_many` transaction, so the pipeline never waits long on the lock.
@@ -101,9 +102,11 @@ pub(crate) async fn enqueue(
 ) -> Result<Vec<EnqueueOutcome>, StoreError> {
     let mut out = Vec::with_capacity(ready.len());
     for chunk in ready.chunks(CHUNK) {
+        let ids = file_ids(chunk.to_vec()).await;
         let jobs = chunk
             .iter()
-            .map(|(p, s)| NewJob {
+            .zip(ids)
+            .map(|((p, s), file_id)| NewJob {
                 source_path: p.clone(),
                 source_root: cfg.path.clone(),
                 output_dir: cfg.output.clone(),
@@ -111,6 +114,7 @@ pub(crate) async fn enqueue(
                 rgb: cfg.rgb,
                 size: s.size,
                 mtime_ns: s.mtime_ns,
+                file_id,
                 force: false,
             })
             .collect();
@@ -135,6 +139,26 @@ pub(crate) async fn enqueue(
         );
     }
     Ok(out)
+}
+
+/// The device and inode of each file, recorded with its job so that disposition can tell it
+/// from a file saved later under the same name. `None` where the file no longer has the size
+/// and mtime found stable (it changed again: disposition then goes by size, mtime and hash).
+async fn file_ids(files: Vec<(PathBuf, Stat)>) -> Vec<Option<FileId>> {
+    let n = files.len();
+    let ids = tokio::task::spawn_blocking(move || {
+        files
+            .iter()
+            .map(|(p, s)| {
+                let m = std::fs::metadata(p).ok()?;
+                (m.len() == s.size && mtime_ns(&m) == s.mtime_ns).then(|| FileId::of(&m))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    // A panicked task (never expected) leaves the ids unknown rather than failing the intake.
+    if ids.len() == n { ids } else { vec![None; n] }
 }
 
 #[cfg(test)]

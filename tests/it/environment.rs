@@ -473,6 +473,7 @@ async fn outputs_stay_in_the_output_directory() {
                 rgb: None,
                 size: m.len(),
                 mtime_ns: hili::media::mtime_ns(&m),
+                file_id: None,
                 force: false,
             })
             .await

@@ -40,6 +40,7 @@ async fn enqueue(store: &Store, env: &Env, path: &Path) {
             rgb: None,
             size,
             mtime_ns,
+            file_id: None,
             force: false,
         })
         .await

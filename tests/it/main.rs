@@ -6,6 +6,7 @@ mod client;
 mod client_sim;
 mod crash;
 mod daemon;
+mod dispose;
 mod environment;
 mod helpers;
 mod hostile_input;

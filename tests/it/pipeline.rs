@@ -42,6 +42,7 @@ async fn every_repair_type_end_to_end() {
                 rgb: *rgb,
                 size: meta.len(),
                 mtime_ns: hili::media::mtime_ns(&meta),
+                file_id: Some(hili::media::FileId::of(&meta)),
                 force: false,
             })
             .await

@@ -20,6 +20,7 @@ fn job(name: &str) -> NewJob {
         rgb: None,
         size: 1234,
         mtime_ns: 1_700_000_000_000_000_000,
+        file_id: None,
         force: false,
     }
 }

@@ -151,6 +151,7 @@ impl Env {
                 rgb,
                 size: f.size,
                 mtime_ns: f.mtime_ns,
+                file_id: Some(f.file_id),
                 force: false,
             })
             .collect();
