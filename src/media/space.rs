@@ -40,7 +40,7 @@ pub fn room(dir: &Path) -> io::Result<Room> {
     // SAFETY: access only reads the NUL-terminated path.
     let writable = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
     Ok(Room {
-        free: u64::from(s.f_bavail).saturating_mul(u64::from(s.f_frsize)),
+        free: s.f_bavail.saturating_mul(s.f_frsize),
         read_only: s.f_flag & libc::ST_RDONLY != 0,
         writable,
     })

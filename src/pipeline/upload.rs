@@ -33,17 +33,21 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     //    One trip to the blocking pool for both.
     let src = job.source_path.clone();
     let limit = ctx.settings.max_upload_bytes;
-    let checked = blocking(move || {
-        // What is wrong with the file itself first (it says more), then the size limit.
-        media::probe(&src)
-            .and_then(|p| media::check_size(&src, &p))
-            .map_err(|e| e.to_string())?;
-        if let Some(reason) = too_large(&src, limit) {
-            return Err(reason);
-        }
-        Ok(media::sha256_file(&src))
+    // Is the file still the version that was queued? Gone, or another size or time: a later
+    // job for it (renamed, saved again) takes over, and this one has nothing left to do.
+    // (Asked in the same trip to the blocking pool as the checks.)
+    let (recorded_size, recorded_mtime) = (job.size, job.mtime_ns);
+    let (changed, checked) = blocking(move || {
+        let changed = match std::fs::metadata(&src) {
+            Ok(m) => m.len() != recorded_size || media::mtime_ns(&m) != recorded_mtime,
+            Err(_) => true,
+        };
+        (changed, check_and_hash(&src, limit))
     })
     .await?;
+    if changed && superseded(ctx, &job).await? {
+        return Ok(());
+    }
     let sha = match checked {
         Err(reason) => {
             tracing::warn!(job = %id, "{reason}");
@@ -66,7 +70,11 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         ..job
     };
 
-    if !job.force && (own_result(ctx, &job, &sha).await? || dedupe(ctx, &job).await?) {
+    if !job.force
+        && (renamed(ctx, &job).await?
+            || own_result(ctx, &job, &sha).await?
+            || dedupe(ctx, &job).await?)
+    {
         return Ok(());
     }
 
@@ -222,6 +230,19 @@ async fn adopt_late_answer(
             Ok(())
         }
     }
+}
+
+/// The input check and the content hash: `Err(reason)` for a file that must not be sent,
+/// `Ok(Err(_))` for one that could not be read.
+fn check_and_hash(src: &Path, limit: u64) -> Result<std::io::Result<String>, String> {
+    // What is wrong with the file itself first (it says more), then the size limit.
+    media::probe(src)
+        .and_then(|p| media::check_size(src, &p))
+        .map_err(|e| e.to_string())?;
+    if let Some(reason) = too_large(src, limit) {
+        return Err(reason);
+    }
+    Ok(media::sha256_file(src))
 }
 
 /// The size limit, checked before any byte is read or sent: `Some(reason)` for a file over
@@ -405,6 +426,55 @@ async fn no_room(job: &Job) -> Result<Option<String>, PipelineError> {
     } else {
         None
     })
+}
+
+/// The job's file is gone or changed since it was queued, and a later job has it (renamed:
+/// same device and inode under a new name; saved again: the same path): this job ends
+/// `skipped`, "superseded", rather than failing for a file that was processed under its new
+/// name. Returns true when it did.
+async fn superseded(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
+    let Some(next) = ctx.store.successor(job).await? else {
+        return Ok(false);
+    };
+    let how = if next.source_path == job.source_path {
+        "saved again since".to_string()
+    } else {
+        format!("now {}", next.source_path.display())
+    };
+    let reason = format!(
+        "superseded by job {}: {} is {how}, and that job processes it",
+        next.id,
+        job.source_path.display()
+    );
+    tracing::info!(job = %job.id, "{reason}");
+    ctx.store.skip(job.id, &reason).await?;
+    Ok(true)
+}
+
+/// The job's file is one an earlier job already sent under another name (the file or its
+/// folder was renamed while, or after, it was processed): that job's result is the file's,
+/// so this one ends `skipped` instead of writing the result a second time. Only when the old
+/// name is gone (two names of one file, a hard link, are two photos to their owner).
+async fn renamed(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> {
+    let Some(earlier) = ctx.store.renamed_from(job).await? else {
+        return Ok(false);
+    };
+    let old = earlier.source_path.clone();
+    if blocking(move || std::fs::symlink_metadata(&old).is_ok()).await? {
+        return Ok(false);
+    }
+    let result = match &earlier.output_path {
+        Some(p) => format!("its result is {}", p.display()),
+        None => "its result is on its way".to_string(),
+    };
+    let reason = format!(
+        "the same file as job {} (renamed from {}); {result}, written once",
+        earlier.id,
+        earlier.source_path.display()
+    );
+    tracing::info!(job = %job.id, "{reason}");
+    ctx.store.skip(job.id, &reason).await?;
+    Ok(true)
 }
 
 /// hili never takes its own results for photos: a file whose content is a result in the queue

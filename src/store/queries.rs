@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::error::SqlContext;
-use super::jobs::{JOB_COLUMNS, decode_event, decode_job};
+use super::jobs::{JOB_COLUMNS, decode_event, decode_job, path_bytes};
 use super::{Event, Job, JobId, State, Store, StoreError, now_ms};
 
 impl Store {
@@ -21,6 +21,7 @@ impl Store {
                 Bind::Int(i) => q.bind(i),
                 Bind::Str(s) => q.bind(s),
                 Bind::OptStr(s) => q.bind(s),
+                Bind::Bytes(b) => q.bind(b),
             };
         }
         let rows = q
@@ -28,6 +29,55 @@ impl Store {
             .await
             .ctx(context)?;
         rows.iter().map(decode_job).collect()
+    }
+
+    /// A later job for the same file as `job`: at the same path (a newer version of it) or
+    /// with the same device and inode under another name (the file or its folder was
+    /// renamed). Skipped jobs do not count.
+    pub async fn successor(&self, job: &Job) -> Result<Option<Job>, StoreError> {
+        let (dev, ino) = file_id_binds(job);
+        let mut v = self
+            .select_jobs(
+                "SELECT {cols} FROM jobs WHERE id > ? AND state != 'skipped' \
+                 AND (source_path = ? OR (source_dev = ? AND source_ino = ?)) ORDER BY id LIMIT 1",
+                [
+                    Bind::Int(job.id.0),
+                    Bind::Bytes(path_bytes(&job.source_path)),
+                    Bind::Int(dev),
+                    Bind::Int(ino),
+                ],
+                &format!("looking for a later job for the file of job {}", job.id),
+            )
+            .await?;
+        Ok(v.pop())
+    }
+
+    /// An earlier job for the same file as `job` (same device and inode) under another name,
+    /// that has sent it or has its result: the file, or its folder, was renamed after that job
+    /// read it.
+    pub async fn renamed_from(&self, job: &Job) -> Result<Option<Job>, StoreError> {
+        if job.file_id.is_none() {
+            return Ok(None);
+        }
+        let (dev, ino) = file_id_binds(job);
+        let mut v = self
+            .select_jobs(
+                "SELECT {cols} FROM jobs WHERE id < ? AND source_dev = ? AND source_ino = ? \
+                 AND source_path != ? AND repair = ? AND rgb IS ? \
+                 AND state IN ('uploading', 'processing', 'downloading', 'done') \
+                 ORDER BY id DESC LIMIT 1",
+                [
+                    Bind::Int(job.id.0),
+                    Bind::Int(dev),
+                    Bind::Int(ino),
+                    Bind::Bytes(path_bytes(&job.source_path)),
+                    Bind::Str(job.repair.wire()),
+                    Bind::OptStr(job.rgb.map(|c| c.to_string()).as_deref()),
+                ],
+                &format!("looking for an earlier job for the file of job {}", job.id),
+            )
+            .await?;
+        Ok(v.pop())
     }
 
     pub async fn get(&self, id: JobId) -> Result<Option<Job>, StoreError> {
@@ -146,6 +196,7 @@ pub(crate) enum Bind<'q> {
     Int(i64),
     Str(&'q str),
     OptStr(Option<&'q str>),
+    Bytes(Vec<u8>),
 }
 
 /// A JSON array of `items` (each already a JSON value: a number, or a state name in quotes),
@@ -153,4 +204,11 @@ pub(crate) enum Bind<'q> {
 /// plan) stays the same whatever the number of items.
 pub(crate) fn json_array(items: impl IntoIterator<Item = String>) -> String {
     format!("[{}]", items.into_iter().collect::<Vec<_>>().join(","))
+}
+
+/// A job's device and inode as stored (the u64s' bits). A job queued without them binds
+/// `i64::MIN`, which no real device number is.
+fn file_id_binds(job: &Job) -> (i64, i64) {
+    job.file_id
+        .map_or((i64::MIN, i64::MIN), |f| (f.dev as i64, f.ino as i64))
 }

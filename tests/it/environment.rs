@@ -119,20 +119,27 @@ fn temps_under(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn a_full_output_disk_keeps_the_job_downloading_until_space_returns() {
-    let env = Arc::new(Env::new(fast_sim()).await);
-    let tmpfs = match Tmpfs::mount(&env.out) {
+    let env = Arc::new(Env::new(slow_processing()).await);
+    let tmpfs = match Tmpfs::mount_sized(&env.out, "4m") {
         Ok(t) => t,
         Err(e) => {
             println!("skipped: cannot mount a tmpfs here ({e})");
             return;
         }
     };
-    let filler = fill(&env.out);
     write_jpeg(&env.inbox.join("p.jpg"), 1);
     env.add(Repair::Sr, None).await;
     let (logs, _guard) = capture_logs();
 
     let (_stop, run) = spawn_run(&env, fast(&env));
+    // The disk fills after the upload (with room, as hili checks), while it is processed.
+    until(
+        Duration::from_secs(10),
+        "the job is processing",
+        async || only_job(&env).await.state == State::Processing,
+    )
+    .await;
+    let filler = fill(&env.out);
     // Downloading, and staying there through several attempts.
     let seen = Instant::now();
     until(
@@ -177,16 +184,22 @@ async fn a_result_that_expires_while_the_output_is_unwritable_is_held() {
     let env = Arc::new(
         Env::new(SimOptions {
             retention: Duration::from_millis(800),
-            ..fast_sim()
+            ..slow_processing()
         })
         .await,
     );
     write_jpeg(&env.inbox.join("p.jpg"), 2);
     env.add(Repair::Sr, None).await;
-    // A regular file where the output directory should be.
-    std::fs::write(&env.out, b"in the way").unwrap();
 
     let (_stop, run) = spawn_run(&env, fast(&env));
+    // After the upload: a regular file where the output directory should be.
+    until(
+        Duration::from_secs(10),
+        "the job is processing",
+        async || only_job(&env).await.state == State::Processing,
+    )
+    .await;
+    block_output(&env);
     let summary = tokio::time::timeout(Duration::from_secs(20), run)
         .await
         .expect("run finished")
@@ -259,6 +272,23 @@ impl Drop for Daemon {
     }
 }
 
+/// Processing long enough for a test to change the output folder between upload and download
+/// (before the upload, hili would see it has no room and not upload at all).
+fn slow_processing() -> SimOptions {
+    SimOptions {
+        processing: Duration::from_millis(1500),
+        ..fast_sim()
+    }
+}
+
+/// A regular file where the output directory should be (what the upload made of it removed).
+fn block_output(env: &Env) {
+    if env.out.is_dir() {
+        std::fs::remove_dir_all(&env.out).unwrap();
+    }
+    std::fs::write(&env.out, b"in the way").unwrap();
+}
+
 async fn open_state(env: &Env) -> Option<State> {
     let store = hili::store::Store::open_existing(&env.db).await.ok()?;
     let s = store.all_jobs(None).await.ok()?.first().map(|j| j.state);
@@ -268,11 +298,17 @@ async fn open_state(env: &Env) -> Option<State> {
 
 #[tokio::test]
 async fn the_daemon_keeps_running_while_the_output_is_unwritable() {
-    let env = Env::new(fast_sim()).await;
+    let env = Env::new(slow_processing()).await;
     add_watch(&env);
-    std::fs::write(&env.out, b"in the way").unwrap();
     let mut d = Daemon::start(&env, true);
     write_jpeg(&env.inbox.join("p.jpg"), 3);
+    until(
+        Duration::from_secs(15),
+        "the job is processing",
+        async || open_state(&env).await == Some(State::Processing),
+    )
+    .await;
+    block_output(&env);
 
     until(
         Duration::from_secs(15),

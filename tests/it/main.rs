@@ -18,5 +18,6 @@ mod promises;
 mod room;
 mod sim;
 mod store;
+mod superseded;
 mod watch;
 mod watch_symlink;
