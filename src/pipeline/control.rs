@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+use crate::api::error::{ApiError, ErrorClass};
 use crate::store::JobId;
 
 /// How long a pause for a refused configuration lasts before the daemon tries again (the
@@ -114,6 +115,18 @@ impl Control {
             tracing::warn!("{}", why.message());
         }
         *p = Some((why, Instant::now() + for_at_least));
+    }
+
+    /// The one reaction to an API error that no waiting will heal (token rejected, unknown
+    /// third_code, a base URL that is not the API): uploads and results pause with the error
+    /// as the reason, and the daemon looks again after [`MISCONFIGURED_RECHECK`]. Returns
+    /// whether `e` was such an error.
+    pub fn pause_if_refused(&self, e: &ApiError) -> bool {
+        let refused = e.class() == ErrorClass::Misconfigured;
+        if refused {
+            self.pause(Pause::Misconfigured(e.to_string()), MISCONFIGURED_RECHECK);
+        }
+        refused
     }
 
     /// The pause in force, if any; an expired pause is lifted here.

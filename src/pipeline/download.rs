@@ -3,8 +3,7 @@
 //! must be an image by magic bytes), streams it into a temp file in the output directory,
 //! fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
 //! the output's path and SHA-256. A server that keeps sending something wrong gets
-//! `max_attempts` tries, then the job is held with the reason. Also copies an earlier twin's
-//! output when a photo was already processed.
+//! `max_attempts` tries, then the job is held with the reason.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,8 +12,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::api::error::{ApiError, ErrorClass};
-use crate::media::{self, AtomicFile, Destination, ImageKind};
+use crate::api::error::ApiError;
+use crate::media::{self, AtomicFile, ImageKind};
 use crate::store::{Job, State};
 
 use super::backoff::retry_delay;
@@ -85,12 +84,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         Ok(url) => url,
         Err(ApiError::NotFound { .. }) => return expired(ctx, &job).await,
         Err(e) => {
-            if e.class() == ErrorClass::Misconfigured {
-                ctx.control.pause(
-                    super::control::Pause::Misconfigured(e.to_string()),
-                    super::control::MISCONFIGURED_RECHECK,
-                );
-            }
+            ctx.control.pause_if_refused(&e);
             // A malformed answer (not JSON, wrong shape, a URL that is not http(s)) is the
             // server sending something wrong: it counts towards max_attempts, then holds.
             let malformed = matches!(e, ApiError::BadBody { .. });
@@ -407,55 +401,4 @@ async fn retry_later(
         .defer(id, State::Downloading, now_ms() + wait.as_millis() as i64)
         .await?;
     Ok(())
-}
-
-/// Gives `job` the output of `twin`, an earlier job with the same identity that is done: the
-/// file is copied durably, no upload, no credit. Returns false when the twin's output is gone
-/// (then the photo is uploaded as usual).
-pub async fn copy_from_twin(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, PipelineError> {
-    let (Some(src), Some(sha)) = (twin.output_path.clone(), twin.output_sha256.clone()) else {
-        return Ok(false);
-    };
-    let job2 = job.clone();
-    let copied = blocking(move || -> std::io::Result<Option<PathBuf>> {
-        let Some(kind) = media::sniff_file(&src)? else {
-            return Ok(None);
-        };
-        let candidate = media::output_path(
-            &job2.output_dir,
-            &job2.source_root,
-            &job2.source_path,
-            job2.repair,
-            kind,
-        )
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-        match media::unique_destination(&candidate, &sha)? {
-            Destination::AlreadyThere(p) => Ok(Some(p)),
-            Destination::Free(p) => Ok(Some(media::copy_atomic(&src, &p)?.0)),
-        }
-    })
-    .await?;
-    match copied {
-        Ok(Some(path)) => {
-            ctx.store
-                .finish(
-                    job.id,
-                    State::Queued,
-                    &path,
-                    &twin.output_sha256.clone().unwrap_or_default(),
-                )
-                .await?;
-            tracing::info!(job = %job.id, "same photo as job {}: result copied to {}, no credit spent", twin.id, path.display());
-            Ok(true)
-        }
-        Ok(None) => Ok(false),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => {
-            tracing::warn!(job = %job.id, "could not copy the result of job {}: {e}", twin.id);
-            ctx.store
-                .defer(job.id, State::Queued, now_ms() + 5000)
-                .await?;
-            Ok(true)
-        }
-    }
 }

@@ -5,11 +5,10 @@
 use std::time::Duration;
 
 use crate::api::client::JobStatus;
-use crate::api::error::{ApiError, ErrorClass};
+use crate::api::error::ApiError;
 use crate::store::{Job, State};
 
 use super::backoff::{poll_delay, retry_delay};
-use super::control::Pause;
 use super::gate::Priority;
 use super::{Ctx, PipelineError, now_ms};
 
@@ -51,12 +50,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
             return super::download::expired(ctx, &job).await;
         }
         Err(e) => {
-            if e.class() == ErrorClass::Misconfigured {
-                ctx.control.pause(
-                    Pause::Misconfigured(e.to_string()),
-                    super::control::MISCONFIGURED_RECHECK,
-                );
-            }
+            ctx.control.pause_if_refused(&e);
             // An outage is waited out (the result stays for an hour, and expiry is handled);
             // answers that keep arriving malformed are not, or the job would poll forever.
             if matches!(e, ApiError::BadBody { .. } | ApiError::UnknownErrno { .. }) {

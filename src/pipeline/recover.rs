@@ -7,12 +7,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::api::error::ErrorClass;
 use crate::media;
 use crate::store::{JobId, State};
 
 use super::backoff::retry_delay;
-use super::control::Pause;
 use super::gate::Priority;
 use super::{Ctx, PipelineError, blocking, now_ms};
 
@@ -91,12 +89,7 @@ pub async fn reconcile(
                     tracing::warn!(job = %id, "cannot read the credits to reconcile a lost upload answer ({failures} tries): {e}");
                     return Err(PipelineError::Unreconciled);
                 }
-                if e.class() == ErrorClass::Misconfigured {
-                    ctx.control.pause(
-                        Pause::Misconfigured(e.to_string()),
-                        super::control::MISCONFIGURED_RECHECK,
-                    );
-                }
+                ctx.control.pause_if_refused(&e);
                 let wait = retry_delay(
                     failures,
                     ctx.settings.retry_base,

@@ -189,7 +189,7 @@ async fn a_file_replaced_during_upload_records_the_hash_of_the_bytes_sent() {
     // Right before the request (after the hash and the persisted intent), a new version is
     // moved over the file, as an editor's "save" does.
     let (path, data) = (src.clone(), second.clone());
-    hili::pipeline::upload::before_send(src.clone(), move || {
+    hili::failpoint::on("before-upload-request", src.clone(), move || {
         let tmp = path.with_extension("new");
         std::fs::write(&tmp, &data).unwrap();
         std::fs::rename(&tmp, &path).unwrap();

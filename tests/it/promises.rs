@@ -181,7 +181,7 @@ async fn an_answer_that_arrives_for_a_job_taken_for_lost_is_recorded_not_dropped
     // While the upload is in flight, something else (another process's recovery, before the
     // run lock existed) takes it for lost and holds the job as charged with no known result.
     let db = env.db.clone();
-    hili::pipeline::upload::before_send(photo.clone(), move || {
+    hili::failpoint::on("before-upload-request", photo.clone(), move || {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

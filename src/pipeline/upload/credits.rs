@@ -1,0 +1,135 @@
+//! Step 3 of an upload, the credit: a send slot (at most `upload_concurrency` uploads between
+//! here and their recorded answer), no pause in force, room for the result, credits on the
+//! account (the count is kept with the intent, to reconcile a lost answer), the run's budget,
+//! and the output folder marked as this queue's before a credit is spent on it.
+
+use std::time::Duration;
+
+use tokio::sync::SemaphorePermit;
+
+use crate::api::error::ApiError;
+use crate::media;
+use crate::store::{Job, State};
+
+use crate::pipeline::backoff::retry_delay;
+use crate::pipeline::control::Pause;
+use crate::pipeline::gate::Priority;
+use crate::pipeline::{Ctx, PipelineError, blocking, now_ms};
+
+/// What step 3 hands to the send: the slot, and the credits seen just before.
+pub(super) struct Go<'a> {
+    pub slot: SemaphorePermit<'a>,
+    pub credits_before: u64,
+}
+
+/// Everything that must hold before a credit is committed to this job; `None` leaves it queued
+/// (paused, stopping, no room, no credits, budget reached: each says why where it is decided).
+pub(super) async fn reserve<'a>(ctx: &'a Ctx, job: &Job) -> Result<Option<Go<'a>>, PipelineError> {
+    // The checks of step 1 and 2 ran while an earlier upload was in flight. A pause or a stop
+    // that began while this job waited leaves it queued, untouched.
+    let Ok(slot) = ctx.send_slots.acquire().await else {
+        return Ok(None);
+    };
+    if ctx.shutdown.is_cancelled() || ctx.control.paused().is_some() {
+        return Ok(None);
+    }
+    // No credit on a result with nowhere to go: the output folder must have room for it.
+    // Asked here, as late as it costs nothing, so a disk that filled meanwhile is seen.
+    if let Some(why) = super::check::no_room(job).await? {
+        ctx.control
+            .pause(Pause::NoRoom(why), crate::pipeline::control::ROOM_RECHECK);
+        return Ok(None);
+    }
+    let Some(credits_before) = credits_for_upload(ctx, job).await? else {
+        return Ok(None);
+    };
+    if !ctx.control.reserve(ctx.settings.budget) {
+        ctx.control
+            .pause(Pause::Budget, Duration::from_secs(365 * 24 * 3600));
+        return Ok(None);
+    }
+    // The output directory is marked as this queue's before a credit is spent on it, so a
+    // lost database is noticed at the next start instead of re-uploading everything.
+    mark_output_dir(ctx, job).await;
+    Ok(Some(Go {
+        slot,
+        credits_before,
+    }))
+}
+
+/// Reads the credits left before an upload. `None` means "do not upload now": the account
+/// has no credits or rejected the token (uploads are paused), or the service could not be
+/// asked (this job waits a little).
+async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, PipelineError> {
+    ctx.gate.acquire(Priority::Low).await;
+    match ctx.api.credits().await {
+        Ok(n) => {
+            // A count that leads to an upload is recorded with the upload intent.
+            if n == 0 {
+                ctx.store.record_credits(n).await?;
+                ctx.control
+                    .pause(Pause::NoCredits, ctx.settings.credits_recheck);
+                return Ok(None);
+            }
+            if matches!(ctx.control.paused(), Some((Pause::NoCredits, _))) {
+                ctx.control.resume();
+            }
+            Ok(Some(n))
+        }
+        Err(e) if ctx.control.pause_if_refused(&e) => Ok(None),
+        Err(e) => {
+            let failures = ctx.control.note_failure(job.id);
+            // Something answers the credits endpoint, but never as the API does (an HTML page,
+            // a proxy's text): a base URL that is not the API, which waiting will not fix.
+            if matches!(e, ApiError::BadBody { .. }) && failures > ctx.settings.max_attempts {
+                ctx.control.clear_failures(job.id);
+                let why = format!(
+                    "the credits endpoint answered {failures} times in a row with something \
+                     that is not the API's answer ({e}); check api.base_url"
+                );
+                ctx.control.pause(
+                    Pause::Misconfigured(why),
+                    crate::pipeline::control::MISCONFIGURED_RECHECK,
+                );
+                return Ok(None);
+            }
+            let wait = retry_delay(
+                failures,
+                ctx.settings.retry_base,
+                Duration::from_secs(60),
+                job.id,
+            );
+            tracing::warn!(job = %job.id, "could not read the credits left before the upload, again in {wait:?}: {e}");
+            let at = now_ms() + wait.as_millis() as i64;
+            ctx.store.defer(job.id, State::Queued, at).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// Writes the `.hili-queue` marker into the job's output directory if it has none. Best
+/// effort: an output directory that cannot be written now is reported by the download (which
+/// retries); the marker only protects against a lost database. Each directory is looked at
+/// once per run: a backlog shares a handful of output folders.
+async fn mark_output_dir(ctx: &Ctx, job: &Job) {
+    if ctx.is_marked(&job.output_dir) {
+        return;
+    }
+    let queue_id = match ctx.queue_id().await {
+        Ok(q) => q.to_string(),
+        Err(e) => {
+            tracing::warn!(job = %job.id, "could not read the queue id for the output marker: {e}");
+            return;
+        }
+    };
+    let dir = job.output_dir.clone();
+    match blocking(move || media::ensure_marker(&dir, &queue_id)).await {
+        Ok(Ok(_)) => ctx.set_marked(&job.output_dir),
+        Ok(Err(e)) => tracing::warn!(
+            job = %job.id,
+            "could not write {}: {e}",
+            media::marker_path(&job.output_dir).display()
+        ),
+        Err(_) => {}
+    }
+}
