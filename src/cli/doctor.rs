@@ -121,7 +121,7 @@ async fn check_api(r: &mut Report<'_>, config: &Config, secret: Option<(Secret, 
             "third_code",
             "not checked: the server rejected the token (errno 9999): check the secret key",
         ),
-        Err(ApiError::NotFound { .. }) => r.fail(
+        Err(ApiError::UnknownAccount { .. }) => r.fail(
             "third_code",
             &format!("{tc:?} is not known to the server (errno 9002): check api.third_code"),
         ),

@@ -1,16 +1,8 @@
 //! User retries (`hili retry [--reupload]`) and the column updates that are not transitions
 //! (poll scheduling, upload backoff of a queued job).
 
-use super::transitions::{CLEAR_RESULT, Set, Val};
+use super::transitions::{Set, Val};
 use super::{JobId, State, Store, StoreError};
-
-/// Columns reset when a person retries: a fresh attempt budget and no backoff.
-const FRESH: [Set; 4] = [
-    Set::Raw("attempts = 0"),
-    Set::Raw("disposed = 0"),
-    Set::Raw("not_before = 0"),
-    Set::Raw("reason = NULL"),
-];
 
 impl Store {
     /// Retries a failed, held or (with `reupload`) done job; returns its new state.
@@ -64,22 +56,18 @@ impl Store {
                 });
             }
         };
-        let mut sets: Vec<Set> = FRESH.to_vec();
-        if from == State::Skipped {
-            // Skipped on purpose: processing it anyway must not be skipped again.
-            sets.push(Set::Raw("force = 1"));
-        }
-        if to == State::Queued {
-            sets.extend(CLEAR_RESULT);
-        } else {
-            sets.push(Set::Raw("next_poll_at = NULL"));
-        }
+        // The columns each way resets are the edges' (see `state::EDGES`).
+        let edge = match (from, to) {
+            (State::Skipped, _) => "retry_skipped",
+            (_, State::Queued) => "retry",
+            _ => "retry_fetch",
+        };
         let detail = if reupload {
             "retry --reupload"
         } else {
             "retry"
         };
-        self.transition(id, from, to, &sets, Some(detail.to_string()))
+        self.take_now(edge, id, from, Vec::new(), detail.to_string())
             .await?;
         Ok(to)
     }

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::jobs::path_bytes;
+use super::state::IllegalTransition;
 use super::{JobId, State, Store, StoreError, check, now_ms};
 use crate::failpoint;
 
@@ -26,22 +27,6 @@ pub(crate) enum Set {
     Raw(&'static str),
 }
 
-/// Columns that only mean something while a result exists at the vendor or on disk; cleared
-/// whenever a job goes back to queued (a queued job never has an mdf).
-pub(crate) const CLEAR_RESULT: [Set; 6] = [
-    Set::Raw("mdf = NULL"),
-    Set::Raw("img_url = NULL"),
-    Set::Raw("processing_since = NULL"),
-    Set::Raw("next_poll_at = NULL"),
-    Set::Raw("output_path = NULL"),
-    Set::Raw("output_sha256 = NULL"),
-];
-
-const CHARGE: [Set; 2] = [
-    Set::Raw("credit_spent = 1"),
-    Set::Raw("charges = charges + 1"),
-];
-
 fn text(s: &str) -> Val {
     Val::Text(Some(s.to_string()))
 }
@@ -54,6 +39,20 @@ fn hash_val(id: JobId, sha256: &str, what: &str) -> Result<Val, StoreError> {
         });
     }
     Ok(Val::Text(Some(sha256.to_ascii_lowercase())))
+}
+
+/// The columns an upload's answer sets (edges `uploaded`, `adopt_answer[_held]`).
+fn answer_values(id: JobId, answer: &Uploaded<'_>) -> Result<Vec<(&'static str, Val)>, StoreError> {
+    let mut given = vec![
+        ("mdf", text(answer.mdf)),
+        ("img_url", text(answer.img_url)),
+        ("processing_since", Val::Int(Some(now_ms()))),
+        ("next_poll_at", Val::Int(answer.first_poll_at)),
+    ];
+    if let Some(sha) = answer.sent_sha256 {
+        given.push(("content_sha256", hash_val(id, sha, "sent hash")?));
+    }
+    Ok(given)
 }
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
@@ -118,121 +117,93 @@ impl Store {
         self.begin_upload_with(id, &intent).await
     }
 
-    /// queued → uploading with everything the pipeline knows at that instant, in ONE
-    /// transaction: the credits seen (also kept as a credit observation), the content hash, and
-    /// — when `exclusive` — the guarantee that no identical photo is in flight or held after a
-    /// charge. That check and the state change are atomic under the write lock, so two workers
-    /// (or two processes) hashing the same photo at once cannot both pay for it: the loser gets
-    /// [`StoreError::TwinBusy`] and nothing is written.
+    /// queued → uploading (edge `begin_upload`) with everything the pipeline knows at that
+    /// instant, in ONE transaction: the credits seen (also kept as a credit observation), the
+    /// content hash, and — when `exclusive` — the guarantee that no identical photo is in
+    /// flight or held after a charge. That check and the state change are atomic under the
+    /// write lock, so two workers (or two processes) hashing the same photo at once cannot both
+    /// pay for it: the loser gets [`StoreError::TwinBusy`] and nothing is written.
     pub async fn begin_upload_with(
         &self,
         id: JobId,
         intent: &UploadIntent<'_>,
     ) -> Result<(), StoreError> {
         let credits = i64::try_from(intent.credits_before).unwrap_or(i64::MAX);
-        let mut sets = vec![
-            Set::Bind("credits_before", Val::Int(Some(credits))),
-            Set::Raw("attempts = attempts + 1"),
-            Set::Raw("reason = NULL"),
-        ];
+        let mut given = vec![("credits_before", Val::Int(Some(credits)))];
         let mut extras = Extras {
             credits_seen: Some(credits),
             ..Extras::default()
         };
         if let Some(sha) = intent.content_sha256 {
-            sets.push(Set::Bind(
-                "content_sha256",
-                hash_val(id, sha, "content hash")?,
-            ));
+            given.push(("content_sha256", hash_val(id, sha, "content hash")?));
             if intent.exclusive {
                 extras.guard = Some((NO_BUSY_TWIN, vec![hash_val(id, sha, "content hash")?]));
             }
         }
         let detail = format!("credits_before={}", intent.credits_before);
-        self.transition_with(
-            id,
-            State::Queued,
-            State::Uploading,
-            &sets,
-            Some(detail),
-            &extras,
-        )
-        .await
+        self.take("begin_upload", id, State::Queued, given, detail, &extras)?
+            .committed()
+            .await
     }
 
-    /// uploading → processing: the vendor answered with an mdf, so one credit was charged. In
-    /// ONE transaction with the answer, what follows from it: when the first poll is due and,
-    /// if the file changed while it was sent, the hash of the bytes really sent (the result is
-    /// of those, so they are the job's identity).
+    /// uploading → processing (edge `uploaded`): the vendor answered with an mdf, so one credit
+    /// was charged. In ONE transaction with the answer, what follows from it: when the first
+    /// poll is due and, if the file changed while it was sent, the hash of the bytes really
+    /// sent (the result is of those, so they are the job's identity).
     ///
     /// Queued now, awaited with [`QueuedWrite::committed`]: every write queued after it (the
-    /// next upload's intent, say) commits after it, or with it.
+    /// next upload's intent, say) commits after it, or with it. The credit is spent, so the
+    /// answer reaches the database even if the upload task is abandoned (shutdown grace over)
+    /// while the write waits for the connection.
     pub fn queue_uploaded(
         &self,
         id: JobId,
         answer: &Uploaded<'_>,
     ) -> Result<QueuedWrite<'_>, StoreError> {
-        let mut sets = vec![
-            Set::Bind("mdf", text(answer.mdf)),
-            Set::Bind("img_url", text(answer.img_url)),
-            Set::Bind("processing_since", Val::Int(Some(now_ms()))),
-            Set::Bind("next_poll_at", Val::Int(answer.first_poll_at)),
-        ];
-        if let Some(sha) = answer.sent_sha256 {
-            sets.push(Set::Bind("content_sha256", hash_val(id, sha, "sent hash")?));
-        }
-        sets.extend(CHARGE);
-        let (from, to) = (State::Uploading, State::Processing);
-        check(from, to)?;
-        let detail = Some(format!("mdf={}", answer.mdf));
-        let context = format!("moving job {id} from {from} to {to}");
-        // The credit is spent: the answer must reach the database even if the upload task is
-        // abandoned (shutdown grace over) while the write waits for the connection.
         let extras = Extras {
             keep_if_abandoned: true,
             ..Extras::default()
         };
-        self.queue_guarded(id, from, to, &sets, Some(detail), &extras, &context)
+        let detail = format!("mdf={}", answer.mdf);
+        self.take(
+            "uploaded",
+            id,
+            State::Uploading,
+            answer_values(id, answer)?,
+            detail,
+            &extras,
+        )
     }
 
     /// An upload's answer that arrived after its job had left `uploading` (another process, or
     /// a person, took the upload for lost and reconciled it): the credit is spent and the
     /// service holds the result, so the answer is recorded and the job resumes from it —
     /// `found` (queued, held or failed, without an mdf) → processing — instead of being
-    /// dropped. A hold after a lost answer already counted the charge; the other states did not.
+    /// dropped. A hold after a lost answer already counted the charge (edge
+    /// `adopt_answer_held`); the other states did not (`adopt_answer`).
     pub async fn adopt_answer(
         &self,
         id: JobId,
         found: State,
         answer: &Uploaded<'_>,
     ) -> Result<(), StoreError> {
-        let mut sets = vec![
-            Set::Bind("mdf", text(answer.mdf)),
-            Set::Bind("img_url", text(answer.img_url)),
-            Set::Bind("processing_since", Val::Int(Some(now_ms()))),
-            Set::Bind("next_poll_at", Val::Int(answer.first_poll_at)),
-            Set::Raw("reason = NULL"),
-        ];
-        if let Some(sha) = answer.sent_sha256 {
-            sets.push(Set::Bind("content_sha256", hash_val(id, sha, "sent hash")?));
-        }
-        match found {
-            State::Held => sets.push(Set::Raw("credit_spent = 1")),
-            _ => sets.extend(CHARGE),
-        }
         let extras = Extras {
             guard: Some(("mdf IS NULL", Vec::new())),
             keep_if_abandoned: true,
             ..Extras::default()
         };
+        let name = match found {
+            State::Held => "adopt_answer_held",
+            _ => "adopt_answer",
+        };
         let detail = format!("late upload answer adopted: mdf={}", answer.mdf);
-        self.transition_with(id, found, State::Processing, &sets, Some(detail), &extras)
+        self.take(name, id, found, answer_values(id, answer)?, detail, &extras)?
+            .committed()
             .await
     }
 
-    /// `from` → queued (uploading: not charged; downloading: expired and re-uploading;
-    /// failed/held/done: retries). Clears mdf and result columns; no upload before
-    /// `not_before_ms`.
+    /// `from` → queued (edge `requeue`; uploading: not charged; downloading: expired and
+    /// re-uploading). Clears mdf and result columns; no upload before `not_before_ms`.
     pub async fn requeue(
         &self,
         id: JobId,
@@ -240,17 +211,16 @@ impl Store {
         reason: &str,
         not_before_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut sets = vec![
-            Set::Bind("reason", text(reason)),
-            Set::Bind("not_before", Val::Int(Some(not_before_ms))),
+        let given = vec![
+            ("reason", text(reason)),
+            ("not_before", Val::Int(Some(not_before_ms))),
         ];
-        sets.extend(CLEAR_RESULT);
-        self.transition(id, from, State::Queued, &sets, Some(reason.to_string()))
+        self.take_now("requeue", id, from, given, reason.to_string())
             .await
     }
 
-    /// `from` → failed. `credit_spent` says the vendor charged for this failure; it is only
-    /// counted as a new charge when `from` is uploading (later states were already counted).
+    /// `from` → failed (edge `fail`). A failed upload is never charged, so `credit_spent` must
+    /// be false (no edge counts a charge on the way to failed).
     pub async fn fail(
         &self,
         id: JobId,
@@ -258,19 +228,32 @@ impl Store {
         reason: &str,
         credit_spent: bool,
     ) -> Result<(), StoreError> {
-        self.stop(id, from, State::Failed, reason, credit_spent)
-            .await
+        if credit_spent {
+            return Err(StoreError::Invalid {
+                detail: format!("job {id}: a failure is never charged; hold a charged job"),
+            });
+        }
+        self.take_now(
+            "fail",
+            id,
+            from,
+            vec![("reason", text(reason))],
+            reason.to_string(),
+        )
+        .await
     }
 
-    /// queued → skipped: not processed, on purpose, no credit spent (hili's own result fed
-    /// back as a photo, or superseded by another job); `reason` says which.
+    /// queued → skipped (edge `skip`): not processed, on purpose, no credit spent (hili's own
+    /// result fed back as a photo, or superseded by another job); `reason` says which.
     pub async fn skip(&self, id: JobId, reason: &str) -> Result<(), StoreError> {
-        self.stop(id, State::Queued, State::Skipped, reason, false)
+        let given = vec![("reason", text(reason))];
+        self.take_now("skip", id, State::Queued, given, reason.to_string())
             .await
     }
 
-    /// `from` → held: needs a person. `credit_spent` as for [`Store::fail`]: pass true for an
-    /// upload reconciled as charged with its answer lost.
+    /// `from` → held: needs a person. `credit_spent`: true for an upload reconciled as charged
+    /// with its answer lost (edge `hold_charged`, from uploading, counts the charge); else
+    /// edge `hold`.
     pub async fn hold(
         &self,
         id: JobId,
@@ -278,37 +261,36 @@ impl Store {
         reason: &str,
         credit_spent: bool,
     ) -> Result<(), StoreError> {
-        self.stop(id, from, State::Held, reason, credit_spent).await
+        let name = match credit_spent && from == State::Uploading {
+            true => "hold_charged",
+            false => "hold",
+        };
+        self.take_now(
+            name,
+            id,
+            from,
+            vec![("reason", text(reason))],
+            reason.to_string(),
+        )
+        .await
     }
 
-    async fn stop(
-        &self,
-        id: JobId,
-        from: State,
-        to: State,
-        reason: &str,
-        credit_spent: bool,
-    ) -> Result<(), StoreError> {
-        let mut sets = vec![
-            Set::Bind("reason", text(reason)),
-            Set::Raw("next_poll_at = NULL"),
-        ];
-        if credit_spent && from == State::Uploading {
-            sets.extend(CHARGE);
-        }
-        self.transition(id, from, to, &sets, Some(reason.to_string()))
-            .await
-    }
-
-    /// processing → downloading: the vendor says the result is ready.
+    /// processing → downloading (edge `begin_download`): the vendor says the result is ready.
     pub async fn begin_download(&self, id: JobId) -> Result<(), StoreError> {
-        let sets = [Set::Raw("next_poll_at = NULL")];
-        self.transition(id, State::Processing, State::Downloading, &sets, None)
-            .await
+        self.take(
+            "begin_download",
+            id,
+            State::Processing,
+            Vec::new(),
+            None,
+            &Extras::default(),
+        )?
+        .committed()
+        .await
     }
 
-    /// `from` → done with the output durably written (downloading), or copied from an
-    /// identical done job without uploading (queued).
+    /// `from` → done (edge `finish`) with the output durably written (downloading), or copied
+    /// from an identical done job without uploading (queued).
     pub async fn finish(
         &self,
         id: JobId,
@@ -316,15 +298,68 @@ impl Store {
         output_path: &Path,
         output_sha256: &str,
     ) -> Result<(), StoreError> {
-        let sets = [
-            Set::Bind("output_path", Val::Blob(Some(path_bytes(output_path)))),
-            Set::Bind("output_sha256", text(output_sha256)),
-            Set::Raw("reason = NULL"),
-            Set::Raw("next_poll_at = NULL"),
+        let given = vec![
+            ("output_path", Val::Blob(Some(path_bytes(output_path)))),
+            ("output_sha256", text(output_sha256)),
         ];
         let detail = format!("output {}", output_path.display());
-        self.transition(id, from, State::Done, &sets, Some(detail))
+        self.take_now("finish", id, from, given, detail).await
+    }
+
+    /// Takes the edge `name` of [`super::state::EDGES`] now and waits for its commit.
+    pub(crate) async fn take_now(
+        &self,
+        name: &str,
+        id: JobId,
+        from: State,
+        given: Vec<(&'static str, Val)>,
+        detail: String,
+    ) -> Result<(), StoreError> {
+        self.take(name, id, from, given, Some(detail), &Extras::default())?
+            .committed()
             .await
+    }
+
+    /// Queues the edge `name` for job `id`, which must be in `from`: the columns `given` (each
+    /// one the edge names) and the edge's fixed changes, in one guarded UPDATE with its events
+    /// row. An edge that does not leave `from` is an [`IllegalTransition`], a column it does
+    /// not name is refused.
+    pub(crate) fn take(
+        &self,
+        name: &str,
+        id: JobId,
+        from: State,
+        given: Vec<(&'static str, Val)>,
+        detail: impl Into<Option<String>>,
+        extras: &Extras,
+    ) -> Result<QueuedWrite<'_>, StoreError> {
+        let edge = super::state::edge(name).ok_or_else(|| StoreError::Invalid {
+            detail: format!("no edge {name:?} in the state machine (a bug in hili)"),
+        })?;
+        if !edge.from.contains(&from) {
+            check(from, edge.to)?;
+            return Err(IllegalTransition { from, to: edge.to }.into());
+        }
+        let mut sets = Vec::with_capacity(given.len() + edge.fixed.len());
+        for (col, val) in given {
+            if !edge.given.contains(&col) {
+                return Err(StoreError::Invalid {
+                    detail: format!("edge {name} does not set {col} (a bug in hili)"),
+                });
+            }
+            sets.push(Set::Bind(col, val));
+        }
+        sets.extend(edge.fixed.iter().map(|f| Set::Raw(f)));
+        let context = format!("moving job {id} from {from} to {}", edge.to);
+        self.queue_guarded(
+            id,
+            from,
+            edge.to,
+            &sets,
+            Some(detail.into()),
+            extras,
+            &context,
+        )
     }
 
     /// Updates columns of a job that must still be in `state`, without a transition (no
@@ -337,35 +372,6 @@ impl Store {
         context: &str,
     ) -> Result<(), StoreError> {
         self.queue_guarded(id, state, state, sets, None, &Extras::default(), context)?
-            .committed()
-            .await
-    }
-
-    /// Applies one legal transition; see the module doc.
-    pub(crate) async fn transition(
-        &self,
-        id: JobId,
-        from: State,
-        to: State,
-        sets: &[Set],
-        detail: Option<String>,
-    ) -> Result<(), StoreError> {
-        self.transition_with(id, from, to, sets, detail, &Extras::default())
-            .await
-    }
-
-    async fn transition_with(
-        &self,
-        id: JobId,
-        from: State,
-        to: State,
-        sets: &[Set],
-        detail: Option<String>,
-        extras: &Extras,
-    ) -> Result<(), StoreError> {
-        check(from, to)?;
-        let context = format!("moving job {id} from {from} to {to}");
-        self.queue_guarded(id, from, to, sets, Some(detail), extras, &context)?
             .committed()
             .await
     }
