@@ -83,8 +83,7 @@ pub async fn run(
     opts: RunOptions,
     progress: Arc<dyn Progress>,
 ) -> Result<Summary, PipelineError> {
-    let started = Instant::now();
-    let started_ms = now_ms();
+    let started = (Instant::now(), now_ms());
     match recover::startup(&ctx, opts.once).await {
         Ok(()) | Err(PipelineError::Shutdown) => {}
         Err(e) => return Err(e),
@@ -93,26 +92,22 @@ pub async fn run(
 
     let mut workers = Workers::default();
     let mut last_progress = Instant::now() - Duration::from_secs(1);
-    let mut blocked = None;
-    let mut cannot_run = false;
     // The pause last written for `hili status`, and when.
     let mut published: (Option<Pause>, Instant) = (None, Instant::now());
     publish_pause(&ctx, None).await;
 
-    loop {
+    let ended = loop {
         if ctx.shutdown.is_cancelled() {
-            break;
+            break None;
         }
         if opts.once
             && let Some(why) = unreachable(&ctx)
         {
             tracing::error!("{why}");
-            blocked = Some(why);
-            cannot_run = true;
             // Requests still waiting on the service (a lost answer being reconciled) stop
             // too: what they leave in flight is recovered at the next start.
             ctx.shutdown.cancel();
-            break;
+            break Some((why, true));
         }
         let pause = ctx.control.paused().map(|p| p.0);
         if pause != published.0 || (pause.is_some() && published.1.elapsed() >= REPUBLISH) {
@@ -128,34 +123,20 @@ pub async fn run(
                 IDLE_LOOK
             }
         };
-
         if last_progress.elapsed() >= Duration::from_millis(200) {
             report(&ctx, &*progress, workers.tasks.len(), pause.as_ref()).await;
             last_progress = Instant::now();
         }
-
         if opts.once && workers.tasks.is_empty() {
-            let counts = ctx.store.counts().await?;
-            let c = |s| counts.get(&s).copied().unwrap_or(0);
-            // With no task running, a job still in `uploading` is one whose lost answer could
-            // not be reconciled: only the next start moves it, so it does not keep this run.
-            let in_flight = c(State::Processing) + c(State::Downloading);
-            if in_flight == 0 && c(State::Queued) == 0 {
-                break;
-            }
-            if let Some(p) = &pause {
-                let stuck = p.needs_a_person() || (opts.exit_when_blocked && in_flight == 0);
-                if stuck {
-                    blocked = Some(p.message());
-                    cannot_run = p.needs_a_person();
-                    break;
-                }
+            match once_is_over(&ctx, opts, pause.as_ref()).await? {
+                Over::No => {}
+                Over::Drained => break None,
+                Over::Blocked(why, needs_a_person) => break Some((why, needs_a_person)),
             }
         }
-
         tokio::select! {
             biased;
-            _ = ctx.shutdown.cancelled() => break,
+            _ = ctx.shutdown.cancelled() => break None,
             Some(done) = workers.tasks.join_next(), if !workers.tasks.is_empty() => {
                 workers.finish(done);
                 // Collect whatever else finished meanwhile before looking at the store again.
@@ -166,33 +147,81 @@ pub async fn run(
             _ = ctx.control.woken() => {}
             _ = tokio::time::sleep(wait) => {}
         }
-    }
-    let mut tasks = workers.tasks;
+    };
+    wind_down(&ctx, workers.tasks, &*progress).await?;
+    summarise(&ctx, started, ended).await
+}
 
+/// Whether a `--once` run (with no task running) is over.
+enum Over {
+    No,
+    /// Nothing queued or in flight is left.
+    Drained,
+    /// Only work a pause holds back is left: why, and whether only a person can lift it.
+    Blocked(String, bool),
+}
+
+async fn once_is_over(
+    ctx: &Ctx,
+    opts: RunOptions,
+    pause: Option<&Pause>,
+) -> Result<Over, PipelineError> {
+    let counts = ctx.store.counts().await?;
+    let c = |s| counts.get(&s).copied().unwrap_or(0);
+    // With no task running, a job still in `uploading` is one whose lost answer could not be
+    // reconciled: only the next start moves it, so it does not keep this run.
+    let in_flight = c(State::Processing) + c(State::Downloading);
+    if in_flight == 0 && c(State::Queued) == 0 {
+        return Ok(Over::Drained);
+    }
+    Ok(match pause {
+        Some(p) if p.needs_a_person() || (opts.exit_when_blocked && in_flight == 0) => {
+            Over::Blocked(p.message(), p.needs_a_person())
+        }
+        _ => Over::No,
+    })
+}
+
+/// The end of every run: requests in flight finish (within the grace), sources are disposed
+/// of, the pause note is cleared, the credits are read once more if any were spent, and the
+/// progress display gets its last frame.
+async fn wind_down(
+    ctx: &Ctx,
+    mut tasks: JoinSet<TaskResult>,
+    progress: &dyn Progress,
+) -> Result<(), PipelineError> {
     if !tasks.is_empty() {
-        drain(&ctx, &mut tasks).await;
+        drain(ctx, &mut tasks).await;
     }
-    super::dispose::pass(&ctx).await?;
-    publish_pause(&ctx, None).await;
+    super::dispose::pass(ctx).await?;
+    publish_pause(ctx, None).await;
     if ctx.control.spent() > 0 {
-        record_final_credits(&ctx).await;
+        record_final_credits(ctx).await;
     }
-    report(
-        &ctx,
-        &*progress,
-        0,
-        ctx.control.paused().map(|p| p.0).as_ref(),
-    )
-    .await;
+    let pause = ctx.control.paused().map(|p| p.0);
+    report(ctx, progress, 0, pause.as_ref()).await;
+    Ok(())
+}
 
+/// The run's [`Summary`]: outcomes since it started, what is left, and why it ended early.
+async fn summarise(
+    ctx: &Ctx,
+    (started, started_ms): (Instant, i64),
+    ended: Option<(String, bool)>,
+) -> Result<Summary, PipelineError> {
     let outcomes = ctx.store.outcomes_since(started_ms).await?;
     let counts = ctx.store.counts().await?;
     let c = |s| counts.get(&s).copied().unwrap_or(0);
+    let outcome = |s| outcomes.get(&s).copied().unwrap_or(0);
+    let (blocked, cannot_run) = match ended {
+        Some((why, needs_a_person)) => (Some(why), needs_a_person),
+        None => (None, false),
+    };
     Ok(Summary {
-        done: outcomes.get(&State::Done).copied().unwrap_or(0),
-        failed: outcomes.get(&State::Failed).copied().unwrap_or(0),
-        held: outcomes.get(&State::Held).copied().unwrap_or(0),
-        skipped: outcomes.get(&State::Skipped).copied().unwrap_or(0),
+        done: outcome(State::Done),
+        failed: outcome(State::Failed),
+        held: outcome(State::Held),
+        skipped: outcome(State::Skipped),
         unfinished: c(State::Queued)
             + c(State::Uploading)
             + c(State::Processing)

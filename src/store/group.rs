@@ -12,7 +12,7 @@ use sqlx::Row;
 use tokio::sync::oneshot;
 
 use super::error::SqlContext;
-use super::transitions::{Val, bind_val};
+use super::sql::{Val, bind_val};
 use super::{Conn, StoreError};
 
 /// What a write's closing `SELECT changes() = 1, state …` reported: `None` when the job does
@@ -216,7 +216,7 @@ mod tests {
     use std::path::PathBuf;
 
     use crate::repair::Repair;
-    use crate::store::transitions::Set;
+    use crate::store::sql::Set;
     use crate::store::{EnqueueOutcome, JobId, NewJob, State, Store, StoreError, Uploaded};
 
     async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<JobId>) {

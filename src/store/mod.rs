@@ -18,6 +18,7 @@ mod queries;
 mod retry;
 mod runlock;
 mod schedule;
+mod sql;
 pub mod state;
 mod transitions;
 mod watch;

@@ -1,7 +1,7 @@
 //! User retries (`hili retry [--reupload]`) and the column updates that are not transitions
 //! (poll scheduling, upload backoff of a queued job).
 
-use super::transitions::{Set, Val};
+use super::sql::{Set, Val};
 use super::{JobId, State, Store, StoreError};
 
 impl Store {

@@ -10,7 +10,7 @@ use sqlx::Row;
 use super::error::SqlContext;
 use super::jobs::{JOB_COLUMNS, bytes_path, decode_job, path_bytes, rgb_text};
 use super::queries::{Bind, json_array};
-use super::transitions::{Set, Val};
+use super::sql::{Set, Val};
 use super::{Identity, Job, JobId, State, Store, StoreError};
 use crate::repair::{Repair, Rgb};
 

@@ -8,38 +8,10 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::jobs::path_bytes;
+use super::sql::{Set, Val, hash_val, text};
 use super::state::IllegalTransition;
 use super::{JobId, State, Store, StoreError, check, now_ms};
 use crate::failpoint;
-
-/// A value bound into an UPDATE.
-#[derive(Debug, Clone)]
-pub(crate) enum Val {
-    Int(Option<i64>),
-    Text(Option<String>),
-    Blob(Option<Vec<u8>>),
-}
-
-/// One `SET` item: `col = ?` with a bound value, or a fixed expression like `mdf = NULL`.
-#[derive(Debug, Clone)]
-pub(crate) enum Set {
-    Bind(&'static str, Val),
-    Raw(&'static str),
-}
-
-fn text(s: &str) -> Val {
-    Val::Text(Some(s.to_string()))
-}
-
-/// A SHA-256 as stored: 64 hex digits, lowercase; anything else is refused.
-fn hash_val(id: JobId, sha256: &str, what: &str) -> Result<Val, StoreError> {
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(StoreError::Invalid {
-            detail: format!("job {id}: {what} {sha256:?} is not 64 hex digits"),
-        });
-    }
-    Ok(Val::Text(Some(sha256.to_ascii_lowercase())))
-}
 
 /// The columns an upload's answer sets (edges `uploaded`, `adopt_answer[_held]`).
 fn answer_values(id: JobId, answer: &Uploaded<'_>) -> Result<Vec<(&'static str, Val)>, StoreError> {
@@ -53,16 +25,6 @@ fn answer_values(id: JobId, answer: &Uploaded<'_>) -> Result<Vec<(&'static str, 
         given.push(("content_sha256", hash_val(id, sha, "sent hash")?));
     }
     Ok(given)
-}
-
-type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
-
-pub(crate) fn bind_val<'q>(q: Query<'q>, v: &Val) -> Query<'q> {
-    match v.clone() {
-        Val::Int(i) => q.bind(i),
-        Val::Text(t) => q.bind(t),
-        Val::Blob(b) => q.bind(b),
-    }
 }
 
 /// The upload guard: no OTHER job with the same identity (hash bound, repair and colour of the
