@@ -1,11 +1,6 @@
-//! `hili run`: opens the store, builds the client, runs the pipeline with a progress display,
-//! and prints the summary.
-//!
-//! Before anything runs, the queue must be the one that wrote the outputs: every output
-//! directory (of the `[[watch]]` folders and of queued jobs) may hold a `.hili-queue` marker
-//! with the id of the queue that wrote there. A different id means the database was lost,
-//! damaged and replaced, or is another queue's: `hili run` refuses to start rather than upload
-//! (and pay for) every photo again, and says how to proceed.
+//! `hili run`: takes the run lock, opens the queue (refused when an output folder belongs to
+//! another queue: `pipeline::queue`), builds the client, runs the pipeline with a progress
+//! display, and prints the summary.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -21,7 +16,7 @@ use super::args::RunArgs;
 use crate::api::client::ApiClient;
 use crate::config::Config;
 use crate::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summary};
-use crate::store::{RunLock, State, Store};
+use crate::store::{RunLock, State};
 
 /// The API client the configuration describes.
 pub fn client(config: &Config) -> anyhow::Result<ApiClient> {
@@ -39,7 +34,8 @@ pub async fn run(
     let api = client(config)?;
     // One process drives a queue (see `store::RunLock`); held until this function returns.
     let _lock = RunLock::acquire(&config.database_path())?;
-    let store = open_checked(config).await?;
+    let outputs: Vec<PathBuf> = config.watch.iter().map(|w| w.output.clone()).collect();
+    let store = pipeline::queue::open(&config.database_path(), &outputs).await?;
     let shutdown = super::stop_on_signal();
     let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown);
     if !args.once {
@@ -67,78 +63,6 @@ pub async fn run(
     };
     let summary = run_with_progress(ctx, opts).await?;
     Ok(exit_code(&summary))
-}
-
-/// An output directory marked by another queue than the one about to run.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "{dir} holds results of another hili queue: its marker {marker} names queue {other}, but \
-     the queue database {db} is {ours}. Starting would upload (and pay for) photos again whose \
-     results may already be there. If the database was deleted or damaged, stop and restore \
-     {db} from a backup; if you mean to start afresh with this database (or this directory \
-     is shared on purpose), delete {marker} and run again",
-    dir = .dir.display(), marker = .marker.display(), db = .db.display()
-)]
-pub struct ForeignQueue {
-    pub dir: PathBuf,
-    pub marker: PathBuf,
-    pub other: String,
-    pub db: PathBuf,
-    /// "missing", or "queue <id>".
-    pub ours: String,
-}
-
-/// The first of `dirs` whose marker names a queue other than `own` (`None`: any marker).
-fn foreign_marker(
-    dirs: &[PathBuf],
-    own: Option<&str>,
-) -> anyhow::Result<Option<(PathBuf, String)>> {
-    for dir in dirs {
-        let found = crate::media::read_marker(dir).with_context(|| {
-            format!(
-                "could not read {}: check the output directory's permissions",
-                crate::media::marker_path(dir).display()
-            )
-        })?;
-        if let Some(other) = found
-            && Some(other.as_str()) != own
-        {
-            return Ok(Some((dir.clone(), other)));
-        }
-    }
-    Ok(None)
-}
-
-/// Opens the queue database, refusing (before creating anything) when an output directory
-/// carries another queue's marker. See the module doc.
-pub async fn open_checked(config: &Config) -> anyhow::Result<Store> {
-    let db = config.database_path();
-    let mut dirs: Vec<PathBuf> = config.watch.iter().map(|w| w.output.clone()).collect();
-    let refuse = |dir: PathBuf, other: String, ours: String| ForeignQueue {
-        marker: crate::media::marker_path(&dir),
-        dir,
-        other,
-        db: db.clone(),
-        ours,
-    };
-    if !db.exists()
-        && let Some((dir, other)) = foreign_marker(&dirs, None)?
-    {
-        let ours = "missing (it would be created empty)".to_string();
-        return Err(refuse(dir, other, ours).into());
-    }
-    let store = Store::open(&db).await?;
-    let own = store.queue_id().await?;
-    dirs.extend(store.output_dirs().await?);
-    dirs.sort();
-    dirs.dedup();
-    if let Some((dir, other)) = foreign_marker(&dirs, Some(&own))? {
-        let jobs = store.job_count().await.unwrap_or(0);
-        store.close().await;
-        let ours = format!("queue {own} ({jobs} job(s))");
-        return Err(refuse(dir, other, ours).into());
-    }
-    Ok(store)
 }
 
 /// Runs the pipeline with a progress bar on a terminal, then prints the summary.

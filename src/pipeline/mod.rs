@@ -15,6 +15,7 @@ pub mod dispose;
 pub mod download;
 pub mod gate;
 pub mod poll;
+pub mod queue;
 pub mod recover;
 mod settings;
 pub mod supervisor;
