@@ -178,13 +178,7 @@ impl Store {
             path: path.to_path_buf(),
             source: Box::new(e),
         };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(parent)
-                .map_err(open_err)?;
-        }
+        private_parent(path).map_err(open_err)?;
         // Create the file ourselves so it is private from its first byte; SQLite gives the
         // -wal and -shm files the same mode. Only when it is missing: closing a descriptor of
         // the database drops every POSIX lock this process holds on it, including those of
@@ -392,6 +386,18 @@ impl Store {
         } else {
             Ok(Err(rows.join("; ")))
         }
+    }
+}
+
+/// Creates the directory `path` lives in, and its missing parents, private to this user (0700):
+/// the queue database and its run lock live there.
+pub(crate) fn private_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent),
+        None => Ok(()),
     }
 }
 

@@ -47,13 +47,6 @@ fn json(out: &Out) -> Value {
     serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e})\n{}", out.both()))
 }
 
-async fn job_states(env: &Env) -> Vec<State> {
-    let store = env.store().await;
-    let jobs = store.all_jobs(None).await.unwrap();
-    store.close().await;
-    jobs.iter().map(|j| j.state).collect()
-}
-
 /// A config like the environment's but reading the key from a file holding `secret`.
 fn config_with_secret(env: &Env, secret: &str) -> PathBuf {
     let key = env.dir.path().join("other-secret");

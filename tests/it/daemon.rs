@@ -118,15 +118,6 @@ impl Drop for Daemon {
     }
 }
 
-/// Waits until `f` holds, up to `limit`.
-async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// How many jobs are in `state` (0 while the database does not exist yet).
 async fn count_in(env: &Env, state: State) -> usize {
     let Ok(store) = hili::store::Store::open_existing(&env.db).await else {

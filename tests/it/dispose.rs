@@ -94,14 +94,6 @@ async fn event_notes(env: &Env, job: &Job) -> String {
         .join(" | ")
 }
 
-async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn sha(p: &Path) -> String {
     hili::media::sha256_file(p).unwrap()
 }

@@ -69,14 +69,6 @@ async fn only_job(env: &Env) -> Job {
     v.remove(0)
 }
 
-async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn fast(env: &Env) -> Settings {
     let mut s = env.settings();
     s.poll_interval = Duration::from_millis(50);

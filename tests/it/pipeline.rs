@@ -12,13 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 
-async fn states(env: &Env) -> Vec<State> {
-    let store = env.store().await;
-    let jobs = store.all_jobs(None).await.unwrap();
-    store.close().await;
-    jobs.iter().map(|j| j.state).collect()
-}
-
 #[tokio::test]
 async fn every_repair_type_end_to_end() {
     let env = Env::new(fast_sim()).await;
@@ -262,7 +255,7 @@ async fn a_rejected_token_pauses_everything_and_leaves_jobs_queued() {
         summary.blocked.as_deref().unwrap().contains("9999"),
         "{summary:?}"
     );
-    assert_eq!(states(&env).await, [State::Queued]);
+    assert_eq!(job_states(&env).await, [State::Queued]);
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
 
@@ -281,7 +274,7 @@ async fn no_credits_pauses_uploads_and_resumes_after_a_top_up() {
     // A --once run with nothing to pay with stops and leaves the jobs queued.
     let summary = env.run_once(settings.clone()).await;
     assert!(summary.blocked.is_some(), "{summary:?}");
-    assert_eq!(states(&env).await, [State::Queued, State::Queued]);
+    assert_eq!(job_states(&env).await, [State::Queued, State::Queued]);
 
     // A run that waits for credits resumes by itself once they are topped up.
     let admin = format!("{}/__sim/credits", env.sim.base_url());
@@ -317,7 +310,7 @@ async fn errno_9101_mid_run_pauses_uploads_but_downloads_go_on() {
     // The one paid photo is downloaded although uploads are paused for the other two.
     assert_eq!(summary.done, 1, "{summary:?}");
     assert!(summary.blocked.is_some());
-    let mut s = states(&env).await;
+    let mut s = job_states(&env).await;
     s.sort();
     assert_eq!(s, [State::Queued, State::Queued, State::Done]);
     assert_eq!(env.sim.ledger().total_charges, 1);

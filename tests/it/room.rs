@@ -5,7 +5,7 @@
 //! root); where it is refused, the test prints one line saying it skipped.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hili::pipeline::RunOptions;
 use hili::repair::Repair;
@@ -15,26 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
 
-async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn pause_note(env: &Env) -> Option<String> {
     let store = env.store().await;
     let note = store.pause_note().await.unwrap().map(|n| n.1);
     store.close().await;
     note
-}
-
-async fn states(env: &Env) -> Vec<State> {
-    let store = env.store().await;
-    let jobs = store.all_jobs(None).await.unwrap();
-    store.close().await;
-    jobs.iter().map(|j| j.state).collect()
 }
 
 #[tokio::test]
@@ -113,7 +98,7 @@ async fn a_full_output_disk_pauses_uploads_says_why_and_resumes_when_space_frees
         "{}",
         status.both()
     );
-    let waiting = states(&env)
+    let waiting = job_states(&env)
         .await
         .iter()
         .filter(|s| matches!(s, State::Processing | State::Downloading))
@@ -132,7 +117,7 @@ async fn a_full_output_disk_pauses_uploads_says_why_and_resumes_when_space_frees
     // Space returns: every photo is processed, once, and the note goes away.
     std::fs::remove_file(&filler).unwrap();
     until(Duration::from_secs(40), "all six done", async || {
-        states(&env).await.iter().all(|s| *s == State::Done)
+        job_states(&env).await.iter().all(|s| *s == State::Done)
     })
     .await;
     until(
@@ -178,7 +163,7 @@ async fn a_read_only_output_folder_gets_no_upload() {
     let why = summary.blocked.clone().unwrap_or_default();
     assert!(why.contains("read-only"), "{summary:?}");
     assert_eq!(summary.unfinished, 1);
-    assert_eq!(states(&env).await, vec![State::Queued]);
+    assert_eq!(job_states(&env).await, vec![State::Queued]);
     let ledger = env.sim.ledger();
     assert_eq!((ledger.total_charges, ledger.upload_requests), (0, 0));
 }

@@ -334,6 +334,26 @@ pub fn fill(dir: &Path) -> PathBuf {
     p
 }
 
+/// Waits (polling every 50 ms) until `f` holds; fails the test naming `what` past `limit`.
+pub async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
+    let deadline = std::time::Instant::now() + limit;
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every job's state, by id.
+pub async fn job_states(env: &Env) -> Vec<hili::store::State> {
+    let store = env.store().await;
+    let jobs = store.all_jobs(None).await.unwrap();
+    store.close().await;
+    jobs.iter().map(|j| j.state).collect()
+}
+
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .into_iter()
