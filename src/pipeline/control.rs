@@ -53,7 +53,8 @@ impl Pause {
                  allows; free space there (or make the folder writable) and hili resumes by itself"
             ),
             Pause::Misconfigured(why) => format!(
-                "paused: the service refuses this configuration: {why} (run `hili doctor`)"
+                "the service refuses this configuration, so nothing is sent: {why} (run `hili \
+                 doctor`)"
             ),
         }
     }
