@@ -235,6 +235,18 @@ impl ApiError {
 #[error("cannot build the API client: {0}; check api.base_url (http:// or https://)")]
 pub struct ClientBuildError(pub String);
 
+/// An error and its causes on one line ("error sending request: connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
