@@ -145,19 +145,8 @@ impl ApiClient {
                 s.1 = Some(e.to_string());
             }
             // An envelope was read: the API is there (even if it said no).
-            Ok(_)
-            | Err(
-                ApiError::BadToken { .. }
-                | ApiError::NoCredits { .. }
-                | ApiError::BadParameters { .. }
-                | ApiError::UnsupportedType { .. }
-                | ApiError::UploadFailed { .. }
-                | ApiError::ImageAbnormal { .. }
-                | ApiError::NotFound { .. }
-                | ApiError::UnknownAccount { .. }
-                | ApiError::Server { .. }
-                | ApiError::UnknownErrno { .. },
-            ) => *s = (0, None),
+            Ok(_) => *s = (0, None),
+            Err(e) if e.errno().is_some() => *s = (0, None),
             // Timeouts, resets, HTTP errors, malformed answers: something is there, and
             // whether it is the API struggling is for the caller's retry budget to judge.
             Err(_) => {}
