@@ -166,68 +166,40 @@ pub struct Errno {
     make: fn(Endpoint, String) -> ApiError,
 }
 
+impl Errno {
+    const fn new(
+        errno: i64,
+        at: Option<Endpoint>,
+        class: ErrorClass,
+        make: fn(Endpoint, String) -> ApiError,
+    ) -> Errno {
+        Errno {
+            errno,
+            at,
+            class,
+            make,
+        }
+    }
+}
+
 /// The errnos hili knows, the one table of them: [`ApiError::from_errno`] builds its error
 /// from the first row whose errno and endpoint match, and [`ApiError::class`] reads an errno's
 /// class here. A `code = 9000` answer is never charged, so none of these is ambiguous.
 /// `docs/hili-api.md` says why each class.
+#[rustfmt::skip] // a table: one row a line
 pub static ERRNOS: &[Errno] = &[
-    // The client already retried once after correcting its clock.
-    Errno {
-        errno: 9999,
-        at: None,
-        class: ErrorClass::Misconfigured,
-        make: |endpoint, _| ApiError::BadToken { endpoint },
-    },
-    Errno {
-        errno: 9101,
-        at: None,
-        class: ErrorClass::AccountWide,
-        make: |endpoint, _| ApiError::NoCredits { endpoint },
-    },
-    Errno {
-        errno: 9001,
-        at: None,
-        class: ErrorClass::PermanentForPhoto,
-        make: |endpoint, msg| ApiError::BadParameters { endpoint, msg },
-    },
-    Errno {
-        errno: 9005,
-        at: None,
-        class: ErrorClass::PermanentForPhoto,
-        make: |endpoint, msg| ApiError::UnsupportedType { endpoint, msg },
-    },
-    // The vendor says failed uploads are not charged: sending again is safe.
-    Errno {
-        errno: 9006,
-        at: None,
-        class: ErrorClass::Transient,
-        make: |endpoint, msg| ApiError::UploadFailed { endpoint, msg },
-    },
-    Errno {
-        errno: 9009,
-        at: None,
-        class: ErrorClass::PermanentForPhoto,
-        make: |endpoint, msg| ApiError::ImageAbnormal { endpoint, msg },
-    },
-    // The credits endpoint looks the account up by third_code: nothing else can be missing.
-    Errno {
-        errno: 9002,
-        at: Some(Endpoint::Nums),
-        class: ErrorClass::Misconfigured,
-        make: |endpoint, msg| ApiError::UnknownAccount { endpoint, msg },
-    },
-    Errno {
-        errno: 9002,
-        at: None,
-        class: ErrorClass::PermanentForPhoto,
-        make: |endpoint, msg| ApiError::NotFound { endpoint, msg },
-    },
-    Errno {
-        errno: 500,
-        at: None,
-        class: ErrorClass::Transient,
-        make: |endpoint, msg| ApiError::Server { endpoint, msg },
-    },
+    // The client already retried a 9999 once after correcting its clock. The vendor says
+    // failed uploads (9006) are not charged, so sending again is safe. The credits endpoint
+    // looks the account up by third_code, so there a 9002 can only mean the account.
+    Errno::new(9999, None,                 ErrorClass::Misconfigured,     |endpoint, _| ApiError::BadToken { endpoint }),
+    Errno::new(9101, None,                 ErrorClass::AccountWide,       |endpoint, _| ApiError::NoCredits { endpoint }),
+    Errno::new(9001, None,                 ErrorClass::PermanentForPhoto, |endpoint, msg| ApiError::BadParameters { endpoint, msg }),
+    Errno::new(9005, None,                 ErrorClass::PermanentForPhoto, |endpoint, msg| ApiError::UnsupportedType { endpoint, msg }),
+    Errno::new(9006, None,                 ErrorClass::Transient,         |endpoint, msg| ApiError::UploadFailed { endpoint, msg }),
+    Errno::new(9009, None,                 ErrorClass::PermanentForPhoto, |endpoint, msg| ApiError::ImageAbnormal { endpoint, msg }),
+    Errno::new(9002, Some(Endpoint::Nums), ErrorClass::Misconfigured,     |endpoint, msg| ApiError::UnknownAccount { endpoint, msg }),
+    Errno::new(9002, None,                 ErrorClass::PermanentForPhoto, |endpoint, msg| ApiError::NotFound { endpoint, msg }),
+    Errno::new(500,  None,                 ErrorClass::Transient,         |endpoint, msg| ApiError::Server { endpoint, msg }),
 ];
 
 /// The class of an errno not in [`ERRNOS`]: a `code = 9000` answer is never charged, so it is
@@ -409,91 +381,32 @@ mod tests {
 
     #[test]
     fn transport_failures_are_ambiguous_only_for_uploads() {
-        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        for ep in ENDPOINTS {
-            let unknown = if ep == Endpoint::Upload {
+        for endpoint in ENDPOINTS {
+            let unknown = if endpoint == Endpoint::Upload {
                 Ambiguous
             } else {
                 Transient
             };
-            let d = || "x".to_string();
+            let detail = || "x".to_string();
+            let http = |status| ApiError::HttpStatus {
+                endpoint,
+                status,
+                snippet: detail(),
+            };
+            let after = Duration::from_secs(1);
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+            #[rustfmt::skip] // a table: one case a line
             let cases = [
-                (
-                    ApiError::Timeout {
-                        endpoint: ep,
-                        after: Duration::from_secs(1),
-                    },
-                    unknown,
-                ),
-                (
-                    ApiError::Transport {
-                        endpoint: ep,
-                        detail: d(),
-                    },
-                    unknown,
-                ),
-                (
-                    ApiError::BadBody {
-                        endpoint: ep,
-                        detail: d(),
-                    },
-                    unknown,
-                ),
-                (
-                    ApiError::Connect {
-                        endpoint: ep,
-                        detail: d(),
-                    },
-                    Transient,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 500,
-                        snippet: d(),
-                    },
-                    Transient,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 503,
-                        snippet: d(),
-                    },
-                    Transient,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 502,
-                        snippet: d(),
-                    },
-                    unknown,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 404,
-                        snippet: d(),
-                    },
-                    Misconfigured,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 301,
-                        snippet: d(),
-                    },
-                    Misconfigured,
-                ),
-                (
-                    ApiError::ReadFile {
-                        endpoint: ep,
-                        path: "/p.jpg".into(),
-                        source: io(),
-                    },
-                    PermanentForPhoto,
-                ),
+                (ApiError::Timeout { endpoint, after }, unknown),
+                (ApiError::Transport { endpoint, detail: detail() }, unknown),
+                (ApiError::BadBody { endpoint, detail: detail() }, unknown),
+                (ApiError::Connect { endpoint, detail: detail() }, Transient),
+                (http(500), Transient),
+                (http(503), Transient),
+                (http(502), unknown),
+                (http(404), Misconfigured),
+                (http(301), Misconfigured),
+                (ApiError::ReadFile { endpoint, path: "/p.jpg".into(), source }, PermanentForPhoto),
             ];
             for (e, class) in cases {
                 assert_eq!(e.class(), class, "{e}");
