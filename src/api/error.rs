@@ -153,25 +153,103 @@ fn upload_hint(endpoint: Endpoint) -> &'static str {
     }
 }
 
+/// One errno of the vendor's (an answer with `code = 9000`), and what it means for the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Errno {
+    /// The number in the answer's `errno`.
+    pub errno: i64,
+    /// The endpoint this row is limited to; `None`: any endpoint.
+    pub at: Option<Endpoint>,
+    /// What hili does with it.
+    pub class: ErrorClass,
+    /// Builds the error from the endpoint and the answer's `msg`.
+    make: fn(Endpoint, String) -> ApiError,
+}
+
+impl Errno {
+    const fn new(
+        errno: i64,
+        at: Option<Endpoint>,
+        class: ErrorClass,
+        make: fn(Endpoint, String) -> ApiError,
+    ) -> Errno {
+        Errno {
+            errno,
+            at,
+            class,
+            make,
+        }
+    }
+}
+
+/// The errnos hili knows, the one table of them: [`ApiError::from_errno`] builds its error
+/// from the first row whose errno and endpoint match, and [`ApiError::class`] reads an errno's
+/// class here. A `code = 9000` answer is never charged, so none of these is ambiguous.
+/// `docs/hili-api.md` says why each class.
+#[rustfmt::skip] // a table: one row a line
+pub static ERRNOS: &[Errno] = &[
+    // The client already retried a 9999 once after correcting its clock. The vendor says
+    // failed uploads (9006) are not charged, so sending again is safe. The credits endpoint
+    // looks the account up by third_code, so there a 9002 can only mean the account.
+    Errno::new(9999, None,                 ErrorClass::Misconfigured,     |endpoint, _| ApiError::BadToken { endpoint }),
+    Errno::new(9101, None,                 ErrorClass::AccountWide,       |endpoint, _| ApiError::NoCredits { endpoint }),
+    Errno::new(9001, None,                 ErrorClass::PermanentForPhoto, |endpoint, msg| ApiError::BadParameters { endpoint, msg }),
+    Errno::new(9005, None,                 ErrorClass::PermanentForPhoto, |endpoint, msg| ApiError::UnsupportedType { endpoint, msg }),
+    Errno::new(9006, None,                 ErrorClass::Transient,         |endpoint, msg| ApiError::UploadFailed { endpoint, msg }),
+    Errno::new(9009, None,                 ErrorClass::PermanentForPhoto, |endpoint, msg| ApiError::ImageAbnormal { endpoint, msg }),
+    Errno::new(9002, Some(Endpoint::Nums), ErrorClass::Misconfigured,     |endpoint, msg| ApiError::UnknownAccount { endpoint, msg }),
+    Errno::new(9002, None,                 ErrorClass::PermanentForPhoto, |endpoint, msg| ApiError::NotFound { endpoint, msg }),
+    Errno::new(500,  None,                 ErrorClass::Transient,         |endpoint, msg| ApiError::Server { endpoint, msg }),
+];
+
+/// The class of an errno not in [`ERRNOS`]: a `code = 9000` answer is never charged, so it is
+/// safe to retry.
+pub const UNKNOWN_ERRNO_CLASS: ErrorClass = ErrorClass::Transient;
+
+/// The row of [`ERRNOS`] for an errno answered by `endpoint`.
+fn errno_row(endpoint: Endpoint, errno: i64) -> Option<&'static Errno> {
+    ERRNOS
+        .iter()
+        .find(|row| row.errno == errno && row.at.is_none_or(|at| at == endpoint))
+}
+
+/// What an errno answered by `endpoint` means for the queue.
+pub fn errno_class(endpoint: Endpoint, errno: i64) -> ErrorClass {
+    errno_row(endpoint, errno).map_or(UNKNOWN_ERRNO_CLASS, |row| row.class)
+}
+
 impl ApiError {
     /// Maps a `code = 9000` answer's errno to its error.
     pub fn from_errno(endpoint: Endpoint, errno: i64, msg: String) -> ApiError {
-        match errno {
-            9999 => ApiError::BadToken { endpoint },
-            9101 => ApiError::NoCredits { endpoint },
-            9001 => ApiError::BadParameters { endpoint, msg },
-            9005 => ApiError::UnsupportedType { endpoint, msg },
-            9006 => ApiError::UploadFailed { endpoint, msg },
-            9009 => ApiError::ImageAbnormal { endpoint, msg },
-            // The credits endpoint looks the account up by third_code: nothing else is missing.
-            9002 if endpoint == Endpoint::Nums => ApiError::UnknownAccount { endpoint, msg },
-            9002 => ApiError::NotFound { endpoint, msg },
-            500 => ApiError::Server { endpoint, msg },
-            _ => ApiError::UnknownErrno {
+        match errno_row(endpoint, errno) {
+            Some(row) => (row.make)(endpoint, msg),
+            None => ApiError::UnknownErrno {
                 endpoint,
                 errno,
                 msg,
             },
+        }
+    }
+
+    /// The errno the API answered, for the failures that are answers with `code = 9000`.
+    pub fn errno(&self) -> Option<i64> {
+        use ApiError::*;
+        match self {
+            BadToken { .. } => Some(9999),
+            NoCredits { .. } => Some(9101),
+            BadParameters { .. } => Some(9001),
+            UnsupportedType { .. } => Some(9005),
+            UploadFailed { .. } => Some(9006),
+            ImageAbnormal { .. } => Some(9009),
+            NotFound { .. } | UnknownAccount { .. } => Some(9002),
+            Server { .. } => Some(500),
+            UnknownErrno { errno, .. } => Some(*errno),
+            Timeout { .. }
+            | Connect { .. }
+            | Transport { .. }
+            | HttpStatus { .. }
+            | BadBody { .. }
+            | ReadFile { .. } => None,
         }
     }
 
@@ -203,15 +281,19 @@ impl ApiError {
         use ErrorClass::*;
         let upload = self.endpoint() == Endpoint::Upload;
         match self {
-            // The client already retried a 9999 once after correcting the clock.
-            BadToken { .. } | UnknownAccount { .. } => Misconfigured,
-            NoCredits { .. } => AccountWide,
-            BadParameters { .. } | UnsupportedType { .. } | ImageAbnormal { .. } => {
-                PermanentForPhoto
-            }
-            NotFound { .. } => PermanentForPhoto,
-            // A code=9000 answer is never charged, so an unknown errno is safe to retry.
-            UploadFailed { .. } | Server { .. } | UnknownErrno { .. } => Transient,
+            // Answers with `code = 9000`: the errno table says.
+            BadToken { .. }
+            | NoCredits { .. }
+            | BadParameters { .. }
+            | UnsupportedType { .. }
+            | UploadFailed { .. }
+            | ImageAbnormal { .. }
+            | NotFound { .. }
+            | UnknownAccount { .. }
+            | Server { .. }
+            | UnknownErrno { .. } => self
+                .errno()
+                .map_or(UNKNOWN_ERRNO_CLASS, |n| errno_class(self.endpoint(), n)),
             // Nothing left the machine: nothing was charged.
             Connect { .. } => Transient,
             Timeout { .. } | Transport { .. } | BadBody { .. } if upload => Ambiguous,
@@ -235,140 +317,96 @@ impl ApiError {
 #[error("cannot build the API client: {0}; check api.base_url (http:// or https://)")]
 pub struct ClientBuildError(pub String);
 
+/// An error and its causes on one line ("error sending request: connection refused").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ErrorClass::*;
 
+    const ENDPOINTS: [Endpoint; 4] = [
+        Endpoint::Upload,
+        Endpoint::Status,
+        Endpoint::Download,
+        Endpoint::Nums,
+    ];
+
     #[test]
     fn every_errno_has_its_class() {
-        for ep in [
-            Endpoint::Upload,
-            Endpoint::Status,
-            Endpoint::Download,
-            Endpoint::Nums,
-        ] {
-            for (errno, class) in [
-                (9999, Misconfigured),
-                (9101, AccountWide),
-                (9001, PermanentForPhoto),
-                (9005, PermanentForPhoto),
-                (9006, Transient),
-                (9009, PermanentForPhoto),
-                (
-                    9002,
-                    if ep == Endpoint::Nums {
-                        Misconfigured
-                    } else {
-                        PermanentForPhoto
-                    },
-                ),
-                (500, Transient),
-                (1234, Transient),
-            ] {
-                let e = ApiError::from_errno(ep, errno, "m".into());
-                assert_eq!(e.class(), class, "{ep} errno {errno}");
+        for row in ERRNOS {
+            let eps = ENDPOINTS
+                .iter()
+                .filter(|&&ep| row.at.is_none_or(|at| at == ep));
+            let mut reached = false;
+            for &ep in eps {
+                let e = ApiError::from_errno(ep, row.errno, "m".into());
+                assert_eq!(e.errno(), Some(row.errno), "{ep}: {e}");
                 assert_eq!(e.endpoint(), ep);
+                assert_eq!(e.class(), errno_class(ep, row.errno), "{ep}: {e}");
+                reached |= errno_row(ep, row.errno).is_some_and(|r| std::ptr::eq(r, row));
             }
+            assert!(reached, "errno {} row is shadowed by another", row.errno);
         }
-        assert!(matches!(
-            ApiError::from_errno(Endpoint::Nums, 42, "x".into()),
-            ApiError::UnknownErrno { errno: 42, .. }
-        ));
+        for ep in ENDPOINTS {
+            let e = ApiError::from_errno(ep, 42, "x".into());
+            assert!(
+                matches!(e, ApiError::UnknownErrno { errno: 42, .. }),
+                "{e:?}"
+            );
+            assert_eq!(e.class(), UNKNOWN_ERRNO_CLASS);
+        }
+    }
+
+    #[test]
+    fn errno_9002_is_the_account_only_at_the_credits_endpoint() {
+        let e = ApiError::from_errno(Endpoint::Nums, 9002, "m".into());
+        assert!(matches!(e, ApiError::UnknownAccount { .. }), "{e:?}");
+        assert_eq!(e.class(), Misconfigured);
+        for ep in [Endpoint::Upload, Endpoint::Status, Endpoint::Download] {
+            let e = ApiError::from_errno(ep, 9002, "m".into());
+            assert!(matches!(e, ApiError::NotFound { .. }), "{e:?}");
+            assert_eq!(e.class(), PermanentForPhoto);
+        }
     }
 
     #[test]
     fn transport_failures_are_ambiguous_only_for_uploads() {
-        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
-        for ep in [
-            Endpoint::Upload,
-            Endpoint::Status,
-            Endpoint::Download,
-            Endpoint::Nums,
-        ] {
-            let unknown = if ep == Endpoint::Upload {
+        for endpoint in ENDPOINTS {
+            let unknown = if endpoint == Endpoint::Upload {
                 Ambiguous
             } else {
                 Transient
             };
-            let d = || "x".to_string();
+            let detail = || "x".to_string();
+            let http = |status| ApiError::HttpStatus {
+                endpoint,
+                status,
+                snippet: detail(),
+            };
+            let after = Duration::from_secs(1);
+            let source = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+            #[rustfmt::skip] // a table: one case a line
             let cases = [
-                (
-                    ApiError::Timeout {
-                        endpoint: ep,
-                        after: Duration::from_secs(1),
-                    },
-                    unknown,
-                ),
-                (
-                    ApiError::Transport {
-                        endpoint: ep,
-                        detail: d(),
-                    },
-                    unknown,
-                ),
-                (
-                    ApiError::BadBody {
-                        endpoint: ep,
-                        detail: d(),
-                    },
-                    unknown,
-                ),
-                (
-                    ApiError::Connect {
-                        endpoint: ep,
-                        detail: d(),
-                    },
-                    Transient,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 500,
-                        snippet: d(),
-                    },
-                    Transient,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 503,
-                        snippet: d(),
-                    },
-                    Transient,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 502,
-                        snippet: d(),
-                    },
-                    unknown,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 404,
-                        snippet: d(),
-                    },
-                    Misconfigured,
-                ),
-                (
-                    ApiError::HttpStatus {
-                        endpoint: ep,
-                        status: 301,
-                        snippet: d(),
-                    },
-                    Misconfigured,
-                ),
-                (
-                    ApiError::ReadFile {
-                        endpoint: ep,
-                        path: "/p.jpg".into(),
-                        source: io(),
-                    },
-                    PermanentForPhoto,
-                ),
+                (ApiError::Timeout { endpoint, after }, unknown),
+                (ApiError::Transport { endpoint, detail: detail() }, unknown),
+                (ApiError::BadBody { endpoint, detail: detail() }, unknown),
+                (ApiError::Connect { endpoint, detail: detail() }, Transient),
+                (http(500), Transient),
+                (http(503), Transient),
+                (http(502), unknown),
+                (http(404), Misconfigured),
+                (http(301), Misconfigured),
+                (ApiError::ReadFile { endpoint, path: "/p.jpg".into(), source }, PermanentForPhoto),
             ];
             for (e, class) in cases {
                 assert_eq!(e.class(), class, "{e}");

@@ -1,6 +1,6 @@
-//! The request token of the vendor's appendix 1: `md5_hex(secret_key + unix_seconds) + "," +
-//! unix_seconds`. A token dies two minutes after its timestamp, so every request gets a fresh
-//! one, built from the (skew-corrected) current time.
+//! The request token (`docs/hili-api.md`, "The token"):
+//! `md5_hex(secret_key + unix_seconds) + "," + unix_seconds`. A token dies two minutes after its
+//! timestamp, so every request gets a fresh one, built from the (skew-corrected) current time.
 
 use md5::{Digest, Md5};
 

@@ -1,9 +1,9 @@
-//! `hili sim`: an offline simulator of the Hili PhotoEnhance API as
-//! `/work/shared/reference/hili-api.md` describes it — the four endpoints with the vendor's
-//! JSON shapes and errnos, token checks against its own (skewable) clock, credits, real
-//! image results that expire, and seeded fault injection (HTML 500s, connection resets, slow
-//! answers, charged-but-unanswered uploads). A ledger of every charge lets tests prove that
-//! no credit was spent twice. It speaks only HTTP and knows nothing of the client.
+//! `hili sim`: an offline simulator of the Hili PhotoEnhance API as `docs/hili-api.md`
+//! describes it — the four endpoints with the vendor's JSON shapes and errnos, token checks
+//! against its own (skewable) clock, credits, real image results that expire, and seeded fault
+//! injection (HTML 500s, connection resets, slow answers, charged-but-unanswered uploads). A
+//! ledger of every charge lets tests prove that no credit was spent twice. It speaks only HTTP
+//! and knows nothing of the client.
 //!
 //! Rooms: `routes` (endpoints, admin, Date/log layer), `upload` (the charging endpoint),
 //! `form` (multipart/urlencoded bodies, uploads streamed to disk), `state` (clock, credits,

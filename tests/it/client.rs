@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hili::api::client::{ApiClient, ClientOptions, JobStatus};
 use hili::api::clock::Clock;
-use hili::api::error::{ApiError, ErrorClass};
+use hili::api::error::{ApiError, ERRNOS, ErrorClass, errno_class};
 use hili::repair::{Repair, Rgb};
 use hili::secret::Secret;
 use serde_json::{Value, json};
@@ -316,26 +316,16 @@ async fn every_errno_over_the_wire_has_its_class() {
     let file = photo(dir.path(), "a.jpg", JPEG);
     // The server answers the errno written in third_code.
     let (url, _srv) = serve(|s, _| errno(s.field("third_code").unwrap().parse().unwrap())).await;
-    use ErrorClass::*;
-    for (n, class) in [
-        (9999, Misconfigured),
-        (9101, AccountWide),
-        (9001, PermanentForPhoto),
-        (9005, PermanentForPhoto),
-        (9006, Transient),
-        (9009, PermanentForPhoto),
-        (9002, PermanentForPhoto),
-        (500, Transient),
-        (7777, Transient),
-    ] {
+    // Every errno of the one table, and one it does not know.
+    let mut errnos: Vec<i64> = ERRNOS.iter().map(|row| row.errno).collect();
+    errnos.push(7777);
+    errnos.dedup();
+    for n in errnos {
         let c = client(&url, &n.to_string(), Duration::from_secs(10));
         for (call, r) in all_calls(&c, &file).await {
             let e = r.unwrap_err();
-            // At the credits endpoint, 9002 means the account (third_code) is unknown.
-            let class = match (n, call) {
-                (9002, "nums") => Misconfigured,
-                _ => class,
-            };
+            assert_eq!(e.errno(), Some(n), "{call} errno {n}: {e}");
+            let class = errno_class(e.endpoint(), n);
             assert_eq!(e.class(), class, "{call} errno {n}: {e}");
         }
     }
