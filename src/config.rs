@@ -111,12 +111,15 @@ impl Default for InputConfig {
     }
 }
 
-/// What to do when a result expired before it was downloaded (a credit was lost).
+/// `queue.on_expired`: what to do when a result is found expired at download (errno 9002),
+/// its credit spent and lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnExpired {
+    /// Hold the job for a person: the credit is lost.
     #[default]
     Hold,
+    /// Queue it again: a second credit will be spent.
     Reupload,
 }
 
