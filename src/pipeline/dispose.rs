@@ -16,10 +16,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::config::After;
 use crate::media::mover::{Fast, MovePlan, Settled};
 use crate::media::{self, FileId};
 use crate::store::{Job, JobId, State};
-use crate::watch::After;
 
 use super::{Ctx, PipelineError, blocking};
 

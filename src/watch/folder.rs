@@ -19,13 +19,13 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::config::{PollMode, WatchConfig};
 use super::events::{Interest, interpret, out_of_watches};
 use super::ignore::Ignore;
 use super::intake::{FolderSpec, check_due, enqueue};
 use super::mode::{Mode, next_events};
 use super::scan::{stat_file, walk_dir};
 use super::stability::{Stat, Tracker};
+use crate::config::{PollMode, WatchConfig};
 use crate::media::blocking;
 use crate::store::{EnqueueOutcome, Store};
 

@@ -8,9 +8,9 @@ use humantime::format_duration;
 use notify::{Event, RecommendedWatcher};
 use tokio::sync::mpsc;
 
-use super::config::{PollMode, WatchConfig};
 use super::events::{out_of_watches, watch};
 use super::fstype::remote_fs;
+use crate::config::{PollMode, WatchConfig};
 use crate::media::blocking;
 
 /// Events handled per wake-up (the rest wait in the channel).
