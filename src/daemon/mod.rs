@@ -19,10 +19,10 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::Config;
-use crate::pipeline::dispose::{Disposition, SourceAfter};
+use crate::pipeline::dispose::Disposition;
 use crate::pipeline::{self, Ctx, Progress, RunOptions, Summary};
 use crate::store::State;
-use crate::watch::{After, WatchConfig, Watcher};
+use crate::watch::{WatchConfig, Watcher};
 use notify::Notifier;
 
 /// How often `STATUS=` is refreshed.
@@ -42,11 +42,7 @@ pub fn dispositions(watches: &[WatchConfig]) -> Vec<Disposition> {
         .iter()
         .map(|w| Disposition {
             root: w.path.clone(),
-            after: match w.after {
-                After::Keep => SourceAfter::Keep,
-                After::Move => SourceAfter::Move,
-                After::Delete => SourceAfter::Delete,
-            },
+            after: w.after,
             done_dir: w.done_dir.clone(),
             failed_dir: w.failed_dir.clone(),
         })

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::naming::{MAX_NUMBERED, numbered};
+use super::naming::first_numbered;
 
 /// Prefix of temp files; anything named so in an output tree is debris from a crash.
 pub const TEMP_PREFIX: &str = ".hili-tmp-";
@@ -140,36 +140,27 @@ impl AtomicFile {
         let dir = parent_of(dest);
         create_dir_all_durable(dir)?;
         crate::failpoint::hit("before-output-rename");
-        for n in 0..=MAX_NUMBERED {
-            let path = numbered(dest, n);
-            match place_noclobber(&self.temp, &path) {
-                Ok(()) => {
-                    self.done = true;
-                    sync_dir(dir)?;
-                    if parent_of(&self.temp) != dir {
-                        sync_dir(parent_of(&self.temp))?;
-                    }
-                    return Ok((path, sha));
+        first_numbered(dest, |path| match place_noclobber(&self.temp, &path) {
+            Ok(()) => {
+                self.done = true;
+                sync_dir(dir)?;
+                if parent_of(&self.temp) != dir {
+                    sync_dir(parent_of(&self.temp))?;
                 }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if same_content(&path, &sha)? {
-                        // Already there: make sure it is durable too; Drop removes our copy.
-                        File::open(&path)
-                            .and_then(|f| f.sync_all())
-                            .map_err(|e| ctx(e, "syncing", &path))?;
-                        return Ok((path, sha));
-                    }
-                }
-                Err(e) => return Err(ctx(e, "moving result to", &path)),
+                Ok(Some((path, sha.clone())))
             }
-        }
-        Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            format!(
-                "{}: {MAX_NUMBERED} numbered names are all taken: move some files away",
-                dest.display()
-            ),
-        ))
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if same_content(&path, &sha)? {
+                    // Already there: make sure it is durable too; Drop removes our copy.
+                    File::open(&path)
+                        .and_then(|f| f.sync_all())
+                        .map_err(|e| ctx(e, "syncing", &path))?;
+                    return Ok(Some((path, sha.clone())));
+                }
+                Ok(None)
+            }
+            Err(e) => Err(ctx(e, "moving result to", &path)),
+        })
     }
 }
 

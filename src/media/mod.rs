@@ -5,8 +5,8 @@
 //! names outputs and writes them durably without ever overwriting a different file
 //! ([`output_path`], [`unique_destination`], [`AtomicFile`]), and walks the paths given to
 //! `hili add` ([`walk`]), keeps the `.hili-queue` marker of output directories
-//! ([`ensure_marker`]), and moves sources the way `mv` does, crash-safely ([`mover`]). Everything here blocks (std::fs): async callers use
-//! `spawn_blocking`.
+//! ([`ensure_marker`]), and moves sources the way `mv` does, crash-safely ([`mover`]). Everything here blocks (std::fs): async callers run
+//! it through [`blocking`].
 
 mod atomic;
 mod complete;
@@ -26,12 +26,21 @@ pub use hash::{sha256_bytes, sha256_file, sha256_reader};
 pub use kind::{ImageKind, sniff, sniff_file};
 pub use marker::{MARKER_NAME, ensure_marker, marker_path, read_marker};
 pub use naming::{
-    Destination, MAX_NUMBERED, OutputError, numbered, output_folder, output_path,
-    unique_destination,
+    Destination, MAX_NUMBERED, OutputError, first_numbered, normalise, numbered, output_folder,
+    output_path, unique_destination,
 };
 pub use probe::{InputError, Probe, check_size, probe, read_up_to};
 pub use space::{Room, expected_result_bytes, is_no_room, room};
 pub use walk::{FileId, Found, Walk, WalkError, is_ignored_name, mtime_ns, walk};
+
+/// Runs blocking file work (hashing, probing, walking, fsync) off the async threads: the one
+/// helper every async caller of this room uses. Fails only if the work panicked or the
+/// runtime is shutting down.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(f).await
+}
 
 /// The longest side, in pixels, the service accepts.
 pub const MAX_SIDE: u32 = 6000;

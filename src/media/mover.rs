@@ -30,7 +30,7 @@ use super::atomic::{
     TEMP_PREFIX, create_dir_all_durable, no_noreplace, parent_of, place_noclobber,
     rename_noreplace, sync_dir,
 };
-use super::naming::{MAX_NUMBERED, numbered};
+use super::naming::first_numbered;
 use super::walk::{FileId, mtime_ns};
 
 /// A move about to be made, as recorded before it starts.
@@ -75,26 +75,16 @@ fn lstat(p: &Path) -> io::Result<Option<fs::Metadata>> {
 pub fn plan(source: &Path, meta: &fs::Metadata, dest: &Path) -> io::Result<MovePlan> {
     let dir = parent_of(dest);
     create_dir_all_durable(dir)?;
-    for n in 0..=MAX_NUMBERED {
-        let candidate = numbered(dest, n);
-        if lstat(&candidate)?.is_none() {
-            return Ok(MovePlan {
-                source: source.to_path_buf(),
-                dest: candidate,
-                temp: dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>())),
-                source_id: FileId::of(meta),
-                size: meta.len(),
-                mtime_ns: mtime_ns(meta),
-            });
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!(
-            "{}: {MAX_NUMBERED} numbered names are all taken: move some files away",
-            dest.display()
-        ),
-    ))
+    first_numbered(dest, |candidate| {
+        Ok(lstat(&candidate)?.is_none().then(|| MovePlan {
+            source: source.to_path_buf(),
+            dest: candidate,
+            temp: dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>())),
+            source_id: FileId::of(meta),
+            size: meta.len(),
+            mtime_ns: mtime_ns(meta),
+        }))
+    })
 }
 
 /// What [`rename_in_place`] did.
@@ -314,6 +304,7 @@ fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::numbered;
     use std::fs::File;
     use std::os::unix::fs::PermissionsExt;
 

@@ -44,9 +44,11 @@ impl Destination {
     }
 }
 
-/// Resolves `.` and `..` without touching the filesystem. `..` at the root stays at the root;
-/// leading `..` of a relative path are kept (such a path is then outside any relative root).
-fn normalise(p: &Path) -> PathBuf {
+/// Resolves `.` and `..` without touching the filesystem (symbolic links are not followed),
+/// and drops trailing slashes, so paths compare reliably. `..` at the root stays at the root
+/// (`/..` is `/`, as the kernel reads it); leading `..` of a relative path are kept (such a
+/// path is then outside any relative root).
+pub fn normalise(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
@@ -157,29 +159,40 @@ pub fn numbered(candidate: &Path, n: u32) -> PathBuf {
     candidate.with_file_name(name)
 }
 
-/// The first of `candidate`, `candidate-1`, `candidate-2`… that is either free or already
-/// holds exactly `content_sha256`. A different existing file (or anything that is not a
-/// regular file, symlinks included) is never chosen, so nothing is ever overwritten.
-pub fn unique_destination(candidate: &Path, content_sha256: &str) -> io::Result<Destination> {
+/// The one search for a free `-N` name: calls `try_name` with `candidate`, `candidate-1`,
+/// `candidate-2`… (see [`numbered`]) until it returns `Some`, and fails with `AlreadyExists`
+/// after [`MAX_NUMBERED`] names. What "free" means (nothing there, or nothing placed there
+/// yet, or the very same content) is the caller's.
+pub fn first_numbered<T>(
+    candidate: &Path,
+    mut try_name: impl FnMut(PathBuf) -> io::Result<Option<T>>,
+) -> io::Result<T> {
     for n in 0..=MAX_NUMBERED {
-        let path = numbered(candidate, n);
-        match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Destination::Free(path)),
-            Err(e) => return Err(e),
-            Ok(meta) => {
-                if meta.is_file() && sha256_file(&path)?.eq_ignore_ascii_case(content_sha256) {
-                    return Ok(Destination::AlreadyThere(path));
-                }
-            }
+        if let Some(found) = try_name(numbered(candidate, n))? {
+            return Ok(found);
         }
     }
     Err(io::Error::new(
         io::ErrorKind::AlreadyExists,
         format!(
-            "{}: {MAX_NUMBERED} numbered names are all taken by other files: move some away",
+            "{}: {MAX_NUMBERED} numbered names are all taken: move some files away",
             candidate.display()
         ),
     ))
+}
+
+/// The first of `candidate`, `candidate-1`, `candidate-2`… that is either free or already
+/// holds exactly `content_sha256`. A different existing file (or anything that is not a
+/// regular file, symlinks included) is never chosen, so nothing is ever overwritten.
+pub fn unique_destination(candidate: &Path, content_sha256: &str) -> io::Result<Destination> {
+    first_numbered(candidate, |path| match fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Some(Destination::Free(path))),
+        Err(e) => Err(e),
+        Ok(meta) if meta.is_file() && sha256_file(&path)?.eq_ignore_ascii_case(content_sha256) => {
+            Ok(Some(Destination::AlreadyThere(path)))
+        }
+        Ok(_) => Ok(None),
+    })
 }
 
 #[cfg(test)]
@@ -302,6 +315,40 @@ mod tests {
         let name = p.file_name().unwrap().to_str().unwrap();
         assert!(name.len() <= NAME_MAX - SUFFIX_ROOM, "{}", name.len());
         assert!(name.ends_with(".sr.jpg"));
+    }
+
+    #[test]
+    fn normalise_is_lexical_and_stops_at_the_root() {
+        for (path, want) in [
+            ("/a/./b/../c/", "/a/c"),
+            ("x/y", "x/y"),
+            ("./x/./y/", "x/y"),
+            // The root's parent is the root.
+            ("/..", "/"),
+            ("/../a", "/a"),
+            ("/a/../../b", "/b"),
+            // A relative path's leading `..` are kept, however many.
+            ("..", ".."),
+            ("../a", "../a"),
+            ("../..", "../.."),
+            ("a/../..", ".."),
+            ("a/..", ""),
+        ] {
+            assert_eq!(normalise(Path::new(path)), PathBuf::from(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn the_numbered_search_stops_at_the_first_taker_or_gives_up() {
+        let mut seen = Vec::new();
+        let found = first_numbered(Path::new("/o/x.jpg"), |p| {
+            seen.push(p.clone());
+            Ok((seen.len() == 3).then_some(p))
+        });
+        assert_eq!(found.unwrap(), Path::new("/o/x-2.jpg"));
+        let none = first_numbered(Path::new("/o/x.jpg"), |_| Ok(None::<()>)).unwrap_err();
+        assert_eq!(none.kind(), io::ErrorKind::AlreadyExists);
+        assert!(none.to_string().contains("all taken"), "{none}");
     }
 
     #[test]

@@ -16,26 +16,20 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::config::After;
 use crate::media::mover::{Fast, MovePlan, Settled};
 use crate::media::{self, FileId};
 use crate::store::{Job, JobId, State};
 
 use super::{Ctx, PipelineError, blocking};
 
-/// What to do with a source after its job is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceAfter {
-    Keep,
-    Move,
-    Delete,
-}
-
 /// The disposition rules of one watch folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Disposition {
     /// The watch folder (jobs' `source_root`).
     pub root: PathBuf,
-    pub after: SourceAfter,
+    /// What happens to a done job's source: the watch table's `after`.
+    pub after: After,
     pub done_dir: Option<PathBuf>,
     pub failed_dir: Option<PathBuf>,
 }
@@ -43,7 +37,7 @@ pub struct Disposition {
 impl Disposition {
     /// Whether this folder's jobs need any action at all.
     fn acts(&self) -> bool {
-        self.after != SourceAfter::Keep || self.failed_dir.is_some()
+        self.after != After::Keep || self.failed_dir.is_some()
     }
 }
 
@@ -242,8 +236,8 @@ enum Step {
 fn decide(job: &Job, rule: &Disposition, later: Option<JobId>) -> std::io::Result<Step> {
     let src = &job.source_path;
     let to_dir = match (job.state, rule.after, &rule.done_dir, &rule.failed_dir) {
-        (State::Done, SourceAfter::Move, Some(done_dir), _) => Some(done_dir),
-        (State::Done, SourceAfter::Delete, _, _) => None,
+        (State::Done, After::Move, Some(done_dir), _) => Some(done_dir),
+        (State::Done, After::Delete, _, _) => None,
         (State::Failed | State::Held, _, _, Some(failed_dir)) => Some(failed_dir),
         _ => return Ok(Step::Finished(None)),
     };

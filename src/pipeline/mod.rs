@@ -132,9 +132,6 @@ pub(crate) fn now_ms() -> i64 {
     crate::store::now_ms()
 }
 
-/// Runs blocking file work (hashing, probing, fsync) off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, PipelineError> {
-    Ok(tokio::task::spawn_blocking(f).await?)
-}
+// The stages' blocking file work goes through the media room's one helper; its `JoinError`
+// becomes `PipelineError::Join` through `?`.
+pub(crate) use crate::media::blocking;

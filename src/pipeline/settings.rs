@@ -2,17 +2,9 @@
 
 use std::time::Duration;
 
+// One type for `queue.on_expired`, the config's: the run reads it as written.
 use crate::config::Config;
-
-/// What to do when a result is found expired at download (errno 9002).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnExpired {
-    /// Hold the job for a person: the credit is lost.
-    #[default]
-    Hold,
-    /// Queue it again: a second credit will be spent.
-    Reupload,
-}
+pub use crate::config::OnExpired;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -46,10 +38,7 @@ impl Settings {
             download_concurrency: c.queue.download_concurrency,
             max_attempts: c.queue.max_attempts,
             credits_recheck: c.queue.credits_recheck,
-            on_expired: match c.queue.on_expired {
-                crate::config::OnExpired::Hold => OnExpired::Hold,
-                crate::config::OnExpired::Reupload => OnExpired::Reupload,
-            },
+            on_expired: c.queue.on_expired,
             max_download_bytes: c.queue.max_download_bytes,
             budget: c.queue.budget,
             shutdown_grace: c.queue.shutdown_grace,

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::faults::AbortConnection;
+use super::reply::AbortConnection;
 
 /// How long open connections get to finish their request at shutdown.
 const DRAIN: Duration = Duration::from_secs(2);

@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::reply::{AbortConnection, abort_response};
 use super::state::Shared;
 
 /// The upload-only faults rolled for this request.
@@ -19,17 +20,6 @@ pub(crate) struct Plan {
     pub e9006: bool,
     pub e9009: bool,
     pub charge_drop: bool,
-}
-
-/// Marks a response that must never be written: the connection server sees it and resets
-/// the TCP connection instead (see `conn.rs`).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct AbortConnection;
-
-pub(crate) fn abort_response() -> Response {
-    let mut r = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    r.extensions_mut().insert(AbortConnection);
-    r
 }
 
 const HTML_500: &str = "<html>\r\n<head><title>500 Internal Server Error</title></head>\r\n<body>\r\n\

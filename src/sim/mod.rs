@@ -16,6 +16,8 @@ mod conn;
 mod faults;
 mod form;
 mod hostile;
+mod hostile_answer;
+mod reply;
 mod routes;
 mod state;
 mod transform;
@@ -36,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use args::SimArgs;
-pub use hostile::{ApiSite, EVIL_NAME, HUGE_RESULT_BYTES, Hostile, HostileMode};
+pub use hostile::{ApiSite, Hostile, HostileMode};
+pub use hostile_answer::{EVIL_NAME, HUGE_RESULT_BYTES};
 pub use state::{Charge, Ledger, Stall};
 use workdir::WorkDir;
 
@@ -255,7 +258,7 @@ pub async fn serve(opts: SimOptions) -> io::Result<SimHandle> {
     let stop = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(sweep(shared.clone(), stop.clone()));
-    shared.set_tarpit(hostile::tarpit(stop.clone(), &tasks).await?);
+    shared.set_tarpit(hostile_answer::tarpit(stop.clone(), &tasks).await?);
     let app = routes::router(shared.clone());
     let accept = tokio::spawn(conn::accept_loop(
         listener,

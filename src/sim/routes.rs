@@ -13,39 +13,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::io::ReaderStream;
 
-use super::faults::{self, AbortConnection};
+use super::faults;
 use super::form::read_form;
-use super::hostile::{self, Hostile};
+use super::hostile::Hostile;
+use super::hostile_answer;
+use super::reply::{
+    AbortConnection, BAD_PARAMS, EXPIRED, Errno, NO_IMAGE, NOT_FOUND, STILL_PROCESSING, TOKEN, ok,
+};
 use super::state::{Phase, Shared};
 use super::{Faults, upload};
-
-/// A vendor failure answer: HTTP 200 with `code` 9000 (the vendor never uses HTTP errors).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Errno(pub u32, pub &'static str);
-
-pub(crate) const TOKEN: Errno = Errno(9999, "请求参数token不合法");
-pub(crate) const NO_CREDITS: Errno = Errno(9101, "剩余下载次数为0");
-pub(crate) const BAD_PARAMS: Errno = Errno(9001, "传入参数错误");
-pub(crate) const UNSUPPORTED: Errno = Errno(9005, "文件上传类型不支持");
-pub(crate) const UPLOAD_FAILED: Errno = Errno(9006, "上传失败");
-pub(crate) const IMAGE_BAD: Errno = Errno(9009, "图片异常,处理失败");
-const NO_IMAGE: Errno = Errno(9002, "图片不存在,请确认图片是否上传成功");
-const EXPIRED: Errno = Errno(9002, "数据已失效,请重新上传");
-const NOT_FOUND: Errno = Errno(9002, "数据未找到");
-const STILL_PROCESSING: Errno = Errno(500, "图片处理中,请稍后再试");
-
-impl IntoResponse for Errno {
-    fn into_response(self) -> Response {
-        Json(json!({"code": 9000, "errno": self.0, "msg": self.1})).into_response()
-    }
-}
-
-pub(crate) fn ok(data: Value) -> Response {
-    Json(json!({"code": 200, "data": data})).into_response()
-}
 
 pub(crate) fn router(st: Arc<Shared>) -> Router {
     let faulted = Router::new()
@@ -58,7 +37,10 @@ pub(crate) fn router(st: Arc<Shared>) -> Router {
         .route("/api/third/company/nums", post(nums))
         .route("/static/life_img/{name}", get(result_file))
         .route("/static/img/{name}", get(upload_file))
-        .route_layer(middleware::from_fn_with_state(st.clone(), hostile::rewrite))
+        .route_layer(middleware::from_fn_with_state(
+            st.clone(),
+            hostile_answer::rewrite,
+        ))
         .route_layer(middleware::from_fn_with_state(st.clone(), faults::inject));
     Router::new()
         .route("/__sim/ledger", get(ledger))

@@ -13,10 +13,10 @@ use axum::response::{IntoResponse, Response};
 use image::DynamicImage;
 use serde_json::json;
 
-use super::faults::{Plan, abort_response};
+use super::faults::Plan;
 use super::form::{Form, FormError, Upload, read_form};
-use super::routes::{
-    BAD_PARAMS, Errno, IMAGE_BAD, NO_CREDITS, TOKEN, UNSUPPORTED, UPLOAD_FAILED, ok,
+use super::reply::{
+    BAD_PARAMS, Errno, IMAGE_BAD, NO_CREDITS, TOKEN, UNSUPPORTED, UPLOAD_FAILED, abort_response, ok,
 };
 use super::state::{Job, Phase, Shared};
 use super::transform::{self, Format};

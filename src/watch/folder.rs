@@ -19,13 +19,14 @@ use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::config::{PollMode, WatchConfig};
 use super::events::{Interest, interpret, out_of_watches};
 use super::ignore::Ignore;
 use super::intake::{FolderSpec, check_due, enqueue};
 use super::mode::{Mode, next_events};
 use super::scan::{stat_file, walk_dir};
 use super::stability::{Stat, Tracker};
+use crate::config::{PollMode, WatchConfig};
+use crate::media::blocking;
 use crate::store::{EnqueueOutcome, Store};
 
 /// How soon a missing or broken folder is looked at again (or `rescan_interval`, if shorter).
@@ -55,12 +56,6 @@ fn root_id(path: &Path) -> Result<RootId, String> {
         Ok(_) => Err("is not a directory".into()),
         Err(e) => Err(e.to_string()),
     }
-}
-
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Option<T> {
-    tokio::task::spawn_blocking(f).await.ok()
 }
 
 struct Folder {
@@ -151,6 +146,7 @@ impl Folder {
             let path = self.cfg.path.clone();
             let id = blocking(move || root_id(&path))
                 .await
+                .ok()
                 .unwrap_or_else(|| Err("could not be checked".into()));
             let id = match id {
                 Ok(id) => id,
@@ -237,7 +233,7 @@ impl Folder {
                 Ok(false) => {}
                 Err(()) => {
                     let path = self.cfg.path.clone();
-                    match blocking(move || root_id(&path)).await {
+                    match blocking(move || root_id(&path)).await.ok() {
                         Some(Ok(now)) if now == id => {}
                         Some(Ok(_)) => {
                             return End::RootLost("was replaced by another folder".into());
@@ -342,6 +338,7 @@ impl Folder {
                 .collect::<Vec<_>>()
         })
         .await
+        .ok()
         .unwrap_or_default();
         let now = Instant::now();
         let mut dirs = Vec::new();
@@ -368,7 +365,7 @@ impl Folder {
     async fn walk_into(&mut self, dir: PathBuf) {
         let ig = self.ignore.clone();
         let d = dir.clone();
-        match blocking(move || walk_dir(&d, &ig, true)).await {
+        match blocking(move || walk_dir(&d, &ig, true)).await.ok() {
             Some(Ok(w)) => {
                 let now = Instant::now();
                 for (p, stat) in w.files {
@@ -402,6 +399,7 @@ impl Folder {
             Ok::<_, String>((now, walked))
         })
         .await
+        .ok()
         .unwrap_or_else(|| Err("could not be scanned".into()));
         let (now_id, walked) = res?;
         if now_id != id {

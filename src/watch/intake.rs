@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use tokio::time::Instant;
 
-use super::config::WatchConfig;
 use super::scan::stat_file;
 use super::stability::{Stat, Tracker, Verdict};
+use crate::config::WatchConfig;
 use crate::media::{FileId, mtime_ns};
 use crate::store::{EnqueueOutcome, Known, NewJob, Store, StoreError};
 

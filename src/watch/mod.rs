@@ -12,7 +12,6 @@
 //!
 //! It never processes anything itself: it enqueues and pokes `on_enqueued`.
 
-pub mod config;
 mod events;
 mod folder;
 pub mod fstype;
@@ -31,7 +30,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{After, PollMode, WatchConfig};
+// The tables are the config file's; re-exported so the watcher's users find them here too.
+pub use crate::config::{After, PollMode, WatchConfig};
 pub use ignore::Ignore;
 pub use once::scan_once;
 

@@ -8,10 +8,10 @@ use humantime::format_duration;
 use notify::{Event, RecommendedWatcher};
 use tokio::sync::mpsc;
 
-use super::config::{PollMode, WatchConfig};
 use super::events::{out_of_watches, watch};
-use super::folder::blocking;
 use super::fstype::remote_fs;
+use crate::config::{PollMode, WatchConfig};
+use crate::media::blocking;
 
 /// Events handled per wake-up (the rest wait in the channel).
 const EVENT_BATCH: usize = 4096;
@@ -46,7 +46,7 @@ impl Mode {
             }
             PollMode::Auto => {
                 let path = cfg.path.clone();
-                if let Some(Some(fs)) = blocking(move || remote_fs(&path)).await {
+                if let Ok(Some(fs)) = blocking(move || remote_fs(&path)).await {
                     tracing::info!(
                         "watch folder {} is on {fs}, where changes made by other machines raise no events: polling it every {}",
                         cfg.path.display(),
@@ -60,7 +60,7 @@ impl Mode {
         let (tx, rx) = mpsc::channel(CHANNEL);
         let (path, recursive) = (cfg.path.clone(), cfg.recursive);
         // Adding a watch per subdirectory walks the tree: blocking work.
-        let started = blocking(move || watch(&path, recursive, tx)).await;
+        let started = blocking(move || watch(&path, recursive, tx)).await.ok();
         match started {
             Some(Ok(w)) => {
                 tracing::debug!("watch folder {}: watching for events", cfg.path.display());

@@ -419,11 +419,12 @@ async fn a_failed_source_moved_after_a_restart_is_not_counted_as_a_new_failure()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: cargo test --test it dispose::measure -- --ignored --nocapture"]
 async fn measure_dispose_pass_of_300_sources() {
-    use hili::pipeline::dispose::{Disposition, SourceAfter};
+    use hili::pipeline::dispose::Disposition;
+    use hili::watch::After;
     for (label, after, shm) in [
-        ("move same-fs", SourceAfter::Move, false),
-        ("move cross-fs", SourceAfter::Move, true),
-        ("delete", SourceAfter::Delete, false),
+        ("move same-fs", After::Move, false),
+        ("move cross-fs", After::Move, true),
+        ("delete", After::Delete, false),
     ] {
         let mut opts = fast_sim();
         opts.processing = Duration::from_millis(5);
@@ -455,7 +456,7 @@ async fn measure_dispose_pass_of_300_sources() {
         hili::pipeline::dispose::pass(&ctx).await.unwrap();
         let el = t.elapsed();
         assert_eq!(files_under(&env.inbox).len(), 0);
-        if after == SourceAfter::Move {
+        if after == After::Move {
             assert_eq!(files_under(&done).len(), 300);
         }
         println!(

@@ -1,14 +1,15 @@
 //! The `[[watch]]` tables of the config file: one drop folder each, with its repair type,
 //! output folder, how files are picked up (stability wait, events or polling, rescans), what
 //! is ignored and what happens to a source after its job. Parsing, defaults, relative-path
-//! resolution and validation live here; `crate::config` only embeds the list.
+//! resolution and validation live here; [`super::Config`] embeds the list and names the file
+//! in the messages. The watcher (`crate::watch`) reads these tables; it does not own them.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, human_duration};
+use crate::media::normalise;
 use crate::repair::{Repair, Rgb};
 
 /// One watch folder.
@@ -27,15 +28,15 @@ pub struct WatchConfig {
     #[serde(default = "yes")]
     pub recursive: bool,
     /// Size and mtime must stay unchanged this long before a file is queued.
-    #[serde(default = "default_stable_for", with = "human_duration")]
+    #[serde(default = "default_stable_for", with = "super::human_duration")]
     pub stable_for: Duration,
     #[serde(default)]
     pub poll: PollMode,
     /// Scan period when polling.
-    #[serde(default = "default_poll_interval", with = "human_duration")]
+    #[serde(default = "default_poll_interval", with = "super::human_duration")]
     pub poll_interval: Duration,
     /// Safety-net full scan period when events are used.
-    #[serde(default = "default_rescan_interval", with = "human_duration")]
+    #[serde(default = "default_rescan_interval", with = "super::human_duration")]
     pub rescan_interval: Duration,
     /// Globs added to the built-in ignore list (see `crate::watch::Ignore`).
     #[serde(default)]
@@ -130,7 +131,7 @@ impl WatchConfig {
     /// `secret_key_file`), and drops `.` components and trailing slashes, so that paths
     /// compare reliably (exclusions, `source_root`).
     pub fn resolve_relative(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| *p = normalize(&base.join(&*p));
+        let fix = |p: &mut PathBuf| *p = normalise(&base.join(&*p));
         fix(&mut self.path);
         fix(&mut self.output);
         if let Some(d) = self.done_dir.as_mut() {
@@ -149,29 +150,19 @@ impl WatchConfig {
     }
 }
 
-/// Lexical normalisation: `.` removed, `a/..` folded (symlinks are not resolved).
-pub(crate) fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
-                }
-            }
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
+/// What is wrong with a `[[watch]]` table: the key, and the problem naming the watch folder.
+/// [`super::Config`] adds the file.
+#[derive(Debug)]
+pub(super) struct WatchProblem {
+    pub(super) key: &'static str,
+    pub(super) problem: String,
 }
 
-/// Checks every `[[watch]]` table; messages name the file, the key and the watch folder.
-pub(crate) fn validate(watches: &[WatchConfig], file: &Path) -> Result<(), ConfigError> {
+/// Checks every `[[watch]]` table.
+pub(super) fn validate(watches: &[WatchConfig]) -> Result<(), WatchProblem> {
     for (i, w) in watches.iter().enumerate() {
         let folder = w.path.display();
-        let invalid = |key, problem: String| ConfigError::Invalid {
-            where_: file.display().to_string(),
+        let invalid = |key, problem: String| WatchProblem {
             key,
             problem: format!("{problem} (watch folder {folder})"),
         };
@@ -293,7 +284,7 @@ fn feeds_a_watch<'a>(
 
 /// `p` with symbolic links resolved in its longest existing ancestor, the rest lexical.
 fn resolved(p: &Path) -> PathBuf {
-    let p = normalize(p);
+    let p = normalise(p);
     let mut base = p.as_path();
     let mut rest = Vec::new();
     loop {
@@ -307,157 +298,5 @@ fn resolved(p: &Path) -> PathBuf {
             }
             _ => return p,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-
-    const BASE: &str = "[[watch]]\npath = \"/in\"\nrepair = \"sr\"\noutput = \"/out\"\n";
-
-    fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::parse(text, Path::new("/etc/hili/hili.toml"))
-    }
-
-    #[test]
-    fn folders_that_feed_a_watch_folder_are_refused() {
-        let w = |path: &str, out: &str| {
-            format!("[[watch]]\npath = \"{path}\"\nrepair = \"sr\"\noutput = \"{out}\"\n")
-        };
-        // Each other's output: results would go round A -> B -> A, paid for every time.
-        let msg = parse(&format!("{}{}", w("/a", "/b"), w("/b", "/a")))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("watch.output") && msg.contains("loop"),
-            "{msg}"
-        );
-        // An output that contains a watch folder (its own, here) leads back into it.
-        let msg = parse(&w("/srv/in", "/srv")).unwrap_err().to_string();
-        assert!(msg.contains("/srv/in") && msg.contains("loop"), "{msg}");
-        // A done_dir that is another watch folder re-processes every moved original.
-        let moved = format!(
-            "{}after = \"move\"\ndone_dir = \"/b\"\n{}",
-            w("/a", "/out-a"),
-            w("/b", "/out-b")
-        );
-        let msg = parse(&moved).unwrap_err().to_string();
-        assert!(msg.contains("watch.done_dir"), "{msg}");
-        // Through a symbolic link: the output is a link to the other watch folder.
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b, link) = (
-            dir.path().join("a"),
-            dir.path().join("b"),
-            dir.path().join("l"),
-        );
-        std::fs::create_dir_all(&a).unwrap();
-        std::fs::create_dir_all(&b).unwrap();
-        std::os::unix::fs::symlink(&b, &link).unwrap();
-        let text = format!(
-            "{}{}",
-            w(&a.display().to_string(), &link.display().to_string()),
-            w(&b.display().to_string(), "/elsewhere")
-        );
-        assert!(parse(&text).unwrap_err().to_string().contains("loop"));
-        // Outputs beside or inside watch folders are fine.
-        parse(&format!("{}{}", w("/a", "/a/out"), w("/b", "/out"))).unwrap();
-    }
-
-    #[test]
-    fn defaults_and_every_key() {
-        let c = parse(BASE).unwrap();
-        assert_eq!(c.watch, vec![WatchConfig::new("/in", Repair::Sr, "/out")]);
-        let full = "[[watch]]\npath = \"in\"\nrepair = \"bg\"\nrgb = \"255,0,0\"\n\
-            output = \"./out/\"\nrecursive = false\nstable_for = \"2s\"\npoll = true\n\
-            poll_interval = \"1m\"\nrescan_interval = \"1h\"\nignore = [\"*.raw\", \"tmp/**\"]\n\
-            after = \"move\"\ndone_dir = \"../done\"\nfailed_dir = \"/f\"\n\
-            [[watch]]\npath = \"/b\"\nrepair = \"colour\"\noutput = \"/o\"\npoll = \"auto\"\n\
-            [[watch]]\npath = \"/c\"\nrepair = \"repair\"\noutput = \"/o\"\npoll = false\n\
-            after = \"delete\"\n";
-        let c = parse(full).unwrap();
-        let w = &c.watch[0];
-        assert_eq!(w.path, PathBuf::from("/etc/hili/in"));
-        assert_eq!(w.output, PathBuf::from("/etc/hili/out"));
-        assert_eq!(w.done_dir, Some(PathBuf::from("/etc/done")));
-        assert_eq!(w.failed_dir, Some(PathBuf::from("/f")));
-        assert_eq!((w.repair, w.rgb), (Repair::Bg, Some(Rgb(255, 0, 0))));
-        assert!(!w.recursive);
-        assert_eq!(w.stable_for, Duration::from_secs(2));
-        assert_eq!(w.poll_interval, Duration::from_secs(60));
-        assert_eq!(w.rescan_interval, Duration::from_secs(3600));
-        assert_eq!(w.ignore, vec!["*.raw".to_string(), "tmp/**".to_string()]);
-        assert_eq!((w.poll, w.after), (PollMode::Always, After::Move));
-        assert_eq!(c.watch[1].poll, PollMode::Auto);
-        assert_eq!(
-            (c.watch[2].poll, c.watch[2].after),
-            (PollMode::Never, After::Delete)
-        );
-    }
-
-    #[test]
-    fn invalid_watches_name_key_file_and_folder() {
-        for (extra, needle) in [
-            ("rgb = \"1,2,3\"\n", "watch.rgb"),
-            ("stable_for = \"0s\"\n", "watch.stable_for"),
-            ("rescan_interval = \"0s\"\n", "watch.rescan_interval"),
-            ("after = \"move\"\n", "watch.done_dir"),
-            ("done_dir = \"/d\"\n", "watch.done_dir"),
-            ("failed_dir = \"/in\"\n", "watch.failed_dir"),
-            ("ignore = [\"a[\"]\n", "a["),
-        ] {
-            let msg = parse(&format!("{BASE}{extra}")).unwrap_err().to_string();
-            assert!(
-                msg.contains(needle) && msg.contains("/etc/hili/hili.toml") && msg.contains("/in"),
-                "{extra}: {msg}"
-            );
-        }
-        for (text, needle) in [
-            (BASE.replace("\"sr\"", "\"bg\""), "watch.rgb"),
-            (BASE.replace("/out", "/in"), "watch.output"),
-            (format!("{BASE}{BASE}"), "twice"),
-            (format!("{BASE}colour = 1\n"), "colour"),
-            (format!("{BASE}poll = \"sometimes\"\n"), "sometimes"),
-            (format!("{BASE}after = \"archive\"\n"), "archive"),
-            (format!("{BASE}stable_for = \"soon\"\n"), "soon"),
-            (BASE.replace("output = \"/out\"\n", ""), "output"),
-        ] {
-            let msg = parse(&text).unwrap_err().to_string();
-            assert!(
-                msg.contains(needle) && msg.contains("/etc/hili/hili.toml"),
-                "{text}: {msg}"
-            );
-        }
-    }
-
-    #[test]
-    fn example_watch_block_parses_with_the_defaults_it_shows() {
-        let example = include_str!("../../config/hili.example.toml");
-        let start = example.find("# [[watch]]").unwrap();
-        let text: String = example[start..]
-            .lines()
-            .filter_map(|l| l.strip_prefix("# "))
-            .filter(|l| l.starts_with("[[watch]]") || l.split(' ').nth(1) == Some("="))
-            .map(|l| format!("{l}\n"))
-            // The example shows every key; pick values under which all of them are allowed.
-            .collect::<String>()
-            .replace("repair = \"repair\"", "repair = \"bg\"")
-            .replace("after = \"keep\"", "after = \"move\"");
-        let c = parse(&text).unwrap();
-        let w = &c.watch[0];
-        let mut want = WatchConfig::new("/srv/scans/in", Repair::Bg, "/srv/scans/out");
-        want.rgb = Some(Rgb(255, 255, 255));
-        want.ignore = vec!["*.raw".into(), "/incoming-tmp".into()];
-        want.after = After::Move;
-        want.done_dir = Some("/srv/scans/done".into());
-        want.failed_dir = Some("/srv/scans/failed".into());
-        assert_eq!(*w, want);
-    }
-
-    #[test]
-    fn normalize_is_lexical() {
-        assert_eq!(normalize(Path::new("/a/./b/../c/")), PathBuf::from("/a/c"));
-        assert_eq!(normalize(Path::new("x/y")), PathBuf::from("x/y"));
     }
 }
