@@ -34,6 +34,7 @@ pub(super) async fn inspect(ctx: &Ctx, job: &Job) -> Result<Inspected, PipelineE
         }
     })
     .await
+    .map_err(PipelineError::from)
 }
 
 /// The hash of a file that may be sent; `None` when the job was failed instead (bound to fail,
