@@ -275,7 +275,21 @@ async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(Body, ImageKind), 
         }
     }
 
-    // The body is written by a blocking task while it streams in, so memory stays flat.
+    stream_to_file(&limits, stream, first, total, dir)
+        .await
+        .map(|file| (Body::Written(file), kind))
+}
+
+/// Streams the rest of a large result (after the chunks already read, `first`) into a temp
+/// file in `dir`: a blocking task writes while the body arrives, so memory stays flat. On any
+/// failure the temp file is removed before returning.
+async fn stream_to_file(
+    limits: &Limits,
+    mut stream: impl futures_util::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    first: Vec<Bytes>,
+    mut total: u64,
+    dir: PathBuf,
+) -> Result<AtomicFile, FetchError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let write_dir = dir.clone();
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<AtomicFile> {
@@ -306,7 +320,7 @@ async fn fetch(ctx: &Ctx, url: &str, dir: PathBuf) -> Result<(Body, ImageKind), 
         Err(e) => Err(std::io::Error::other(e)),
     };
     match (streamed, written) {
-        (Ok(()), Ok(file)) => Ok((Body::Written(file), kind)),
+        (Ok(()), Ok(file)) => Ok(file),
         (Ok(()), Err(source)) => Err(FetchError::Write { dir, source }),
         (Err(e), Ok(file)) => {
             // Dropping removes the temp file: done off the async threads, and before returning

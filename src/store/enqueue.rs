@@ -144,40 +144,12 @@ async fn enqueue_one(
     let size = j.size as i64; // checked by validate
     let ctx = || format!("enqueueing {}", j.source_path.display());
 
-    if !j.force {
-        let writer: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE output_path = ? LIMIT 1")
-                .bind(&src)
-                .fetch_optional(&mut *conn)
-                .await
-                .ctx(ctx())?;
-        if let Some(id) = writer {
-            return Ok(EnqueueOutcome::OwnResult(JobId(id)));
-        }
+    if !j.force
+        && let Some(writer) = result_written_at(conn, &src, &ctx).await?
+    {
+        return Ok(EnqueueOutcome::OwnResult(writer));
     }
-
-    let existing: Option<(i64, String)> = match known {
-        Known::SameSettings => sqlx::query_as(
-            "SELECT id, state FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? \
-             AND repair = ? AND rgb IS ? AND output_dir = ? ORDER BY id DESC LIMIT 1",
-        )
-        .bind(&src)
-        .bind(size)
-        .bind(j.mtime_ns)
-        .bind(j.repair.wire())
-        .bind(&rgb)
-        .bind(&out_dir),
-        Known::AnySettings => sqlx::query_as(
-            "SELECT id, state FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? \
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(&src)
-        .bind(size)
-        .bind(j.mtime_ns),
-    }
-    .fetch_optional(&mut *conn)
-    .await
-    .ctx(ctx())?;
+    let existing = latest_version(conn, j, known, &ctx).await?;
 
     if let Some((id, state_s)) = existing {
         let id = JobId(id);
@@ -223,4 +195,53 @@ async fn enqueue_one(
 
     // The creation event is written by the `jobs_created` trigger (see migrations).
     Ok(EnqueueOutcome::Queued(JobId(id)))
+}
+
+/// The job that wrote its result at this path (`src`, as stored), if any.
+async fn result_written_at(
+    conn: &mut SqliteConnection,
+    src: &[u8],
+    ctx: &impl Fn() -> String,
+) -> Result<Option<JobId>, StoreError> {
+    let writer: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE output_path = ? LIMIT 1")
+            .bind(src)
+            .fetch_optional(&mut *conn)
+            .await
+            .ctx(ctx())?;
+    Ok(writer.map(JobId))
+}
+
+/// The latest job for this file version that counts as "already known" under `known`: its
+/// id and state as stored.
+async fn latest_version(
+    conn: &mut SqliteConnection,
+    j: &NewJob,
+    known: Known,
+    ctx: &impl Fn() -> String,
+) -> Result<Option<(i64, String)>, StoreError> {
+    let src = path_bytes(&j.source_path);
+    let size = j.size as i64; // checked by validate
+    match known {
+        Known::SameSettings => sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? \
+             AND repair = ? AND rgb IS ? AND output_dir = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(src)
+        .bind(size)
+        .bind(j.mtime_ns)
+        .bind(j.repair.wire())
+        .bind(rgb_text(j.rgb))
+        .bind(path_bytes(&j.output_dir)),
+        Known::AnySettings => sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE source_path = ? AND size = ? AND mtime_ns = ? \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(src)
+        .bind(size)
+        .bind(j.mtime_ns),
+    }
+    .fetch_optional(&mut *conn)
+    .await
+    .ctx(ctx())
 }

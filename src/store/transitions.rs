@@ -352,63 +352,7 @@ impl Store {
         extras: &Extras,
         context: &str,
     ) -> Result<QueuedWrite<'_>, StoreError> {
-        let mut sql = String::from("UPDATE jobs SET state = ?, updated_at = ?");
-        for s in sets {
-            match s {
-                Set::Bind(col, _) => write!(sql, ", {col} = ?"),
-                Set::Raw(expr) => write!(sql, ", {expr}"),
-            }
-            .map_err(|e| StoreError::Invalid {
-                detail: e.to_string(),
-            })?;
-        }
-        sql.push_str(" WHERE id = ? AND state = ?");
-        if let Some((guard, _)) = &extras.guard {
-            sql.push_str(" AND ");
-            sql.push_str(guard);
-        }
-        // The write is: the guarded UPDATE, the rows that go with it — inserted only if the
-        // UPDATE changed the job (`changes()` is 1 after it and after each insert that followed
-        // it) — and a report of whether it did and of the job's state. It runs in a `BEGIN
-        // IMMEDIATE` transaction of its own, or shared with the other writes waiting at that
-        // moment (group commit, see `group.rs`); a write that changed nothing writes nothing.
-        if extras.credits_seen.is_some() {
-            sql.push_str(
-                "; INSERT INTO credit_observations (at, credits_left) \
-                 SELECT ?, ? WHERE changes() = 1",
-            );
-        }
-        if event.is_some() {
-            sql.push_str(
-                "; INSERT INTO events (job_id, from_state, to_state, at, detail) \
-                 SELECT ?, ?, ?, ?, ? WHERE changes() = 1",
-            );
-        }
-        // Exactly one row, so the reports of writes committed together line up with them.
-        sql.push_str("; SELECT changes() = 1, (SELECT state FROM jobs WHERE id = ?)");
-
-        let now = now_ms();
-        let text = |s: &str| Val::Text(Some(s.to_string()));
-        let mut binds = vec![text(to.as_str()), Val::Int(Some(now))];
-        binds.extend(sets.iter().filter_map(|s| match s {
-            Set::Bind(_, v) => Some(v.clone()),
-            Set::Raw(_) => None,
-        }));
-        binds.extend([Val::Int(Some(id.0)), text(from.as_str())]);
-        binds.extend(extras.guard.iter().flat_map(|(_, b)| b.iter().cloned()));
-        if let Some(credits) = extras.credits_seen {
-            binds.extend([Val::Int(Some(now)), Val::Int(Some(credits))]);
-        }
-        if let Some(detail) = &event {
-            binds.extend([
-                Val::Int(Some(id.0)),
-                text(from.as_str()),
-                text(to.as_str()),
-                Val::Int(Some(now)),
-                Val::Text(detail.clone()),
-            ]);
-        }
-        binds.push(Val::Int(Some(id.0)));
+        let (sql, binds) = guarded_write(id, from, to, sets, &event, extras)?;
         // A crash here (the `before:` fail point) leaves the job as it was: the write is
         // durable all at once at COMMIT, or not at all.
         if event.is_some() {
@@ -428,6 +372,75 @@ impl Store {
             context: context.to_string(),
         })
     }
+}
+
+/// The statements of one guarded write and their bound values: the guarded UPDATE, the rows
+/// that go with it — inserted only if the UPDATE changed the job (`changes()` is 1 after it and
+/// after each insert that followed it) — and a one-row report of whether it did and of the
+/// job's state. It runs in a `BEGIN IMMEDIATE` transaction of its own, or shared with the other
+/// writes waiting at that moment (group commit, see `group.rs`); a write that changed nothing
+/// writes nothing.
+fn guarded_write(
+    id: JobId,
+    from: State,
+    to: State,
+    sets: &[Set],
+    event: &Option<Option<String>>,
+    extras: &Extras,
+) -> Result<(String, Vec<Val>), StoreError> {
+    let mut sql = String::from("UPDATE jobs SET state = ?, updated_at = ?");
+    for s in sets {
+        match s {
+            Set::Bind(col, _) => write!(sql, ", {col} = ?"),
+            Set::Raw(expr) => write!(sql, ", {expr}"),
+        }
+        .map_err(|e| StoreError::Invalid {
+            detail: e.to_string(),
+        })?;
+    }
+    sql.push_str(" WHERE id = ? AND state = ?");
+    if let Some((guard, _)) = &extras.guard {
+        sql.push_str(" AND ");
+        sql.push_str(guard);
+    }
+    if extras.credits_seen.is_some() {
+        sql.push_str(
+            "; INSERT INTO credit_observations (at, credits_left) \
+             SELECT ?, ? WHERE changes() = 1",
+        );
+    }
+    if event.is_some() {
+        sql.push_str(
+            "; INSERT INTO events (job_id, from_state, to_state, at, detail) \
+             SELECT ?, ?, ?, ?, ? WHERE changes() = 1",
+        );
+    }
+    // Exactly one row, so the reports of writes committed together line up with them.
+    sql.push_str("; SELECT changes() = 1, (SELECT state FROM jobs WHERE id = ?)");
+
+    let now = now_ms();
+    let text = |s: &str| Val::Text(Some(s.to_string()));
+    let mut binds = vec![text(to.as_str()), Val::Int(Some(now))];
+    binds.extend(sets.iter().filter_map(|s| match s {
+        Set::Bind(_, v) => Some(v.clone()),
+        Set::Raw(_) => None,
+    }));
+    binds.extend([Val::Int(Some(id.0)), text(from.as_str())]);
+    binds.extend(extras.guard.iter().flat_map(|(_, b)| b.iter().cloned()));
+    if let Some(credits) = extras.credits_seen {
+        binds.extend([Val::Int(Some(now)), Val::Int(Some(credits))]);
+    }
+    if let Some(detail) = event {
+        binds.extend([
+            Val::Int(Some(id.0)),
+            text(from.as_str()),
+            text(to.as_str()),
+            Val::Int(Some(now)),
+            Val::Text(detail.clone()),
+        ]);
+    }
+    binds.push(Val::Int(Some(id.0)));
+    Ok((sql, binds))
 }
 
 /// A write queued on the store, behind every write queued before it; see
