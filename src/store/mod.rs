@@ -8,6 +8,7 @@
 //! transition is one guarded `UPDATE … WHERE id=? AND state=?` plus its events row, so two
 //! workers can never both move a job (and so never both spend a credit on it).
 
+mod conn;
 mod dispose;
 mod enqueue;
 mod error;
@@ -22,6 +23,7 @@ mod sql;
 pub mod state;
 mod transitions;
 mod watch;
+mod write;
 
 use std::fmt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -33,7 +35,7 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection, SqliteConnection};
+use sqlx::{ConnectOptions, Connection};
 
 pub use enqueue::{EnqueueOutcome, Known, NewJob};
 pub use error::StoreError;
@@ -42,8 +44,10 @@ pub use meta::JobFolders;
 pub use runlock::{RunLock, RunLockError};
 pub use schedule::{DueLimits, DueWork};
 pub use state::{IllegalTransition, State, check};
-pub use transitions::{QueuedWrite, UploadIntent, Uploaded};
+pub use transitions::{UploadIntent, Uploaded};
+pub use write::QueuedWrite;
 
+use conn::{Conn, Primary, WriteTx};
 use error::SqlContext;
 
 /// How long a writer waits for the database lock before giving up (another process, e.g. the
@@ -86,88 +90,6 @@ pub struct Store {
     reads: Arc<tokio::sync::Mutex<Primary>>,
     /// Guarded writes waiting for the writing connection, committed together (`group.rs`).
     writes: Arc<group::WriteQueue>,
-}
-
-#[derive(Debug)]
-struct Primary {
-    /// `None` once the store is closed.
-    conn: Option<SqliteConnection>,
-    /// A write transaction was begun and neither committed nor rolled back (its `WriteTx`
-    /// was dropped by an error or a cancelled task): the next user rolls it back first.
-    open_tx: bool,
-}
-
-/// This process's turn on the store's connection; statements run on it through `&mut *conn`.
-pub(crate) struct Conn(tokio::sync::OwnedMutexGuard<Primary>);
-
-impl Conn {
-    /// Records that a transaction is open (a batch that begins and commits one is open until
-    /// it has run to the end), so that if it is abandoned the next user rolls it back.
-    pub(crate) fn set_open_tx(&mut self, open: bool) {
-        self.0.open_tx = open;
-    }
-
-    /// Whether a transaction is (or may be) open on the connection.
-    pub(crate) fn tx_open(&self) -> bool {
-        self.0.open_tx
-    }
-
-    /// Ends a transaction left open by a failed or abandoned write. A ROLLBACK that finds none
-    /// is fine (the failure ended it, or it never began); on any other error the transaction
-    /// stays marked open, so the next user tries again.
-    pub(crate) async fn roll_back(&mut self) -> Result<(), sqlx::Error> {
-        match sqlx::query("ROLLBACK").execute(&mut **self).await {
-            Ok(_) => {}
-            Err(e) if no_transaction(&e) => {}
-            Err(e) => return Err(e),
-        }
-        self.0.open_tx = false;
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for Conn {
-    type Target = SqliteConnection;
-    fn deref(&self) -> &Self::Target {
-        // `Store::conn` only hands out a turn while the connection is open.
-        self.0
-            .conn
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("store connection is open"))
-    }
-}
-
-impl std::ops::DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.0
-            .conn
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("store connection is open"))
-    }
-}
-
-/// A write transaction (`BEGIN IMMEDIATE`) that holds the connection until it ends.
-pub(crate) struct WriteTx(Conn);
-
-impl WriteTx {
-    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        sqlx::query("COMMIT").execute(&mut *self.0).await?;
-        self.0.0.open_tx = false;
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::SqliteConnection;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
 }
 
 impl Store {
@@ -408,12 +330,6 @@ fn not_a_database(e: &sqlx::Error) -> Option<String> {
     let code = db.code()?;
     let primary = code.parse::<i32>().ok()? & 0xff;
     matches!(primary, 11 | 26).then(|| db.message().to_string())
-}
-
-/// SQLite's answer to a ROLLBACK when no transaction is active.
-fn no_transaction(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.message().contains("no transaction is active"))
 }
 
 /// Wall-clock now in unix milliseconds (what every `*_at` column holds).
