@@ -10,8 +10,10 @@ use crate::repair::Repair;
 /// What the output folder's filesystem can take now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Room {
-    /// Bytes an unprivileged writer may still use (`f_bavail · f_frsize`).
-    pub free: u64,
+    /// Bytes an unprivileged writer may still use (`f_bavail · f_frsize`); `None` when the
+    /// filesystem reports no size at all (`f_blocks` 0: some FUSE and network filesystems),
+    /// where free space cannot be judged and is not held against an upload.
+    pub free: Option<u64>,
     /// Mounted read-only: nothing can be written whatever the free space.
     pub read_only: bool,
     /// This process may create files in the folder (`access(2)`; root always may, unless
@@ -40,7 +42,7 @@ pub fn room(dir: &Path) -> io::Result<Room> {
     // SAFETY: access only reads the NUL-terminated path.
     let writable = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
     Ok(Room {
-        free: s.f_bavail.saturating_mul(s.f_frsize),
+        free: (s.f_blocks > 0).then(|| s.f_bavail.saturating_mul(s.f_frsize)),
         read_only: s.f_flag & libc::ST_RDONLY != 0,
         writable,
     })
@@ -81,9 +83,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let here = room(dir.path()).expect("room");
         let later = room(&dir.path().join("not/yet")).expect("room");
-        assert!(!here.read_only && here.writable && here.free > 0);
+        let (free, later_free) = (here.free.expect("size"), later.free.expect("size"));
+        assert!(!here.read_only && here.writable && free > 0);
         // The same filesystem: within what the test itself may have written meanwhile.
-        assert!(here.free.abs_diff(later.free) < 64 * 1024 * 1024);
+        assert!(free.abs_diff(later_free) < 64 * 1024 * 1024);
     }
 
     #[test]

@@ -115,15 +115,16 @@ pub(super) async fn no_room(job: &Job) -> Result<Option<String>, PipelineError> 
             "the output folder {} is not writable by hili",
             dir.display()
         ))
-    } else if room.free < need {
-        Some(format!(
-            "the output folder {} has {:.1} MiB free, less than the {:.1} MiB a result of {} may need",
-            dir.display(),
-            mib(room.free),
-            mib(need),
-            job.source_path.display()
-        ))
     } else {
-        None
+        room.free.filter(|&free| free < need).map(|free| {
+            format!(
+                "the output folder {} has {:.1} MiB free, less than the {:.1} MiB a result of {} \
+                 may need",
+                dir.display(),
+                mib(free),
+                mib(need),
+                job.source_path.display()
+            )
+        })
     })
 }
