@@ -404,7 +404,7 @@ async fn charge_drop_is_ambiguous_and_the_ledger_shows_the_charge() {
 #[tokio::test]
 async fn slow_answer_past_the_timeout_is_a_timeout() {
     bounded(async {
-        let (env, c) = env_and_client(SimOptions {
+        let env = Env::new(SimOptions {
             latency: Duration::from_secs(4),
             ..fast_sim()
         })
@@ -575,7 +575,7 @@ async fn tokens_older_than_120_s_or_from_the_future_are_rejected() {
 #[tokio::test]
 async fn sim_clock_300_s_ahead_is_learnt_and_requests_succeed() {
     bounded(async {
-        let env = Env::new(SimOptions {
+        let (env, c) = env_and_client(SimOptions {
             clock_offset_secs: 300,
             ..fast_sim()
         })
