@@ -60,6 +60,28 @@ fn config_with_secret(env: &Env, secret: &str) -> PathBuf {
     path
 }
 
+/// `add inbox --repair REPAIR --output out`, then `extra`.
+fn add_inbox<'a>(repair: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["add", "inbox", "--repair", repair, "--output", "out"];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `add inbox --repair sr --output out`, then `run --once`; both exit 0.
+async fn add_and_run_once(env: &Env) {
+    hili(env, add_inbox("sr", &[])).await.expect_code(0);
+    hili(env, ["run", "--once"]).await.expect_code(0);
+}
+
+/// Asserts `out` exited with `code` and its stdout contains each of `what`.
+#[track_caller]
+fn assert_stdout(out: &Out, code: i32, what: &[&str]) {
+    out.expect_code(code);
+    for w in what {
+        assert!(out.stdout.contains(w), "no {w:?} in stdout\n{}", out.both());
+    }
+}
+
 fn assert_decodes(files: &[PathBuf]) {
     for f in files {
         image::open(f).unwrap_or_else(|e| panic!("{} does not decode: {e}", f.display()));
@@ -202,12 +224,7 @@ async fn add_takes_files_and_directories_recursively_and_only_once() {
         "out",
     ];
     let out = hili(&env, args).await;
-    out.expect_code(0);
-    assert!(
-        out.stdout.contains("queued 4 photo(s)") && out.stdout.contains("hili run --once"),
-        "{}",
-        out.both()
-    );
+    assert_stdout(&out, 0, &["queued 4 photo(s)", "hili run --once"]);
     let store = env.store().await;
     let jobs = store.all_jobs(None).await.unwrap();
     store.close().await;
@@ -228,12 +245,7 @@ async fn add_takes_files_and_directories_recursively_and_only_once() {
 
     // The same add again: nothing new, nothing duplicated.
     let out = hili(&env, args).await;
-    out.expect_code(0);
-    assert!(
-        out.stdout.contains("queued 0 photo(s)") && out.stdout.contains("4 already known"),
-        "{}",
-        out.both()
-    );
+    assert_stdout(&out, 0, &["queued 0 photo(s)", "4 already known"]);
     assert_eq!(job_states(&env).await.len(), 4);
 }
 
@@ -241,7 +253,7 @@ async fn add_takes_files_and_directories_recursively_and_only_once() {
 async fn add_refuses_bg_without_rgb_and_creates_nothing() {
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
-    let out = hili(&env, ["add", "inbox", "--repair", "bg", "--output", "out"]).await;
+    let out = hili(&env, add_inbox("bg", &[])).await;
     assert_ne!(out.code, Some(0), "{}", out.both());
     assert!(out.stderr.contains("--rgb"), "{}", out.both());
     assert!(!env.db.exists(), "a refused add created the database");
@@ -260,8 +272,7 @@ async fn add_refuses_bg_without_rgb_and_creates_nothing() {
         ],
     )
     .await;
-    out.expect_code(0);
-    assert!(out.stdout.contains("queued 1 photo(s)"), "{}", out.both());
+    assert_stdout(&out, 0, &["queued 1 photo(s)"]);
 }
 
 #[tokio::test]
@@ -274,16 +285,8 @@ async fn add_dry_run_reports_cost_and_invalid_files_and_changes_nothing() {
         .save_with_format(env.inbox.join("panorama.png"), image::ImageFormat::Png)
         .unwrap();
 
-    let dry = [
-        "add",
-        "inbox",
-        "--repair",
-        "sr",
-        "--output",
-        "out",
-        "--dry-run",
-    ];
-    let out = hili(&env, dry).await;
+    let dry = add_inbox("sr", &["--dry-run"]);
+    let out = hili(&env, &dry).await;
     out.expect_code(0);
     let would: Vec<&str> = out
         .stdout
@@ -326,16 +329,9 @@ async fn add_dry_run_reports_cost_and_invalid_files_and_changes_nothing() {
     assert!(!env.out.exists(), "a dry run created the output directory");
 
     // After a real add, the dry run knows the photos are already queued.
-    hili(&env, ["add", "inbox", "--repair", "sr", "--output", "out"])
-        .await
-        .expect_code(0);
-    let out = hili(&env, dry).await;
-    out.expect_code(0);
-    assert!(
-        out.stdout.contains("0 to queue") && out.stdout.contains("already queued"),
-        "{}",
-        out.both()
-    );
+    hili(&env, add_inbox("sr", &[])).await.expect_code(0);
+    let out = hili(&env, &dry).await;
+    assert_stdout(&out, 0, &["0 to queue", "already queued"]);
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
 
@@ -344,19 +340,9 @@ async fn run_once_exits_0_when_every_job_is_done() {
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     write_png(&env.inbox.join("deep/b.png"), 2);
-    hili(
-        &env,
-        ["add", "inbox", "--repair", "colour", "--output", "out"],
-    )
-    .await
-    .expect_code(0);
+    hili(&env, add_inbox("colour", &[])).await.expect_code(0);
     let out = hili(&env, ["run", "--once"]).await;
-    out.expect_code(0);
-    assert!(
-        out.stdout.contains("2 done, 0 failed, 0 held"),
-        "{}",
-        out.both()
-    );
+    assert_stdout(&out, 0, &["2 done, 0 failed, 0 held"]);
     let outputs = env.outputs();
     assert_eq!(outputs.len(), 2, "{outputs:?}");
     assert_decodes(&outputs);
@@ -379,17 +365,10 @@ async fn a_failed_job_exits_3_and_retry_failed_after_a_fix_completes_it() {
     write_jpeg(&env.inbox.join("good.jpg"), 1);
     let broken = env.inbox.join("broken.jpg");
     std::fs::write(&broken, "this text file only pretends to be a photo\n").unwrap();
-    hili(&env, ["add", "inbox", "--repair", "sr", "--output", "out"])
-        .await
-        .expect_code(0);
+    hili(&env, add_inbox("sr", &[])).await.expect_code(0);
 
     let out = hili(&env, ["run", "--once"]).await;
-    out.expect_code(3);
-    assert!(
-        out.stdout.contains("1 done, 1 failed") && out.stdout.contains("hili status"),
-        "{}",
-        out.both()
-    );
+    assert_stdout(&out, 3, &["1 done, 1 failed", "hili status"]);
     // The broken file never reached the service.
     assert_eq!(env.sim.ledger().total_charges, 1);
 
@@ -418,19 +397,7 @@ async fn a_failed_job_exits_3_and_retry_failed_after_a_fix_completes_it() {
     assert_ne!(out.code, Some(0), "{}", out.both());
 
     // A dry run does not pretend the failed photo is waiting in the queue.
-    let out = hili(
-        &env,
-        [
-            "add",
-            "inbox",
-            "--repair",
-            "sr",
-            "--output",
-            "out",
-            "--dry-run",
-        ],
-    )
-    .await;
+    let out = hili(&env, add_inbox("sr", &["--dry-run"])).await;
     out.expect_code(0);
     assert!(
         out.stdout
@@ -477,7 +444,7 @@ async fn a_config_error_exits_2_naming_the_key_and_the_file() {
         &["run", "--once"][..],
         &["status"],
         &["credits"],
-        &["add", "inbox", "--repair", "sr", "--output", "out"],
+        &add_inbox("sr", &[]),
     ] {
         let out = hili(&env, args).await;
         out.expect_code(2);
@@ -518,23 +485,8 @@ async fn a_missing_secret_exits_2_before_creating_a_database() {
 #[tokio::test]
 async fn status_shows_a_held_job_with_its_reason_and_how_to_resolve_it() {
     let env = Env::new(fast_sim()).await;
-    write_jpeg(&env.inbox.join("lost.jpg"), 1);
-    hili(&env, ["add", "inbox", "--repair", "sr", "--output", "out"])
-        .await
-        .expect_code(0);
-    // The upload is charged and its answer dropped: the credit count shows the charge.
-    env.sim.set_faults(Faults {
-        charge_drop: 1.0,
-        ..Faults::default()
-    });
-    let out = hili(&env, ["run", "--once"]).await;
-    out.expect_code(3);
-    assert!(
-        out.stdout.contains("0 done, 0 failed, 1 held"),
-        "{}",
-        out.both()
-    );
-    env.sim.set_faults(Faults::default());
+    let out = lose_an_upload_answer(&env).await;
+    assert_stdout(&out, 3, &["0 done, 0 failed, 1 held"]);
 
     let out = hili(&env, ["status"]).await;
     out.expect_code(0);
@@ -603,18 +555,24 @@ async fn paste_into_a_shell(env: &Env, command: &str) -> Out {
     run(sh, env.dir.path(), std::iter::empty::<&str>()).await
 }
 
-/// A held job whose upload answer was lost; returns its id.
-async fn held_job(env: &Env) -> i64 {
+/// Queues `lost.jpg` and runs once with the upload charged and its answer dropped (the
+/// credit count shows the charge); the run exits 3. Returns the run's output.
+async fn lose_an_upload_answer(env: &Env) -> Out {
     write_jpeg(&env.inbox.join("lost.jpg"), 1);
-    hili(env, ["add", "inbox", "--repair", "sr", "--output", "out"])
-        .await
-        .expect_code(0);
+    hili(env, add_inbox("sr", &[])).await.expect_code(0);
     env.sim.set_faults(Faults {
         charge_drop: 1.0,
         ..Faults::default()
     });
-    hili(env, ["run", "--once"]).await.expect_code(3);
+    let out = hili(env, ["run", "--once"]).await;
+    out.expect_code(3);
     env.sim.set_faults(Faults::default());
+    out
+}
+
+/// A held job whose upload answer was lost; returns its id.
+async fn held_job(env: &Env) -> i64 {
+    lose_an_upload_answer(env).await;
     let held = json(&hili(env, ["jobs", "--state", "held", "--json"]).await);
     held[0]["id"].as_i64().unwrap()
 }
@@ -627,12 +585,7 @@ async fn the_resolve_command_of_status_works_when_pasted_into_a_shell() {
     let resolve = st["held"][0]["resolve"].as_str().unwrap();
     let command = resolve.split(" (").next().unwrap();
     let out = paste_into_a_shell(&env, command).await;
-    out.expect_code(0);
-    assert!(
-        out.stdout.contains("spends another credit"),
-        "{}",
-        out.both()
-    );
+    assert_stdout(&out, 0, &["spends another credit"]);
     hili(&env, ["run", "--once"]).await.expect_code(0);
     let done = json(&hili(&env, ["jobs", "--state", "done", "--json"]).await);
     assert_eq!(done[0]["id"], id);
@@ -659,10 +612,7 @@ async fn status_after_a_run_shows_the_credits_the_service_has() {
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     write_jpeg(&env.inbox.join("b.jpg"), 2);
-    hili(&env, ["add", "inbox", "--repair", "sr", "--output", "out"])
-        .await
-        .expect_code(0);
-    hili(&env, ["run", "--once"]).await.expect_code(0);
+    add_and_run_once(&env).await;
     let st = json(&hili(&env, ["status", "--json"]).await);
     assert_eq!(st["credits_spent"], 2, "{st}");
     assert_eq!(st["credits_left"], env.sim.credits(), "{st}");
@@ -672,10 +622,7 @@ async fn status_after_a_run_shows_the_credits_the_service_has() {
 async fn retry_of_a_done_job_without_reupload_is_refused() {
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
-    hili(&env, ["add", "inbox", "--repair", "sr", "--output", "out"])
-        .await
-        .expect_code(0);
-    hili(&env, ["run", "--once"]).await.expect_code(0);
+    add_and_run_once(&env).await;
     let jobs = json(&hili(&env, ["jobs", "--json"]).await);
     let id = jobs[0]["id"].as_i64().unwrap().to_string();
     let out = hili(&env, ["retry", &id]).await;
@@ -688,12 +635,7 @@ async fn retry_of_a_done_job_without_reupload_is_refused() {
         out.both()
     );
     let out = hili(&env, ["retry", "--reupload", &id]).await;
-    out.expect_code(0);
-    assert!(
-        out.stdout.contains("spends another credit"),
-        "{}",
-        out.both()
-    );
+    assert_stdout(&out, 0, &["spends another credit"]);
     let out = hili(&env, ["retry", "999"]).await;
     out.expect_code(1);
     assert!(
@@ -713,8 +655,7 @@ async fn demo_writes_four_results_that_decode() {
         ["demo".as_ref(), "--dir".as_ref(), demo.as_os_str()],
     )
     .await;
-    out.expect_code(0);
-    assert!(out.stdout.contains("results are in"), "{}", out.both());
+    assert_stdout(&out, 0, &["results are in"]);
     let results = files_under(&demo.join("results"));
     assert_eq!(results.len(), 4, "{results:?}\n{}", out.both());
     assert_decodes(&results);
@@ -731,8 +672,7 @@ async fn demo_writes_four_results_that_decode() {
         ["demo".as_ref(), "--dir".as_ref(), demo.as_os_str()],
     )
     .await;
-    out.expect_code(0);
-    assert!(out.stdout.contains("charged 0 credit(s)"), "{}", out.both());
+    assert_stdout(&out, 0, &["charged 0 credit(s)"]);
     assert_eq!(files_under(&demo.join("results")), results);
 }
 
@@ -746,26 +686,10 @@ async fn the_secret_never_shows_and_the_database_is_private() {
     // `hili()` asserts every command's stdout and stderr is free of the key.
     hili(&env, ["credits"]).await.expect_code(0);
     hili(&env, ["doctor"]).await.expect_code(0);
-    hili(
-        &env,
-        [
-            "add",
-            "inbox",
-            "--repair",
-            "repair",
-            "--output",
-            "out",
-            "--dry-run",
-        ],
-    )
-    .await
-    .expect_code(0);
-    hili(
-        &env,
-        ["add", "inbox", "--repair", "repair", "--output", "out"],
-    )
-    .await
-    .expect_code(0);
+    hili(&env, add_inbox("repair", &["--dry-run"]))
+        .await
+        .expect_code(0);
+    hili(&env, add_inbox("repair", &[])).await.expect_code(0);
     let mut traced = env.hili();
     traced.env("HILI_LOG", "trace");
     let out = run(traced, env.dir.path(), ["-vv", "run", "--once"]).await;

@@ -37,6 +37,33 @@ fn client_with(env: &Env, third_code: &str, secret: &str, timeout: Duration) -> 
     .unwrap()
 }
 
+/// A sim started with `opts` and the default client for it.
+async fn env_and_client(opts: SimOptions) -> (Env, ApiClient) {
+    let env = Env::new(opts).await;
+    let c = env.client();
+    (env, c)
+}
+
+/// Faults with only the named one, always on.
+macro_rules! always {
+    ($fault:ident) => {
+        Faults {
+            $fault: 1.0,
+            ..Faults::default()
+        }
+    };
+}
+
+/// Polls `mdf` every 100 ms until it is no longer processing (at most 10 s).
+async fn wait_processed(c: &ApiClient, mdf: &str) {
+    let mut polls = 0;
+    while c.status(mdf).await.unwrap() == JobStatus::Processing {
+        polls += 1;
+        assert!(polls < 100, "still processing after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn sha256_of(path: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
 }
@@ -72,12 +99,11 @@ macro_rules! assert_err {
 async fn all_four_endpoints_round_trip() {
     bounded(async {
         // Processing long enough that the first status answer is surely 100.
-        let env = Env::new(SimOptions {
+        let (env, c) = env_and_client(SimOptions {
             processing: Duration::from_millis(1500),
             ..fast_sim()
         })
         .await;
-        let c = env.client();
         assert_eq!(c.credits().await.unwrap(), 1000);
 
         let src = jpeg(&env, "p.jpg", 1);
@@ -88,12 +114,7 @@ async fn all_four_endpoints_round_trip() {
         assert_eq!(c.credits().await.unwrap(), 999, "one upload, one credit");
 
         assert_eq!(c.status(&up.mdf).await.unwrap(), JobStatus::Processing);
-        let mut polls = 0;
-        while c.status(&up.mdf).await.unwrap() == JobStatus::Processing {
-            polls += 1;
-            assert!(polls < 100, "still processing after 10 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_processed(&c, &up.mdf).await;
 
         let url = c.download_url(&up.mdf).await.unwrap();
         assert!(url.starts_with(&env.sim.base_url()), "{url}");
@@ -180,12 +201,11 @@ async fn unknown_third_code_is_9002_on_nums_and_9999_on_upload() {
 #[tokio::test]
 async fn zero_credits_is_9101_account_wide() {
     bounded(async {
-        let env = Env::new(SimOptions {
+        let (env, c) = env_and_client(SimOptions {
             credits: 0,
             ..fast_sim()
         })
         .await;
-        let c = env.client();
         assert_eq!(c.credits().await.unwrap(), 0);
         let src = jpeg(&env, "p.jpg", 1);
         assert_err!(
@@ -205,8 +225,7 @@ async fn zero_credits_is_9101_account_wide() {
 #[tokio::test]
 async fn input_the_service_refuses_is_permanent_and_not_charged() {
     bounded(async {
-        let env = Env::new(fast_sim()).await;
-        let c = env.client();
+        let (env, c) = env_and_client(fast_sim()).await;
 
         // 9001: bg without a colour (the client sends no rgb field).
         let src = jpeg(&env, "p.jpg", 1);
@@ -257,12 +276,11 @@ async fn input_the_service_refuses_is_permanent_and_not_charged() {
 #[tokio::test]
 async fn download_before_processing_ends_is_errno_500_transient() {
     bounded(async {
-        let env = Env::new(SimOptions {
+        let (env, c) = env_and_client(SimOptions {
             processing: Duration::from_secs(30),
             ..fast_sim()
         })
         .await;
-        let c = env.client();
         let up = c
             .upload(&jpeg(&env, "p.jpg", 1), Repair::Sr, None)
             .await
@@ -279,22 +297,15 @@ async fn download_before_processing_ends_is_errno_500_transient() {
 #[tokio::test]
 async fn injected_9006_and_9009_are_not_charged() {
     bounded(async {
-        let env = Env::new(fast_sim()).await;
-        let c = env.client();
+        let (env, c) = env_and_client(fast_sim()).await;
         let src = jpeg(&env, "p.jpg", 1);
-        env.sim.set_faults(Faults {
-            e9006: 1.0,
-            ..Faults::default()
-        });
+        env.sim.set_faults(always!(e9006));
         assert_err!(
             c.upload(&src, Repair::Sr, None).await,
             ApiError::UploadFailed { .. },
             ErrorClass::Transient
         );
-        env.sim.set_faults(Faults {
-            e9009: 1.0,
-            ..Faults::default()
-        });
+        env.sim.set_faults(always!(e9009));
         assert_err!(
             c.upload(&src, Repair::Sr, None).await,
             ApiError::ImageAbnormal { .. },
@@ -310,12 +321,8 @@ async fn injected_9006_and_9009_are_not_charged() {
 #[tokio::test]
 async fn html_500_is_http_status_transient_on_every_endpoint() {
     bounded(async {
-        let env = Env::new(fast_sim()).await;
-        let c = env.client();
-        env.sim.set_faults(Faults {
-            http500: 1.0,
-            ..Faults::default()
-        });
+        let (env, c) = env_and_client(fast_sim()).await;
+        env.sim.set_faults(always!(http500));
         let e = assert_err!(
             c.credits().await,
             ApiError::HttpStatus { status: 500, .. },
@@ -340,15 +347,11 @@ async fn html_500_is_http_status_transient_on_every_endpoint() {
 #[tokio::test]
 async fn reset_is_ambiguous_on_upload_and_transient_on_status() {
     bounded(async {
-        let env = Env::new(fast_sim()).await;
-        let c = env.client();
+        let (env, c) = env_and_client(fast_sim()).await;
         let src = jpeg(&env, "p.jpg", 1);
         let up = c.upload(&src, Repair::Sr, None).await.unwrap();
 
-        env.sim.set_faults(Faults {
-            reset: 1.0,
-            ..Faults::default()
-        });
+        env.sim.set_faults(always!(reset));
         // The reset comes before the sim does anything, but the client cannot know that.
         assert_err!(
             c.upload(&src, Repair::Sr, None).await,
@@ -379,13 +382,9 @@ async fn reset_is_ambiguous_on_upload_and_transient_on_status() {
 #[tokio::test]
 async fn charge_drop_is_ambiguous_and_the_ledger_shows_the_charge() {
     bounded(async {
-        let env = Env::new(fast_sim()).await;
-        let c = env.client();
+        let (env, c) = env_and_client(fast_sim()).await;
         let src = jpeg(&env, "p.jpg", 1);
-        env.sim.set_faults(Faults {
-            charge_drop: 1.0,
-            ..Faults::default()
-        });
+        env.sim.set_faults(always!(charge_drop));
         let e = assert_err!(
             c.upload(&src, Repair::Sr, None).await,
             ApiError::Transport { .. },
@@ -411,10 +410,7 @@ async fn slow_answer_past_the_timeout_is_a_timeout() {
         })
         .await;
         let c = client_with(&env, THIRD, SECRET, Duration::from_secs(1));
-        env.sim.set_faults(Faults {
-            slow: 1.0,
-            ..Faults::default()
-        });
+        env.sim.set_faults(always!(slow));
         let t0 = std::time::Instant::now();
         assert_err!(
             c.credits().await,
@@ -579,12 +575,11 @@ async fn tokens_older_than_120_s_or_from_the_future_are_rejected() {
 #[tokio::test]
 async fn sim_clock_300_s_ahead_is_learnt_and_requests_succeed() {
     bounded(async {
-        let env = Env::new(SimOptions {
+        let (env, c) = env_and_client(SimOptions {
             clock_offset_secs: 300,
             ..fast_sim()
         })
         .await;
-        let c = env.client();
         assert_eq!(c.credits().await.unwrap(), 1000);
         let offset = c.clock().offset().unwrap();
         assert!((offset - 300).abs() <= 2, "offset {offset}");
@@ -594,12 +589,7 @@ async fn sim_clock_300_s_ahead_is_learnt_and_requests_succeed() {
             .upload(&jpeg(&env, "p.jpg", 1), Repair::Colour, None)
             .await
             .unwrap();
-        let mut polls = 0;
-        while c.status(&up.mdf).await.unwrap() == JobStatus::Processing {
-            polls += 1;
-            assert!(polls < 100);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_processed(&c, &up.mdf).await;
         let url = c.download_url(&up.mdf).await.unwrap();
         let bytes = c
             .http()

@@ -144,141 +144,88 @@ async fn assert_done(env: &Env) {
     assert_eq!(job.output_path.as_deref(), Some(out.as_path()));
 }
 
-#[tokio::test]
-async fn upload_answer_not_json_is_reconciled_and_held() {
-    let env = env_with(Hostile::new(HostileMode::NotJson)).await;
-    assert_charged_and_held(&env, "not_json").await;
+/// One test a row: its name, the hostility set before anything is sent, and what the run
+/// must come to (the body sees the test's `Env` as the named binding).
+macro_rules! hostile_cases {
+    ($($name:ident: $hostile:expr => |$env:ident| $outcome:block)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let $env = env_with($hostile).await;
+            $outcome
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn upload_answer_with_wrong_types_is_reconciled_and_held() {
-    let env = env_with(Hostile::new(HostileMode::WrongTypes)).await;
-    assert_charged_and_held(&env, "wrong_types").await;
-}
+hostile_cases! {
+    upload_answer_not_json_is_reconciled_and_held: Hostile::new(HostileMode::NotJson)
+        => |env| { assert_charged_and_held(&env, "not_json").await; }
+    upload_answer_with_wrong_types_is_reconciled_and_held: Hostile::new(HostileMode::WrongTypes)
+        => |env| { assert_charged_and_held(&env, "wrong_types").await; }
+    upload_answer_without_data_is_reconciled_and_held:
+        Hostile::new(HostileMode::MissingData).on(ApiSite::Upload)
+        => |env| { assert_charged_and_held(&env, "missing_data").await; }
+    mdf_with_path_traversal_is_refused: Hostile::new(HostileMode::MdfTraversal)
+        => |env| { assert_charged_and_held(&env, "mdf_traversal").await; }
+    mdf_of_10_kb_text_is_refused: Hostile::new(HostileMode::MdfHuge)
+        => |env| { assert_charged_and_held(&env, "mdf_huge").await; }
 
-#[tokio::test]
-async fn upload_answer_without_data_is_reconciled_and_held() {
-    let env = env_with(Hostile::new(HostileMode::MissingData).on(ApiSite::Upload)).await;
-    assert_charged_and_held(&env, "missing_data").await;
-}
+    status_not_json_for_a_while_is_retried_then_done:
+        Hostile::new(HostileMode::NotJson).on(ApiSite::Status).times(2)
+        => |env| { assert_done(&env).await; assert_eq!(hostile_count(&env, "not_json"), 2); }
+    credits_answer_without_data_for_a_while_is_retried_then_done:
+        Hostile::new(HostileMode::MissingData).on(ApiSite::Nums).times(2)
+        => |env| { assert_done(&env).await; assert_eq!(hostile_count(&env, "missing_data"), 2); }
+    server_supplied_names_never_become_paths: Hostile::new(HostileMode::EvilNames)
+        => |env| { assert_done(&env).await; assert_eq!(hostile_count(&env, "evil_names"), 1); }
+    a_result_that_is_wrong_once_is_fetched_on_the_next_attempt:
+        Hostile::new(HostileMode::ResultHtml).times(1)
+        => |env| { assert_done(&env).await; assert_eq!(hostile_count(&env, "result_html"), 1); }
 
-#[tokio::test]
-async fn mdf_with_path_traversal_is_refused() {
-    let env = env_with(Hostile::new(HostileMode::MdfTraversal)).await;
-    assert_charged_and_held(&env, "mdf_traversal").await;
-}
+    status_answers_malformed_for_good_hold_the_job_instead_of_polling_forever:
+        Hostile::new(HostileMode::NotJson).on(ApiSite::Status)
+        => |env| {
+            let (summary, job) = run(&env).await;
+            assert_eq!(job.state, State::Held, "{summary:?} {job:?}");
+            let reason = job.reason.clone().unwrap();
+            assert!(reason.contains("malformed"), "{reason}");
+            assert!(reason.contains(&format!("hili retry {}", job.id)), "{reason}");
+            assert_eq!(env.sim.ledger().total_charges, 1);
+            assert!(written_only_to_output(&env).is_empty());
+        }
 
-#[tokio::test]
-async fn mdf_of_10_kb_text_is_refused() {
-    let env = env_with(Hostile::new(HostileMode::MdfHuge)).await;
-    assert_charged_and_held(&env, "mdf_huge").await;
-}
-
-#[tokio::test]
-async fn status_not_json_for_a_while_is_retried_then_done() {
-    let env = env_with(
-        Hostile::new(HostileMode::NotJson)
-            .on(ApiSite::Status)
-            .times(2),
-    )
-    .await;
-    assert_done(&env).await;
-    assert_eq!(hostile_count(&env, "not_json"), 2);
-}
-
-#[tokio::test]
-async fn status_answers_malformed_for_good_hold_the_job_instead_of_polling_forever() {
-    let env = env_with(Hostile::new(HostileMode::NotJson).on(ApiSite::Status)).await;
-    let (summary, job) = run(&env).await;
-    assert_eq!(job.state, State::Held, "{summary:?} {job:?}");
-    let reason = job.reason.clone().unwrap();
-    assert!(reason.contains("malformed"), "{reason}");
-    assert!(
-        reason.contains(&format!("hili retry {}", job.id)),
-        "{reason}"
-    );
-    assert_eq!(env.sim.ledger().total_charges, 1);
-    assert!(written_only_to_output(&env).is_empty());
-}
-
-#[tokio::test]
-async fn credits_answer_without_data_for_a_while_is_retried_then_done() {
-    let env = env_with(
-        Hostile::new(HostileMode::MissingData)
-            .on(ApiSite::Nums)
-            .times(2),
-    )
-    .await;
-    assert_done(&env).await;
-    assert_eq!(hostile_count(&env, "missing_data"), 2);
-}
-
-#[tokio::test]
-async fn download_answer_with_wrong_types_is_held_after_max_attempts() {
-    let env = env_with(Hostile::new(HostileMode::WrongTypes).on(ApiSite::Download)).await;
-    assert_download_held(&env, "malformed").await;
-    assert_eq!(hostile_count(&env, "wrong_types"), 2);
-}
-
-#[tokio::test]
-async fn file_url_is_never_opened() {
-    let env = env_with(Hostile::new(HostileMode::UrlFile)).await;
-    let job = assert_download_held(&env, "file:///etc/passwd").await;
-    assert!(job.reason.unwrap().contains("not http(s)"));
-}
-
-#[tokio::test]
-async fn ftp_url_is_never_fetched() {
-    let env = env_with(Hostile::new(HostileMode::UrlFtp)).await;
-    assert_download_held(&env, "ftp://").await;
-}
-
-#[tokio::test]
-async fn url_to_a_port_that_never_answers_times_out() {
-    let env = env_with(Hostile::new(HostileMode::UrlHang)).await;
-    assert_download_held(&env, "sent nothing for 1s").await;
-}
-
-#[tokio::test]
-async fn html_result_is_not_saved() {
-    let env = env_with(Hostile::new(HostileMode::ResultHtml)).await;
-    assert_download_held(&env, "not a JPEG or PNG").await;
-    assert_eq!(hostile_count(&env, "result_html"), 2);
-}
-
-#[tokio::test]
-async fn result_larger_than_max_download_bytes_is_cut_off() {
-    let env = env_with(Hostile::new(HostileMode::ResultHuge)).await;
-    assert_download_held(&env, "larger than max_download_bytes (1048576 bytes)").await;
-}
-
-#[tokio::test]
-async fn endless_trickling_result_hits_the_throughput_floor() {
-    let env = env_with(Hostile::new(HostileMode::ResultTrickle)).await;
-    assert_download_held(&env, "came too slowly").await;
-}
-
-#[tokio::test]
-async fn redirect_loop_is_cut_after_five_hops() {
-    let env = env_with(Hostile::new(HostileMode::RedirectLoop)).await;
-    assert_download_held(&env, "too many redirects").await;
-    // Per attempt: the first GET and at most 5 followed redirects.
-    let gets = hostile_count(&env, "redirect_loop");
-    assert!((2..=12).contains(&gets), "{gets} result GETs");
-}
-
-#[tokio::test]
-async fn server_supplied_names_never_become_paths() {
-    let env = env_with(Hostile::new(HostileMode::EvilNames)).await;
-    assert_done(&env).await;
-    assert_eq!(hostile_count(&env, "evil_names"), 1);
-}
-
-#[tokio::test]
-async fn a_result_that_is_wrong_once_is_fetched_on_the_next_attempt() {
-    let env = env_with(Hostile::new(HostileMode::ResultHtml).times(1)).await;
-    assert_done(&env).await;
-    assert_eq!(hostile_count(&env, "result_html"), 1);
+    download_answer_with_wrong_types_is_held_after_max_attempts:
+        Hostile::new(HostileMode::WrongTypes).on(ApiSite::Download)
+        => |env| {
+            assert_download_held(&env, "malformed").await;
+            assert_eq!(hostile_count(&env, "wrong_types"), 2);
+        }
+    file_url_is_never_opened: Hostile::new(HostileMode::UrlFile)
+        => |env| {
+            let job = assert_download_held(&env, "file:///etc/passwd").await;
+            assert!(job.reason.unwrap().contains("not http(s)"));
+        }
+    ftp_url_is_never_fetched: Hostile::new(HostileMode::UrlFtp)
+        => |env| { assert_download_held(&env, "ftp://").await; }
+    url_to_a_port_that_never_answers_times_out: Hostile::new(HostileMode::UrlHang)
+        => |env| { assert_download_held(&env, "sent nothing for 1s").await; }
+    html_result_is_not_saved: Hostile::new(HostileMode::ResultHtml)
+        => |env| {
+            assert_download_held(&env, "not a JPEG or PNG").await;
+            assert_eq!(hostile_count(&env, "result_html"), 2);
+        }
+    result_larger_than_max_download_bytes_is_cut_off: Hostile::new(HostileMode::ResultHuge)
+        => |env| {
+            assert_download_held(&env, "larger than max_download_bytes (1048576 bytes)").await;
+        }
+    endless_trickling_result_hits_the_throughput_floor: Hostile::new(HostileMode::ResultTrickle)
+        => |env| { assert_download_held(&env, "came too slowly").await; }
+    redirect_loop_is_cut_after_five_hops: Hostile::new(HostileMode::RedirectLoop)
+        => |env| {
+            assert_download_held(&env, "too many redirects").await;
+            // Per attempt: the first GET and at most 5 followed redirects.
+            let gets = hostile_count(&env, "redirect_loop");
+            assert!((2..=12).contains(&gets), "{gets} result GETs");
+        }
 }
 
 async fn post_hostile(base: &str, body: Value) -> (u16, Value) {
