@@ -207,12 +207,6 @@ impl Store {
         &self.path
     }
 
-    /// A pool of further connections with the same settings, for tests and diagnostics
-    /// (`PRAGMA integrity_check`). The pipeline must not run SQL itself.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
     /// Closes the store's connection and the pool (the last one out checkpoints the WAL),
     /// after committing any write still queued that must not be lost (an upload's answer
     /// whose task was abandoned at shutdown).
@@ -272,42 +266,6 @@ impl Store {
             .await
             .ctx(format!("starting a write transaction ({context})"))?;
         Ok(WriteTx(conn))
-    }
-
-    /// The settings of the store's own connection as `(journal_mode, synchronous,
-    /// foreign_keys, busy_timeout_ms)`, for tests and `hili doctor`.
-    pub async fn connection_settings(&self) -> Result<(String, i64, i64, i64), StoreError> {
-        let ctx = "reading the connection settings";
-        let mut conn = self.conn(ctx).await?;
-        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut *conn)
-            .await
-            .ctx(ctx)?;
-        let mut ints = [0i64; 3];
-        for (i, p) in ["synchronous", "foreign_keys", "busy_timeout"]
-            .iter()
-            .enumerate()
-        {
-            ints[i] = sqlx::query_scalar(&format!("PRAGMA {p}"))
-                .fetch_one(&mut *conn)
-                .await
-                .ctx(ctx)?;
-        }
-        Ok((journal, ints[0], ints[1], ints[2]))
-    }
-
-    /// `PRAGMA integrity_check`: `Ok(())` when SQLite answers "ok", else what it found.
-    pub async fn integrity_check(&self) -> Result<Result<(), String>, StoreError> {
-        let mut conn = self.conn("checking database integrity").await?;
-        let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
-            .fetch_all(&mut *conn)
-            .await
-            .ctx("checking database integrity")?;
-        if rows.len() == 1 && rows[0] == "ok" {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(rows.join("; ")))
-        }
     }
 }
 
@@ -384,5 +342,72 @@ mod tests {
             store.latest_credits().await.expect("read").map(|c| c.1),
             Some(3)
         );
+    }
+
+    /// The settings of the store's own connection as `(journal_mode, synchronous,
+    /// foreign_keys, busy_timeout_ms)`.
+    async fn connection_settings(store: &Store) -> Result<(String, i64, i64, i64), StoreError> {
+        let ctx = "reading the connection settings";
+        let mut conn = store.conn(ctx).await?;
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *conn)
+            .await
+            .ctx(ctx)?;
+        let mut ints = [0i64; 3];
+        for (i, p) in ["synchronous", "foreign_keys", "busy_timeout"]
+            .iter()
+            .enumerate()
+        {
+            ints[i] = sqlx::query_scalar(&format!("PRAGMA {p}"))
+                .fetch_one(&mut *conn)
+                .await
+                .ctx(ctx)?;
+        }
+        Ok((journal, ints[0], ints[1], ints[2]))
+    }
+
+    #[tokio::test]
+    async fn open_creates_a_private_file_and_sets_pragmas_on_every_connection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("state/hili.db");
+        let store = Store::open(&path).await.expect("open");
+        let mode = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+        };
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        store.record_credits(1).await.unwrap();
+        assert_eq!(mode(&dir.path().join("state/hili.db-wal")), 0o600);
+        // The connection the store itself runs every statement on (2 = FULL).
+        assert_eq!(
+            connection_settings(&store).await.unwrap(),
+            ("wal".to_string(), 2, 1, 30_000)
+        );
+        // Hold several connections at once so the pool must open distinct ones.
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            conns.push(store.pool.acquire().await.unwrap());
+        }
+        for c in conns.iter_mut() {
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **c)
+                .await
+                .unwrap();
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(&mut **c)
+                .await
+                .unwrap();
+            let jm: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **c)
+                .await
+                .unwrap();
+            let bt: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut **c)
+                .await
+                .unwrap();
+            assert_eq!((sync, fk, jm.as_str()), (2, 1, "wal"));
+            assert!(bt >= 10_000, "busy_timeout {bt}");
+        }
     }
 }

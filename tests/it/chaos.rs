@@ -240,7 +240,7 @@ async fn chaos_kills_and_faults_never_pay_twice_nor_lose_a_photo() {
     let fault_total: u64 = ledger.faults.values().sum();
     let charge_drops = ledger.faults.get("charge_drop").copied().unwrap_or(0);
     let store = env.store().await;
-    assert_eq!(store.integrity_check().await.unwrap(), Ok(()));
+    assert_eq!(integrity(&store).await, Ok(()));
     let jobs = store.all_jobs(None).await.unwrap();
     let mut sources = HashSet::new();
     let (mut done, mut held) = (0usize, 0usize);

@@ -61,7 +61,7 @@ async fn assert_safe(env: &Env, step: &str, photos: usize) -> (usize, usize) {
             other => panic!("{step}: job {} ended {other:?}: {:?}", j.id, j.reason),
         }
     }
-    assert_eq!(store.integrity_check().await.unwrap(), Ok(()));
+    assert_eq!(integrity(&store).await, Ok(()));
     store.close().await;
     let outputs = env.outputs();
     for o in &outputs {

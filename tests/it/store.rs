@@ -2,7 +2,6 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -76,47 +75,6 @@ async fn due(store: &Store, now_ms: i64) -> hili::store::DueWork {
 
 fn ids(jobs: &[Job]) -> Vec<JobId> {
     jobs.iter().map(|j| j.id).collect()
-}
-
-#[tokio::test]
-async fn open_creates_a_private_file_and_sets_pragmas_on_every_connection() {
-    let (dir, store) = open_tmp().await;
-    let path = dir.path().join("state/hili.db");
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&path), 0o600);
-    assert_eq!(mode(path.parent().unwrap()), 0o700);
-    store.record_credits(1).await.unwrap();
-    assert_eq!(mode(&dir.path().join("state/hili.db-wal")), 0o600);
-    // The connection the store itself runs every statement on (2 = FULL).
-    assert_eq!(
-        store.connection_settings().await.unwrap(),
-        ("wal".to_string(), 2, 1, 30_000)
-    );
-    // Hold several connections at once so the pool must open distinct ones.
-    let mut conns = Vec::new();
-    for _ in 0..4 {
-        conns.push(store.pool().acquire().await.unwrap());
-    }
-    for c in conns.iter_mut() {
-        let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(&mut **c)
-            .await
-            .unwrap();
-        let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
-            .fetch_one(&mut **c)
-            .await
-            .unwrap();
-        let jm: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut **c)
-            .await
-            .unwrap();
-        let bt: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
-            .fetch_one(&mut **c)
-            .await
-            .unwrap();
-        assert_eq!((sync, fk, jm.as_str()), (2, 1, "wal"));
-        assert!(bt >= 10_000, "busy_timeout {bt}");
-    }
 }
 
 #[tokio::test]
@@ -510,7 +468,7 @@ async fn queue_views_credits_and_integrity_survive_reopen() {
     let store = Store::open(&path).await.unwrap();
     assert_eq!(store.get(a).await.unwrap().unwrap().state, State::Failed);
     assert_eq!(store.events(b).await.unwrap().len(), 3);
-    assert_eq!(store.integrity_check().await.unwrap(), Ok(()));
+    assert_eq!(crate::helpers::integrity(&store).await, Ok(()));
 }
 
 #[tokio::test]
@@ -673,7 +631,7 @@ async fn crash_before_commit_loses_the_step_and_after_commit_keeps_it() {
         let j = store.get(id).await.unwrap().unwrap();
         assert_eq!(j.state, expect_state, "{at}");
         assert_eq!(store.events(id).await.unwrap().len(), expect_events, "{at}");
-        assert_eq!(store.integrity_check().await.unwrap(), Ok(()));
+        assert_eq!(crate::helpers::integrity(&store).await, Ok(()));
     }
 }
 

@@ -354,6 +354,24 @@ pub async fn job_states(env: &Env) -> Vec<hili::store::State> {
     jobs.iter().map(|j| j.state).collect()
 }
 
+/// `PRAGMA integrity_check` of the store's database, on a connection of its own: `Ok(())` when
+/// SQLite answers "ok", else what it found.
+pub async fn integrity(store: &Store) -> Result<(), String> {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}?mode=ro", store.path().display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let _ = conn.close().await;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(())
+    } else {
+        Err(rows.join("; "))
+    }
+}
+
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .into_iter()
