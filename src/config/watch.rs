@@ -162,98 +162,114 @@ pub(super) struct WatchProblem {
 pub(super) fn validate(watches: &[WatchConfig]) -> Result<(), WatchProblem> {
     for (i, w) in watches.iter().enumerate() {
         let folder = w.path.display();
-        let invalid = |key, problem: String| WatchProblem {
+        let invalid = |(key, problem): Problem| WatchProblem {
             key,
             problem: format!("{problem} (watch folder {folder})"),
         };
-        if w.path.as_os_str().is_empty() {
-            return Err(invalid(
-                "watch.path",
-                "is empty: name the drop folder".into(),
-            ));
+        check_table(w).map_err(invalid)?;
+        check_among(w, &watches[..i], watches).map_err(invalid)?;
+    }
+    Ok(())
+}
+
+/// A key and what is wrong with it, before the watch folder is named.
+type Problem = (&'static str, String);
+
+/// Checks one table on its own: keys that need or exclude each other, durations, globs.
+fn check_table(w: &WatchConfig) -> Result<(), Problem> {
+    if w.path.as_os_str().is_empty() {
+        return Err(("watch.path", "is empty: name the drop folder".into()));
+    }
+    check_rgb(w)?;
+    for (key, d) in [
+        ("watch.stable_for", w.stable_for),
+        ("watch.poll_interval", w.poll_interval),
+        ("watch.rescan_interval", w.rescan_interval),
+    ] {
+        if d.is_zero() {
+            return Err((key, "must be longer than 0s, e.g. \"5s\"".into()));
         }
-        match (w.repair.needs_rgb(), w.rgb) {
-            (true, None) => {
-                return Err(invalid(
-                    "watch.rgb",
-                    "is missing: repair = \"bg\" needs a colour, e.g. rgb = \"255,255,255\"".into(),
-                ));
-            }
-            (false, Some(_)) => {
-                return Err(invalid(
-                    "watch.rgb",
-                    format!(
-                        "is only for repair = \"bg\", not {:?}: remove it",
-                        w.repair.name()
-                    ),
-                ));
-            }
-            _ => {}
-        }
-        for (key, d) in [
-            ("watch.stable_for", w.stable_for),
-            ("watch.poll_interval", w.poll_interval),
-            ("watch.rescan_interval", w.rescan_interval),
-        ] {
-            if d.is_zero() {
-                return Err(invalid(key, "must be longer than 0s, e.g. \"5s\"".into()));
-            }
-        }
-        match (w.after, &w.done_dir) {
-            (After::Move, None) => {
-                return Err(invalid(
-                    "watch.done_dir",
-                    "is missing: after = \"move\" needs a folder to move sources into".into(),
-                ));
-            }
-            (After::Keep | After::Delete, Some(_)) => {
-                return Err(invalid(
-                    "watch.done_dir",
-                    "is only used with after = \"move\": set after = \"move\" or remove it".into(),
-                ));
-            }
-            _ => {}
-        }
-        let written = [
-            ("watch.output", Some(&w.output)),
-            ("watch.done_dir", w.done_dir.as_ref()),
-            ("watch.failed_dir", w.failed_dir.as_ref()),
-        ];
-        for (key, dir) in written {
-            if dir.is_some_and(|d| *d == w.path) {
-                return Err(invalid(
-                    key,
-                    "is the watch folder itself: use another folder (a subfolder is fine, it is never ingested)"
-                        .into(),
-                ));
-            }
-        }
-        for g in &w.ignore {
-            if let Err(e) = globset::Glob::new(g) {
-                return Err(invalid(
-                    "watch.ignore",
-                    format!("glob {g:?} is invalid: {e}"),
-                ));
-            }
-        }
-        if watches[..i].iter().any(|o| o.path == w.path) {
-            return Err(invalid(
-                "watch.path",
-                "is listed twice: keep one [[watch]] table per folder".into(),
-            ));
-        }
-        if let Some((key, dir, other)) = feeds_a_watch(w, watches) {
-            return Err(invalid(
+    }
+    check_done_dir(w)?;
+    let written = [
+        ("watch.output", Some(&w.output)),
+        ("watch.done_dir", w.done_dir.as_ref()),
+        ("watch.failed_dir", w.failed_dir.as_ref()),
+    ];
+    for (key, dir) in written {
+        if dir.is_some_and(|d| *d == w.path) {
+            return Err((
                 key,
-                format!(
-                    "{} is, or contains, the watch folder {}: what hili writes there would be \
-                     taken for new photos and paid for again, in a loop; use a folder outside \
-                     every watch folder",
-                    dir.display(),
-                    other.display()
-                ),
+                "is the watch folder itself: use another folder (a subfolder is fine, it is never ingested)"
+                    .into(),
             ));
         }
+    }
+    for g in &w.ignore {
+        if let Err(e) = globset::Glob::new(g) {
+            return Err(("watch.ignore", format!("glob {g:?} is invalid: {e}")));
+        }
+    }
+    Ok(())
+}
+
+/// `rgb` is given exactly when the repair type needs a colour (`bg`).
+fn check_rgb(w: &WatchConfig) -> Result<(), Problem> {
+    match (w.repair.needs_rgb(), w.rgb) {
+        (true, None) => Err((
+            "watch.rgb",
+            "is missing: repair = \"bg\" needs a colour, e.g. rgb = \"255,255,255\"".into(),
+        )),
+        (false, Some(_)) => Err((
+            "watch.rgb",
+            format!(
+                "is only for repair = \"bg\", not {:?}: remove it",
+                w.repair.name()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `done_dir` is given exactly when sources are moved (`after = "move"`).
+fn check_done_dir(w: &WatchConfig) -> Result<(), Problem> {
+    match (w.after, &w.done_dir) {
+        (After::Move, None) => Err((
+            "watch.done_dir",
+            "is missing: after = \"move\" needs a folder to move sources into".into(),
+        )),
+        (After::Keep | After::Delete, Some(_)) => Err((
+            "watch.done_dir",
+            "is only used with after = \"move\": set after = \"move\" or remove it".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks one table against the others: listed once (`earlier` are the tables before it),
+/// and writing into no watch folder.
+fn check_among(
+    w: &WatchConfig,
+    earlier: &[WatchConfig],
+    watches: &[WatchConfig],
+) -> Result<(), Problem> {
+    if earlier.iter().any(|o| o.path == w.path) {
+        return Err((
+            "watch.path",
+            "is listed twice: keep one [[watch]] table per folder".into(),
+        ));
+    }
+    if let Some((key, dir, other)) = feeds_a_watch(w, watches) {
+        return Err((
+            key,
+            format!(
+                "{} is, or contains, the watch folder {}: what hili writes there would be \
+                 taken for new photos and paid for again, in a loop; use a folder outside \
+                 every watch folder",
+                dir.display(),
+                other.display()
+            ),
+        ));
     }
     Ok(())
 }

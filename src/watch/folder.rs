@@ -4,8 +4,8 @@
 //! were lost, feeds what it sees into the stability tracker, and queues files that settled.
 //!
 //! Each folder has its own task, so a hung network mount stalls only its own folder. A cache
-//! of the versions already queued (loaded from the store at start, pruned by each full scan)
-//! keeps rescans of thousands of unchanged files from touching the database.
+//! of the versions already queued (`known`, loaded from the store at start, pruned by each
+//! full scan) keeps rescans of thousands of unchanged files from touching the database.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::fs::MetadataExt;
@@ -22,8 +22,9 @@ use tokio_util::sync::CancellationToken;
 use super::events::{Interest, interpret, out_of_watches};
 use super::ignore::Ignore;
 use super::intake::{FolderSpec, check_due, enqueue};
+use super::known::KnownFiles;
 use super::mode::{Mode, next_events};
-use super::scan::{stat_file, walk_dir};
+use super::scan::{Seen, stat_paths, walk_dir};
 use super::stability::{Stat, Tracker};
 use crate::config::{PollMode, WatchConfig};
 use crate::media::blocking;
@@ -38,13 +39,6 @@ const REWALK_AFTER: Duration = Duration::from_secs(2);
 enum End {
     Shutdown,
     RootLost(String),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Known {
-    stat: Stat,
-    /// The full scan that last saw it (entries not seen by the latest are pruned).
-    generation: u32,
 }
 
 /// The folder's identity, so a folder deleted and re-created is noticed and re-watched.
@@ -63,8 +57,7 @@ struct Folder {
     ignore: Arc<Ignore>,
     store: Store,
     on_enqueued: Arc<Notify>,
-    known: HashMap<PathBuf, Known>,
-    generation: u32,
+    known: KnownFiles,
     tracker: Tracker,
     /// Files already reported as unreadable (reported once, retried at each full scan).
     warned: HashSet<PathBuf>,
@@ -102,20 +95,7 @@ pub(crate) async fn run(
     };
     let mut f = Folder {
         tracker: Tracker::new(cfg.stable_for),
-        known: known
-            .into_iter()
-            .map(|(p, (size, mtime_ns))| {
-                let stat = Stat { size, mtime_ns };
-                (
-                    p,
-                    Known {
-                        stat,
-                        generation: 0,
-                    },
-                )
-            })
-            .collect(),
-        generation: 0,
+        known: KnownFiles::new(known),
         cfg,
         ignore,
         store,
@@ -319,27 +299,10 @@ impl Folder {
 
     /// Stats event paths: files go to the tracker, arrived directories are walked.
     async fn look_at(&mut self, paths: HashMap<PathBuf, bool>) {
-        enum Seen {
-            File(Stat),
-            Dir,
-            Gone,
-        }
-        let seen = blocking(move || {
-            paths
-                .into_iter()
-                .map(|(p, arrived)| {
-                    let s = match std::fs::metadata(&p) {
-                        Ok(m) if m.is_dir() => Seen::Dir,
-                        Ok(_) => stat_file(&p).map_or(Seen::Gone, Seen::File),
-                        Err(_) => Seen::Gone,
-                    };
-                    (p, arrived, s)
-                })
-                .collect::<Vec<_>>()
-        })
-        .await
-        .ok()
-        .unwrap_or_default();
+        let seen = blocking(move || stat_paths(paths))
+            .await
+            .ok()
+            .unwrap_or_default();
         let now = Instant::now();
         let mut dirs = Vec::new();
         for (p, arrived, s) in seen {
@@ -349,7 +312,7 @@ impl Folder {
                 Seen::Dir => {}
                 Seen::Gone => {
                     self.tracker.forget(&p);
-                    self.known.remove(&p);
+                    self.known.forget(&p);
                 }
             }
         }
@@ -379,9 +342,8 @@ impl Folder {
 
     /// A fresh stat: unknown or changed versions wait to settle; queued ones are skipped.
     fn observe(&mut self, path: PathBuf, stat: Stat, now: Instant) {
-        match self.known.get_mut(&path) {
-            Some(k) if k.stat == stat => k.generation = self.generation,
-            _ => self.tracker.observe(path, stat, now),
+        if !self.known.seen(&path, stat) {
+            self.tracker.observe(path, stat, now);
         }
     }
 
@@ -405,14 +367,13 @@ impl Folder {
         if now_id != id {
             return Err("was replaced by another folder".into());
         }
-        self.generation = self.generation.wrapping_add(1);
+        self.known.start_scan();
         let now = Instant::now();
         let files = walked.files.len();
         for (p, stat) in walked.files {
             self.observe(p, stat, now);
         }
-        let g = self.generation;
-        self.known.retain(|_, k| k.generation == g);
+        self.known.end_scan();
         self.warned.retain(|p| self.tracker.contains(p));
         tracing::debug!(
             "watch folder {}: scanned {files} files ({} ignored, {} unreadable) in {:?}; {} waiting to settle",
@@ -429,7 +390,7 @@ impl Folder {
     async fn settle(&mut self) {
         let checked = check_due(&mut self.tracker).await;
         for p in checked.gone {
-            self.known.remove(&p);
+            self.known.forget(&p);
         }
         for (p, e) in checked.unreadable {
             if self.warned.insert(p.clone()) {
@@ -448,8 +409,7 @@ impl Folder {
                 for ((p, stat), o) in checked.ready.into_iter().zip(outcomes) {
                     queued |= matches!(o, EnqueueOutcome::Queued(_));
                     self.warned.remove(&p);
-                    let generation = self.generation;
-                    self.known.insert(p, Known { stat, generation });
+                    self.known.insert(p, stat);
                 }
                 if queued {
                     self.on_enqueued.notify_one();

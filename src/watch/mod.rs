@@ -17,6 +17,7 @@ mod folder;
 pub mod fstype;
 mod ignore;
 mod intake;
+mod known;
 mod mode;
 mod once;
 mod scan;

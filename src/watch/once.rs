@@ -10,7 +10,7 @@
 use tokio::time::{Instant, sleep_until};
 
 use super::ignore::Ignore;
-use super::intake::{check_due, enqueue, specs};
+use super::intake::{FolderSpec, check_due, enqueue, specs};
 use super::scan::walk_dir;
 use super::stability::Tracker;
 use super::{ScanReport, WatchConfig, WatchError};
@@ -22,44 +22,9 @@ pub async fn scan_once(watches: &[WatchConfig], store: &Store) -> Result<ScanRep
     let mut report = ScanReport::default();
     let mut pending = Vec::new();
     for spec in specs(watches) {
-        let cfg = spec.cfg;
-        let ignore = Ignore::new(&cfg.path, &cfg.ignore, spec.excluded).map_err(|source| {
-            WatchError::Ignore {
-                folder: cfg.path.clone(),
-                source,
-            }
-        })?;
-        let known = store.known_versions(&cfg.path).await?;
-        let (path, rec) = (cfg.path.clone(), cfg.recursive);
-        let walked = tokio::task::spawn_blocking(move || walk_dir(&path, &ignore, rec)).await;
-        let walked = match walked {
-            Ok(Ok(w)) => w,
-            Ok(Err(e)) => {
-                tracing::warn!(
-                    "watch folder {} cannot be scanned ({e}): skipped; create it or fix the [[watch]] path",
-                    cfg.path.display()
-                );
-                report.errors += 1;
-                continue;
-            }
-            Err(e) => {
-                tracing::error!("scanning {} failed: {e}", cfg.path.display());
-                report.errors += 1;
-                continue;
-            }
-        };
-        report.seen += walked.files.len() as u64;
-        report.ignored += walked.ignored;
-        report.errors += walked.errors;
-        let now = Instant::now();
-        let mut tracker = Tracker::new(cfg.stable_for);
-        for (p, stat) in walked.files {
-            if known.get(&p) != Some(&(stat.size, stat.mtime_ns)) {
-                tracker.observe(p, stat, now);
-            }
+        if let Some(found) = scan_folder(spec, store, &mut report).await? {
+            pending.push(found);
         }
-        let deadline = now + cfg.stable_for * 4;
-        pending.push((cfg, tracker, deadline));
     }
     loop {
         let next = pending
@@ -98,4 +63,52 @@ pub async fn scan_once(watches: &[WatchConfig], store: &Store) -> Result<ScanRep
         report.still_changing += tracker.len() as u64;
     }
     Ok(report)
+}
+
+/// Walks one watch folder and starts tracking the files not already queued: its settings,
+/// its tracker and when its wait ends. `None` when the folder cannot be walked (counted in
+/// `report.errors`).
+async fn scan_folder(
+    spec: FolderSpec,
+    store: &Store,
+    report: &mut ScanReport,
+) -> Result<Option<(WatchConfig, Tracker, Instant)>, WatchError> {
+    let cfg = spec.cfg;
+    let ignore = Ignore::new(&cfg.path, &cfg.ignore, spec.excluded).map_err(|source| {
+        WatchError::Ignore {
+            folder: cfg.path.clone(),
+            source,
+        }
+    })?;
+    let known = store.known_versions(&cfg.path).await?;
+    let (path, rec) = (cfg.path.clone(), cfg.recursive);
+    let walked = tokio::task::spawn_blocking(move || walk_dir(&path, &ignore, rec)).await;
+    let walked = match walked {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => {
+            tracing::warn!(
+                "watch folder {} cannot be scanned ({e}): skipped; create it or fix the [[watch]] path",
+                cfg.path.display()
+            );
+            report.errors += 1;
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::error!("scanning {} failed: {e}", cfg.path.display());
+            report.errors += 1;
+            return Ok(None);
+        }
+    };
+    report.seen += walked.files.len() as u64;
+    report.ignored += walked.ignored;
+    report.errors += walked.errors;
+    let now = Instant::now();
+    let mut tracker = Tracker::new(cfg.stable_for);
+    for (p, stat) in walked.files {
+        if known.get(&p) != Some(&(stat.size, stat.mtime_ns)) {
+            tracker.observe(p, stat, now);
+        }
+    }
+    let deadline = now + cfg.stable_for * 4;
+    Ok(Some((cfg, tracker, deadline)))
 }

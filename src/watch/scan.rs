@@ -1,9 +1,11 @@
 //! Walking a watch folder (or a subfolder that was moved in): every regular file not ignored,
-//! with its size and mtime from `stat` alone. Blocking (std::fs): call it in `spawn_blocking`.
+//! with its size and mtime from `stat` alone; and stat'ing the paths a batch of events names.
+//! Blocking (std::fs): call it in `spawn_blocking`.
 //! Directory symlinks below the folder are not followed (they could loop or leave the folder;
 //! the watch folder itself may be one, and is followed); a symlink to a file is taken with its
 //! target's size and mtime.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,30 @@ pub fn stat_file(path: &Path) -> Option<Stat> {
         size: m.len(),
         mtime_ns: mtime_ns(&m),
     })
+}
+
+/// What an event's path is when it is looked at.
+pub(super) enum Seen {
+    File(Stat),
+    Dir,
+    /// Gone, or neither a regular file nor a directory.
+    Gone,
+}
+
+/// Stats the paths of a batch of events, each with whether it arrived (created or moved
+/// in), so the caller can walk arrived directories.
+pub(super) fn stat_paths(paths: HashMap<PathBuf, bool>) -> Vec<(PathBuf, bool, Seen)> {
+    paths
+        .into_iter()
+        .map(|(p, arrived)| {
+            let s = match fs::metadata(&p) {
+                Ok(m) if m.is_dir() => Seen::Dir,
+                Ok(_) => stat_file(&p).map_or(Seen::Gone, Seen::File),
+                Err(_) => Seen::Gone,
+            };
+            (p, arrived, s)
+        })
+        .collect()
 }
 
 /// Walks `dir` (the watch folder `ignore` belongs to, or a directory under it). Subfolders are

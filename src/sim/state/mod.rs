@@ -1,62 +1,34 @@
-//! The simulator's shared state: its clock, token rule, credits, the ledger of charges,
-//! fault counters, the seeded random streams and the table of jobs (uploads being processed,
-//! finished or expired). Everything mutable sits behind one `std::sync::Mutex` that is never
-//! held across an `.await`.
+//! The simulator's shared state: its clock, token rule, credits, the seeded random streams,
+//! the fault and hostile-mode settings, and under the same lock the books (`ledger`: charges,
+//! duplicates, fault counters) and the job table (`jobs`: processing, finished, expired).
+//! Everything mutable sits behind one `std::sync::Mutex` that is never held across an
+//! `.await`, so a charge and its job appear together to any concurrent reader; the two
+//! files beside this one own the data, this one owns the lock and the rules.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
 use super::hostile::{Hostile, HostileMode};
-use super::transform::Format;
 use super::{Faults, SimOptions};
 use crate::api::token::digest;
+use jobs::JobTable;
+pub(crate) use jobs::{Job, Phase};
+use ledger::Books;
+pub use ledger::{Charge, Ledger};
+
+mod jobs;
+mod ledger;
 
 /// How far a token's timestamp may be behind the sim's clock.
 const TOKEN_MAX_AGE_SECS: i64 = 120;
 /// How far ahead it may be: clients round, clocks tick between two reads.
 const TOKEN_MAX_FUTURE_SECS: i64 = 2;
-
-/// The names under which faults are counted in the ledger, in roll order.
-pub(crate) const FAULT_KINDS: [&str; 6] =
-    ["reset", "http500", "slow", "e9006", "e9009", "charge_drop"];
-
-/// One charged upload.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Charge {
-    pub mdf: String,
-    /// SHA-256 (hex) of the uploaded bytes.
-    pub sha256: String,
-    /// The wire value, e.g. `sr,repair`.
-    pub repair_type: String,
-    pub rgb: Option<String>,
-    /// Unix seconds on the sim's clock.
-    pub time: i64,
-}
-
-/// What the sim charged and injected: served at `GET /__sim/ledger`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Ledger {
-    pub charges: Vec<Charge>,
-    pub total_charges: u64,
-    /// Charges whose (sha256, repair_type, rgb) had been charged before: wasted credits.
-    pub duplicate_charges: u64,
-    pub credits_left: u64,
-    /// Injected faults by kind (`reset`, `http500`, `slow`, `e9006`, `e9009`, `charge_drop`).
-    pub faults: BTreeMap<String, u64>,
-    /// Upload requests that reached the upload handler, charged or not (faults that reset or
-    /// answer 500 before the handler are not counted): "was this file ever sent?".
-    #[serde(default)]
-    pub upload_requests: u64,
-}
 
 /// A deliberate delay of every upload answer, before or after the charge (test-only): makes
 /// "an upload in flight" last long enough to do something else meanwhile.
@@ -67,60 +39,14 @@ pub struct Stall {
     pub after_charge: bool,
 }
 
-/// Where a job is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Phase {
-    Processing,
-    Done {
-        finished: Instant,
-    },
-    /// The background transform failed (logged); the job answers as if it never existed.
-    Failed,
-    Expired,
-}
-
-/// One accepted upload.
-#[derive(Clone, Debug)]
-pub(crate) struct Job {
-    pub format: Format,
-    /// The uploaded bytes, served at `img_url`.
-    pub upload: PathBuf,
-    /// The result (equal to `upload` in passthrough mode).
-    pub result: PathBuf,
-    /// Before this instant status answers 100 whatever the transform did.
-    pub ready_at: Instant,
-    pub phase: Phase,
-}
-
-impl Job {
-    /// True once status may answer 200.
-    pub fn is_ready(&self, now: Instant) -> bool {
-        matches!(self.phase, Phase::Done { .. }) && now >= self.ready_at
-    }
-
-    fn expires_at(&self, retention: Duration) -> Option<Instant> {
-        match self.phase {
-            Phase::Done { finished } => Some(finished.max(self.ready_at) + retention),
-            _ => None,
-        }
-    }
-}
-
 struct Inner {
     credits: u64,
     faults: Faults,
     hostile: Option<Hostile>,
     mdf_rng: ChaCha8Rng,
     fault_rng: ChaCha8Rng,
-    charges: Vec<Charge>,
-    charged_keys: HashSet<(String, String, Option<String>)>,
-    duplicate_charges: u64,
-    fault_counts: BTreeMap<String, u64>,
-    jobs: HashMap<String, Job>,
-    /// When each finished job's result expires, soonest first: a sweep looks only at jobs
-    /// that are due instead of every job ever charged.
-    expiries: BinaryHeap<Reverse<(Instant, String)>>,
-    upload_requests: u64,
+    books: Books,
+    jobs: JobTable,
     stall: Option<Stall>,
 }
 
@@ -166,13 +92,8 @@ impl Shared {
                 hostile: opts.hostile,
                 mdf_rng: ChaCha8Rng::seed_from_u64(opts.seed),
                 fault_rng,
-                charges: Vec::new(),
-                charged_keys: HashSet::new(),
-                duplicate_charges: 0,
-                fault_counts: FAULT_KINDS.iter().map(|k| (k.to_string(), 0)).collect(),
-                jobs: HashMap::new(),
-                expiries: BinaryHeap::new(),
-                upload_requests: 0,
+                books: Books::new(),
+                jobs: JobTable::new(),
                 stall: None,
             }),
         }
@@ -277,11 +198,11 @@ impl Shared {
             None => {}
         }
         let key = format!("hostile:{}", mode.name());
-        *g.fault_counts.entry(key).or_insert(0) += 1;
+        g.books.count_fault(key);
         true
     }
 
-    /// Rolls every fault kind once, in [`FAULT_KINDS`] order, so a seed gives the same
+    /// Rolls every fault kind once, in [`ledger::FAULT_KINDS`] order, so a seed gives the same
     /// outcome sequence whatever the probabilities. Returns which kinds fired.
     pub fn roll_faults(&self) -> [bool; 6] {
         let mut g = self.lock();
@@ -290,13 +211,9 @@ impl Shared {
         probs.map(|p| g.fault_rng.r#gen::<f64>() < p)
     }
 
-    /// Records that a fault of `kind` (one of [`FAULT_KINDS`]) took effect.
+    /// Records that a fault of `kind` (one of [`ledger::FAULT_KINDS`]) took effect.
     pub fn count_fault(&self, kind: &str) {
-        *self
-            .lock()
-            .fault_counts
-            .entry(kind.to_string())
-            .or_insert(0) += 1;
+        self.lock().books.count_fault(kind.to_string());
     }
 
     /// Spends one credit and records the charge and the job, all under one lock so a
@@ -317,15 +234,11 @@ impl Shared {
         let mdf = loop {
             let bytes: [u8; 16] = g.mdf_rng.r#gen();
             let mdf = hex::encode(bytes);
-            if !g.jobs.contains_key(&mdf) {
+            if !g.jobs.contains(&mdf) {
                 break mdf;
             }
         };
-        let key = (sha256.to_string(), repair_type.to_string(), rgb.clone());
-        if !g.charged_keys.insert(key) {
-            g.duplicate_charges += 1;
-        }
-        g.charges.push(Charge {
+        g.books.record(Charge {
             mdf: mdf.clone(),
             sha256: sha256.to_string(),
             repair_type: repair_type.to_string(),
@@ -340,20 +253,7 @@ impl Shared {
     /// Marks the background transform of `mdf` as finished (or failed).
     pub fn finish(&self, mdf: &str, ok: bool) {
         let retention = self.retention;
-        let mut g = self.lock();
-        let Some(job) = g.jobs.get_mut(mdf) else {
-            return;
-        };
-        job.phase = if ok {
-            Phase::Done {
-                finished: Instant::now(),
-            }
-        } else {
-            Phase::Failed
-        };
-        if let Some(at) = job.expires_at(retention) {
-            g.expiries.push(Reverse((at, mdf.to_string())));
-        }
+        self.lock().jobs.finish(mdf, ok, retention);
     }
 
     pub fn job(&self, mdf: &str) -> Option<Job> {
@@ -363,39 +263,18 @@ impl Shared {
     /// Marks every job past its retention as expired and returns the files to delete.
     pub fn expire_due(&self) -> Vec<PathBuf> {
         let now = Instant::now();
-        let mut doomed = Vec::new();
-        let mut g = self.lock();
-        while g.expiries.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            let Some(Reverse((_, mdf))) = g.expiries.pop() else {
-                break;
-            };
-            if let Some(job) = g.jobs.get_mut(&mdf)
-                && matches!(job.phase, Phase::Done { .. })
-            {
-                job.phase = Phase::Expired;
-                push_unique(&mut doomed, &job.upload);
-                push_unique(&mut doomed, &job.result);
-            }
-        }
-        doomed
+        self.lock().jobs.expire_due(now)
     }
 
     pub fn ledger(&self) -> Ledger {
         let g = self.lock();
-        Ledger {
-            charges: g.charges.clone(),
-            total_charges: g.charges.len() as u64,
-            duplicate_charges: g.duplicate_charges,
-            credits_left: g.credits,
-            faults: g.fault_counts.clone(),
-            upload_requests: g.upload_requests,
-        }
+        g.books.ledger(g.credits)
     }
 
     /// Counts an upload request that reached the handler; returns the stall in force.
     pub fn note_upload_request(&self) -> Option<Stall> {
         let mut g = self.lock();
-        g.upload_requests += 1;
+        g.books.note_upload_request();
         g.stall
     }
 
@@ -404,15 +283,10 @@ impl Shared {
     }
 }
 
-fn push_unique(v: &mut Vec<PathBuf>, p: &Path) {
-    if !v.iter().any(|q| q == p) {
-        v.push(p.to_path_buf());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::transform::Format;
 
     fn shared(offset: i64) -> Shared {
         let opts = SimOptions {
