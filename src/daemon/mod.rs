@@ -151,7 +151,7 @@ async fn send_status(ctx: &Ctx, notifier: &Notifier) {
         _ => "credits not seen yet".to_string(),
     };
     let paused = match ctx.control.paused() {
-        Some((p, _)) => format!("; {}", pipeline::supervisor::describe_pause(ctx, &p).await),
+        Some((p, _)) => format!("; {}", pipeline::pause_note::describe_pause(ctx, &p).await),
         None => String::new(),
     };
     notifier.status(&format!(
