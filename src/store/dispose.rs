@@ -143,11 +143,7 @@ impl Store {
     pub async fn clear_move(&self, id: JobId) -> Result<(), StoreError> {
         let context = format!("forgetting the undone move of job {id}'s source");
         let mut tx = self.begin_write(&context).await?;
-        sqlx::query("DELETE FROM source_moves WHERE job_id = ?")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .ctx(context.clone())?;
+        forget_move(&mut tx, id, &context).await?;
         tx.commit().await.ctx(context)
     }
 
@@ -155,11 +151,7 @@ impl Store {
     pub async fn finish_move(&self, id: JobId, note: Option<&str>) -> Result<(), StoreError> {
         let context = format!("recording the move of job {id}'s source as done");
         let mut tx = self.begin_write(&context).await?;
-        sqlx::query("DELETE FROM source_moves WHERE job_id = ?")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .ctx(context.clone())?;
+        forget_move(&mut tx, id, &context).await?;
         mark(&mut tx, id, note, &context).await?;
         tx.commit().await.ctx(context)
     }
@@ -193,5 +185,19 @@ async fn mark(
         .await
         .ctx(context.to_string())?;
     }
+    Ok(())
+}
+
+/// Deletes the record of job `id`'s source move, inside the caller's transaction.
+async fn forget_move(
+    conn: &mut sqlx::SqliteConnection,
+    id: JobId,
+    context: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM source_moves WHERE job_id = ?")
+        .bind(id.0)
+        .execute(&mut *conn)
+        .await
+        .ctx(context)?;
     Ok(())
 }
