@@ -64,19 +64,17 @@ pub(super) async fn hash_or_fail(
 /// `Ok(Err(_))` for one that could not be read.
 fn check_and_hash(src: &Path, limit: u64) -> Result<std::io::Result<String>, String> {
     // What is wrong with the file itself first (it says more), then the size limit.
-    media::probe(src)
-        .and_then(|p| media::check_size(src, &p))
-        .map_err(|e| e.to_string())?;
-    if let Some(reason) = too_large(src, limit) {
+    let probe = media::probe(src).map_err(|e| e.to_string())?;
+    media::check_size(src, &probe).map_err(|e| e.to_string())?;
+    if let Some(reason) = too_large(src, probe.size, limit) {
         return Err(reason);
     }
     Ok(media::sha256_file(src))
 }
 
-/// The size limit, checked before any byte is read or sent: `Some(reason)` for a file over
-/// `limit` bytes. (A file that cannot be stat'ed is left to the input check, which says why.)
-fn too_large(src: &Path, limit: u64) -> Option<String> {
-    let size = std::fs::metadata(src).ok()?.len();
+/// The size limit, checked before any byte is sent: `Some(reason)` for a file of `size` bytes
+/// over `limit` (the size the probe already read).
+fn too_large(src: &Path, size: u64, limit: u64) -> Option<String> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     (size > limit).then(|| {
         format!(
