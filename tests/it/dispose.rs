@@ -9,7 +9,7 @@ use std::fs::{self, File, FileTimes};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 use hili::repair::Repair;
@@ -36,16 +36,7 @@ struct Daemon(Child, PathBuf);
 
 impl Daemon {
     fn start(env: &Env) -> Daemon {
-        let log = env.dir.path().join("daemon.log");
-        let file = File::create(&log).unwrap();
-        let child = env
-            .hili()
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .unwrap();
+        let (child, log) = env.spawn_logged(&["run"], "daemon.log");
         Daemon(child, log)
     }
 

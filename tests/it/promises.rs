@@ -7,7 +7,7 @@
 //! and over, an oversized file). Each counts what the simulator charged.
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use hili::repair::Repair;
@@ -18,22 +18,6 @@ use crate::helpers::*;
 
 /// How long a test waits for a state it expects.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A `hili ARGS` child left running, its stderr in a file of the environment.
-fn spawn(env: &Env, args: &[&str], log: &str) -> (Child, std::path::PathBuf) {
-    let path = env.dir.path().join(log);
-    let file = std::fs::File::create(&path).unwrap();
-    let child = env
-        .hili()
-        .args(args)
-        .current_dir(env.dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("spawn hili");
-    (child, path)
-}
 
 /// Waits (bounded) for a child to exit; kills it and fails past the bound. Async: the
 /// simulator serves from this test's runtime meanwhile.
@@ -105,7 +89,7 @@ async fn a_second_run_once_is_refused_while_the_first_uploads(after_charge: bool
         delay: Duration::from_secs(3),
         after_charge,
     }));
-    let (mut first, first_log) = spawn(&env, &["run", "--once"], "first.log");
+    let (mut first, first_log) = env.spawn_logged(&["run", "--once"], "first.log");
     wait_state(&env, 1, State::Uploading).await;
     // The first run's request is in flight (stalled at the server).
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -145,7 +129,7 @@ async fn a_second_daemon_on_the_same_queue_refuses_to_start() {
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("a.jpg"), 2);
     env.add(Repair::Sr, None).await;
-    let (mut first, first_log) = spawn(&env, &["run"], "daemon-1.log");
+    let (mut first, first_log) = env.spawn_logged(&["run"], "daemon-1.log");
     wait_state(&env, 1, State::Done).await;
     let second = env.run_hili(["run"]).await;
     second.expect_code(2);
@@ -161,7 +145,7 @@ async fn a_second_daemon_on_the_same_queue_refuses_to_start() {
     unsafe { libc::kill(first.id() as i32, libc::SIGTERM) };
     assert_eq!(exit_code(&mut first, &first_log).await, Some(0));
     // Once the first is gone (even killed), the queue is free again.
-    let (mut again, again_log) = spawn(&env, &["run"], "daemon-2.log");
+    let (mut again, again_log) = env.spawn_logged(&["run"], "daemon-2.log");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         again.try_wait().unwrap().is_none(),

@@ -3,7 +3,6 @@
 //! such file" (and `run --once` exits 0, not 3); a folder renamed while its photos are being
 //! processed gets each result once. Counted on the simulator's ledger.
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use hili::repair::Repair;
@@ -84,20 +83,6 @@ async fn a_photo_saved_again_while_hili_was_stopped_is_processed_once_in_its_new
     );
 }
 
-/// `hili run` as a child, its log in the environment.
-fn daemon(env: &Env) -> (Child, std::path::PathBuf) {
-    let log = env.dir.path().join("daemon.log");
-    let child = env
-        .hili()
-        .arg("run")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    (child, log)
-}
-
 #[tokio::test]
 async fn a_folder_renamed_while_its_photos_are_processed_gets_each_result_once() {
     let env = Env::new(SimOptions {
@@ -115,7 +100,7 @@ async fn a_folder_renamed_while_its_photos_are_processed_gets_each_result_once()
     std::fs::write(&env.config, cfg).unwrap();
     write_jpeg(&env.inbox.join("roll-1/a.jpg"), 73);
     write_jpeg(&env.inbox.join("roll-1/b.jpg"), 74);
-    let (mut child, log) = daemon(&env);
+    let (mut child, log) = env.spawn_logged(&["run"], "daemon.log");
     let deadline = Instant::now() + Duration::from_secs(30);
     let wait = |what: &str| {
         assert!(

@@ -220,6 +220,23 @@ impl Env {
         c
     }
 
+    /// `hili ARGS` left running in this environment's temp directory, its stderr (the log) in
+    /// the file `log` there; returns the child and the log's path.
+    pub fn spawn_logged(&self, args: &[&str], log: &str) -> (std::process::Child, PathBuf) {
+        let path = self.dir.path().join(log);
+        let file = std::fs::File::create(&path).unwrap();
+        let child = self
+            .hili()
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn hili");
+        (child, path)
+    }
+
     /// `hili ARGS` with this environment's config, in its temp directory, to completion.
     pub async fn run_hili<I, S>(&self, args: I) -> Out
     where
