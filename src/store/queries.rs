@@ -32,19 +32,23 @@ impl Store {
     }
 
     /// A later job for the same file as `job`: at the same path (a newer version of it) or
-    /// with the same device and inode under another name (the file or its folder was
-    /// renamed). Skipped jobs do not count.
+    /// with the same device, inode, size and modification time under another name (the file
+    /// or its folder was renamed: a rename keeps all four, while an inode reused by a new file
+    /// after a delete rarely keeps the others). Skipped jobs do not count.
     pub async fn successor(&self, job: &Job) -> Result<Option<Job>, StoreError> {
         let (dev, ino) = file_id_binds(job);
         let mut v = self
             .select_jobs(
                 "SELECT {cols} FROM jobs WHERE id > ? AND state != 'skipped' \
-                 AND (source_path = ? OR (source_dev = ? AND source_ino = ?)) ORDER BY id LIMIT 1",
+                 AND (source_path = ? OR (source_dev = ? AND source_ino = ? \
+                 AND size = ? AND mtime_ns = ?)) ORDER BY id LIMIT 1",
                 [
                     Bind::Int(job.id.0),
                     Bind::Bytes(path_bytes(&job.source_path)),
                     Bind::Int(dev),
                     Bind::Int(ino),
+                    Bind::Int(i64::try_from(job.size).unwrap_or(i64::MAX)),
+                    Bind::Int(job.mtime_ns),
                 ],
                 &format!("looking for a later job for the file of job {}", job.id),
             )
@@ -52,24 +56,26 @@ impl Store {
         Ok(v.pop())
     }
 
-    /// An earlier job for the same file as `job` (same device and inode) under another name,
-    /// that has sent it or has its result: the file, or its folder, was renamed after that job
-    /// read it.
+    /// An earlier job for the same file as `job` (same device and inode, and the same content
+    /// — so an inode reused by a new photo after a delete is not taken for it) under another
+    /// name, that has sent it or has its result: the file, or its folder, was renamed after
+    /// that job read it.
     pub async fn renamed_from(&self, job: &Job) -> Result<Option<Job>, StoreError> {
-        if job.file_id.is_none() {
+        let (Some(_), Some(sha)) = (job.file_id, job.content_sha256.as_deref()) else {
             return Ok(None);
-        }
+        };
         let (dev, ino) = file_id_binds(job);
         let mut v = self
             .select_jobs(
                 "SELECT {cols} FROM jobs WHERE id < ? AND source_dev = ? AND source_ino = ? \
-                 AND source_path != ? AND repair = ? AND rgb IS ? \
+                 AND content_sha256 = ? AND source_path != ? AND repair = ? AND rgb IS ? \
                  AND state IN ('uploading', 'processing', 'downloading', 'done') \
                  ORDER BY id DESC LIMIT 1",
                 [
                     Bind::Int(job.id.0),
                     Bind::Int(dev),
                     Bind::Int(ino),
+                    Bind::Str(sha),
                     Bind::Bytes(path_bytes(&job.source_path)),
                     Bind::Str(job.repair.wire()),
                     Bind::OptStr(job.rgb.map(|c| c.to_string()).as_deref()),

@@ -809,3 +809,47 @@ async fn job_folders_lists_each_folder_of_the_chosen_states_once() {
     assert_eq!(processing.len(), 1);
     assert!(store.job_folders(&[]).await.unwrap().is_empty());
 }
+
+/// A rename keeps a file's device, inode, size, time and content; an inode that a new photo
+/// reuses after the old one was deleted keeps none but the inode. Only the first is the same
+/// file (superseded / renamed), never the second (it must be processed).
+#[tokio::test]
+async fn a_reused_inode_is_not_taken_for_a_renamed_file() {
+    let (_d, store) = open_tmp().await;
+    let inode = Some(hili::media::FileId { dev: 7, ino: 42 });
+    let enqueue = |name: &str, size: u64, mtime_ns: i64| NewJob {
+        file_id: inode,
+        size,
+        mtime_ns,
+        ..job(name)
+    };
+    let a = store.enqueue(enqueue("a.jpg", 100, 1)).await.unwrap().id();
+    let intent = UploadIntent {
+        credits_before: 5,
+        content_sha256: Some(&hash('a')),
+        exclusive: false,
+    };
+    store.begin_upload_with(a, &intent).await.unwrap();
+    record_uploaded(&store, a, "m", "u").await.unwrap();
+    let a_job = store.get(a).await.unwrap().unwrap();
+
+    // A new photo with the reused inode: other size, time and content.
+    let b = store.enqueue(enqueue("b.jpg", 200, 2)).await.unwrap().id();
+    let mut b_job = store.get(b).await.unwrap().unwrap();
+    b_job.content_sha256 = Some(hash('b'));
+    assert_eq!(store.renamed_from(&b_job).await.unwrap(), None);
+    assert_eq!(store.successor(&a_job).await.unwrap(), None);
+
+    // The same file under a new name.
+    let c = store.enqueue(enqueue("c.jpg", 100, 1)).await.unwrap().id();
+    let mut c_job = store.get(c).await.unwrap().unwrap();
+    c_job.content_sha256 = Some(hash('a'));
+    assert_eq!(
+        store.renamed_from(&c_job).await.unwrap().map(|j| j.id),
+        Some(a)
+    );
+    assert_eq!(
+        store.successor(&a_job).await.unwrap().map(|j| j.id),
+        Some(c)
+    );
+}
