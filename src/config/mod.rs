@@ -1,4 +1,4 @@
-//! Configuration: where the TOML file is found, its `[api]`, `[queue]` and `[input]` keys and
+//! Configuration: where the TOML file is found, its `[api]`, `[queue]`, `[input]` and `[output]` keys and
 //! defaults, their validation and the database location. A missing file is allowed (all
 //! defaults); an unknown key is an error naming the key and the file. The `[[watch]]` tables
 //! live in [`watch`] and the secret key's sources in [`secret`]; both are leaves this module
@@ -32,6 +32,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub queue: QueueConfig,
     pub input: InputConfig,
+    pub output: OutputConfig,
     /// `[[watch]]` tables: the drop folders of `hili run`.
     pub watch: Vec<WatchConfig>,
     /// The file that was read; `None` when running on defaults.
@@ -112,14 +113,61 @@ pub struct InputConfig {
     /// Largest file sent, in bytes. The service states no limit; a larger file is refused
     /// locally (failed, no request) rather than sent and refused again and again.
     pub max_upload_bytes: u64,
+    /// A photo with a side over the service's 6000 px: failed (no credit) or downscaled.
+    pub oversize: Oversize,
 }
 
 impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
             max_upload_bytes: 20 * 1024 * 1024,
+            oversize: Oversize::Fail,
         }
     }
+}
+
+/// `input.oversize`: what to do with a photo whose longer side is over 6000 px.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Oversize {
+    /// Fail the job with a reason before any credit is spent.
+    #[default]
+    Fail,
+    /// Fit it within 6000 px locally (Lanczos) and send that.
+    Downscale,
+}
+
+/// `[output]`: what a result carries besides its pixels, and what its folder keeps.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Copy the source's EXIF, XMP, IPTC and ICC profile into the result.
+    pub metadata: Metadata,
+    /// Drop location tags from the copied metadata.
+    pub strip_gps: bool,
+    /// Keep a BagIt-style `manifest-sha256.txt` of the results in each output folder.
+    pub manifest: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            metadata: Metadata::Copy,
+            strip_gps: false,
+            manifest: false,
+        }
+    }
+}
+
+/// `output.metadata`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metadata {
+    /// The result gets the source's metadata, corrected for the new pixels.
+    #[default]
+    Copy,
+    /// The result is written as the service sent it.
+    None,
 }
 
 /// `queue.on_expired`: what to do when a result is found expired at download (errno 9002),

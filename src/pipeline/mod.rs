@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-pub use settings::{OnExpired, Settings};
+pub use settings::{Metadata, OnExpired, Oversize, Settings};
 pub use supervisor::{Progress, RunOptions, Snapshot, Summary, run};
 
 use crate::api::client::ApiClient;

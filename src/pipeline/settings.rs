@@ -1,10 +1,10 @@
-//! The knobs of a run, taken from the configuration's `[api]` and `[queue]` sections.
+//! The knobs of a run, taken from the configuration's `[api]`, `[queue]`, `[input]` and `[output]` sections.
 
 use std::time::Duration;
 
 // One type for `queue.on_expired`, the config's: the run reads it as written.
 use crate::config::Config;
-pub use crate::config::OnExpired;
+pub use crate::config::{Metadata, OnExpired, Oversize};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -23,6 +23,12 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Largest photo sent, in bytes (`[input] max_upload_bytes`).
     pub max_upload_bytes: u64,
+    /// A side over 6000 px: fail or downscale (`[input] oversize`).
+    pub oversize: Oversize,
+    /// `[output] metadata`, `strip_gps` and `manifest`.
+    pub metadata: Metadata,
+    pub strip_gps: bool,
+    pub manifest: bool,
     /// First delay of the exponential backoff after a transient failure (tests shorten it).
     pub retry_base: Duration,
 }
@@ -43,6 +49,10 @@ impl Settings {
             budget: c.queue.budget,
             shutdown_grace: c.queue.shutdown_grace,
             max_upload_bytes: c.input.max_upload_bytes,
+            oversize: c.input.oversize,
+            metadata: c.output.metadata,
+            strip_gps: c.output.strip_gps,
+            manifest: c.output.manifest,
             retry_base: Duration::from_secs(1),
         }
     }
