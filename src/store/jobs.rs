@@ -61,6 +61,21 @@ pub struct Identity {
 }
 
 impl Job {
+    /// The job's state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The service's id of the uploaded photo, once the upload was answered.
+    pub fn mdf(&self) -> Option<&str> {
+        self.mdf.as_deref()
+    }
+
+    /// The service's URL of the result, once known.
+    pub fn img_url(&self) -> Option<&str> {
+        self.img_url.as_deref()
+    }
+
     /// The job's identity, once its content is hashed.
     pub fn identity(&self) -> Option<Identity> {
         self.content_sha256.as_ref().map(|h| Identity {
