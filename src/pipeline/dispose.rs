@@ -191,13 +191,13 @@ async fn settle(ctx: &Ctx, job: &Job, plan: MovePlan) -> Result<bool, PipelineEr
 
 /// A move carried out: the reason note of a failed source, then the record and the mark.
 async fn finish(ctx: &Ctx, job: &Job, plan: &MovePlan) -> Result<(), PipelineError> {
-    let failed = matches!(job.state, State::Failed | State::Held);
+    let failed = matches!(job.state(), State::Failed | State::Held);
     let note = format!(
         "moved {} to {}{}",
         plan.source.display(),
         plan.dest.display(),
         if failed {
-            format!(" ({})", job.state)
+            format!(" ({})", job.state())
         } else {
             String::new()
         }
@@ -219,7 +219,7 @@ fn write_reason(job: &Job, dest: &Path) -> std::io::Result<()> {
     let mut note_path = dest.to_path_buf().into_os_string();
     note_path.push(".reason.txt");
     let mut f = std::fs::File::create(&note_path)?;
-    writeln!(f, "hili job {} ({}): {reason}", job.id, job.state)?;
+    writeln!(f, "hili job {} ({}): {reason}", job.id, job.state())?;
     writeln!(f, "source: {}", job.source_path.display())?;
     f.sync_all()
 }
@@ -235,7 +235,7 @@ enum Step {
 /// Decides one job's disposition and carries out a delete; a move is only planned.
 fn decide(job: &Job, rule: &Disposition, later: Option<JobId>) -> std::io::Result<Step> {
     let src = &job.source_path;
-    let to_dir = match (job.state, rule.after, &rule.done_dir, &rule.failed_dir) {
+    let to_dir = match (job.state(), rule.after, &rule.done_dir, &rule.failed_dir) {
         (State::Done, After::Move, Some(done_dir), _) => Some(done_dir),
         (State::Done, After::Delete, _, _) => None,
         (State::Failed | State::Held, _, _, Some(failed_dir)) => Some(failed_dir),

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
 use crate::media::{self, AtomicFile, ImageKind};
-use crate::store::{Job, State};
+use crate::store::{Job, Paid, State};
 
 use super::backoff::retry_delay;
 use super::gate::Priority;
@@ -66,21 +66,11 @@ impl FetchError {
     }
 }
 
-pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
+pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
+    let Paid { job, photo } = work;
     let id = job.id;
-    let Some(mdf) = job.mdf.clone() else {
-        ctx.store
-            .hold(
-                id,
-                State::Downloading,
-                "downloading without an mdf (internal error)",
-                false,
-            )
-            .await?;
-        return Ok(());
-    };
     ctx.gate.acquire(Priority::High).await;
-    let url = match ctx.api.download_url(&mdf).await {
+    let url = match ctx.api.download_url(&photo.mdf).await {
         Ok(url) => url,
         Err(ApiError::NotFound { .. }) => return expired(ctx, &job).await,
         Err(e) => {

@@ -6,26 +6,15 @@ use std::time::Duration;
 
 use crate::api::client::JobStatus;
 use crate::api::error::ApiError;
-use crate::store::{Job, State};
+use crate::store::{Paid, State};
 
 use super::backoff::{poll_delay, retry_delay};
 use super::gate::Priority;
 use super::{Ctx, PipelineError, now_ms};
 
-pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
-    let id = job.id;
-    let Some(mdf) = job.mdf.as_deref() else {
-        // Cannot happen through the store's transitions; hold rather than guess.
-        ctx.store
-            .hold(
-                id,
-                State::Processing,
-                "processing without an mdf (internal error)",
-                false,
-            )
-            .await?;
-        return Ok(());
-    };
+pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
+    let Paid { job, photo } = work;
+    let (id, mdf) = (job.id, photo.mdf.as_str());
     ctx.gate.acquire(Priority::High).await;
     match ctx.api.status(mdf).await {
         Ok(JobStatus::Done) => {
@@ -43,10 +32,6 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         // handled like an expired download.
         Err(ApiError::NotFound { .. }) => {
             ctx.store.begin_download(id).await?;
-            let job = crate::store::Job {
-                state: State::Downloading,
-                ..job
-            };
             return super::download::expired(ctx, &job).await;
         }
         Err(e) => {

@@ -1,6 +1,10 @@
-//! The persistent, crash-safe job queue in SQLite. This room owns every SQL statement, the
-//! schema (top-level `migrations/`), the job state machine (`state.rs`), the append-only
-//! `events` audit trail and the credit observations. The pipeline only calls methods here.
+//! The persistent, crash-safe job queue. This room owns the store's interface (`backend.rs`:
+//! the [`JobStore`] trait and the [`Store`] handle the rest of hili holds), the job state
+//! machine (`state.rs`) and the decoded rows (`jobs.rs`); and its SQLite implementation,
+//! [`SqliteStore`]: every SQL statement, the schema (top-level `migrations/`), the append-only
+//! `events` audit trail and the credit observations, in the other files. Group commit
+//! (`group.rs`, `write.rs`), the connections (`conn.rs`) and the SQL helpers (`sql.rs`) are the
+//! SQLite side's alone. The pipeline only calls the interface.
 //!
 //! Durability: WAL with `synchronous=FULL`, so a committed transition survives a crash or a
 //! power cut; every write runs in a `BEGIN IMMEDIATE` transaction, so writers queue on the
@@ -8,6 +12,7 @@
 //! transition is one guarded `UPDATE … WHERE id=? AND state=?` plus its events row, so two
 //! workers can never both move a job (and so never both spend a credit on it).
 
+mod backend;
 mod conn;
 mod dispose;
 mod enqueue;
@@ -37,15 +42,15 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
+pub use backend::{Committing, JobStore, Store};
 pub use enqueue::{EnqueueOutcome, Known, NewJob};
 pub use error::StoreError;
-pub use jobs::{Event, Identity, Job};
+pub use jobs::{Event, Identity, Job, Photo, Stage};
 pub use meta::JobFolders;
 pub use runlock::{RunLock, RunLockError};
-pub use schedule::{DueLimits, DueWork};
+pub use schedule::{DueLimits, DueWork, Paid};
 pub use state::{IllegalTransition, State, check};
 pub use transitions::{UploadIntent, Uploaded};
-pub use write::QueuedWrite;
 
 use conn::{Conn, Primary, WriteTx};
 use error::SqlContext;
@@ -72,7 +77,7 @@ impl FromStr for JobId {
     }
 }
 
-/// The queue database. Cheap to clone: clones share its two connections.
+/// The queue in SQLite. Cheap to clone: clones share its two connections.
 ///
 /// Every write of this process runs on ONE connection, and every read on one other (the
 /// pool below is only for diagnostics). SQLite serialises writers anyway; one writer keeps its
@@ -82,7 +87,7 @@ impl FromStr for JobId {
 /// processes (the CLI next to a running daemon) have their own connections and queue on the
 /// database lock through busy_timeout.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
     primary: Arc<tokio::sync::Mutex<Primary>>,
@@ -92,10 +97,10 @@ pub struct Store {
     writes: Arc<group::WriteQueue>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed, with mode 0600 and parent directories 0700) the database at
     /// `path` and applies pending migrations.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |e: std::io::Error| StoreError::Open {
             path: path.to_path_buf(),
             source: Box::new(e),
@@ -122,7 +127,7 @@ impl Store {
 
     /// Opens a database that must already exist (for `status`/`jobs` next to a running
     /// daemon). Errors with [`StoreError::Missing`] instead of creating an empty queue.
-    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.is_file() {
             return Err(StoreError::Missing {
                 path: path.to_path_buf(),
@@ -131,7 +136,7 @@ impl Store {
         Self::connect(path).await
     }
 
-    async fn connect(path: &Path) -> Result<Store, StoreError> {
+    async fn connect(path: &Path) -> Result<SqliteStore, StoreError> {
         // Set through the connect options so that EVERY connection has them.
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -187,7 +192,7 @@ impl Store {
                 open_tx: false,
             })))
         };
-        Ok(Store {
+        Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
             primary: connection().await?,
@@ -302,13 +307,15 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("q.db")).await.expect("open");
+        let store = SqliteStore::open(&dir.path().join("q.db"))
+            .await
+            .expect("open");
         (dir, store)
     }
 
-    async fn credit_rows(store: &Store) -> i64 {
+    async fn credit_rows(store: &SqliteStore) -> i64 {
         let mut conn = store.conn("test").await.expect("conn");
         sqlx::query_scalar("SELECT COUNT(*) FROM credit_observations")
             .fetch_one(&mut *conn)
@@ -346,7 +353,9 @@ mod tests {
 
     /// The settings of the store's own connection as `(journal_mode, synchronous,
     /// foreign_keys, busy_timeout_ms)`.
-    async fn connection_settings(store: &Store) -> Result<(String, i64, i64, i64), StoreError> {
+    async fn connection_settings(
+        store: &SqliteStore,
+    ) -> Result<(String, i64, i64, i64), StoreError> {
         let ctx = "reading the connection settings";
         let mut conn = store.conn(ctx).await?;
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
@@ -370,7 +379,7 @@ mod tests {
     async fn open_creates_a_private_file_and_sets_pragmas_on_every_connection() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("state/hili.db");
-        let store = Store::open(&path).await.expect("open");
+        let store = SqliteStore::open(&path).await.expect("open");
         let mode = |p: &Path| {
             use std::os::unix::fs::PermissionsExt;
             std::fs::metadata(p).unwrap().permissions().mode() & 0o777

@@ -62,7 +62,7 @@ pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<
             // after it or with it, and its request is sent only then), and the charge is
             // already counted by the service: the next photo may ask for the credits now.
             drop(go.slot);
-            match recorded.committed().await {
+            match recorded.await {
                 Ok(()) => {}
                 Err(StoreError::Conflict { found, .. }) => {
                     adopt_late_answer(ctx, job, found, &up.mdf, &up.img_url, first_poll).await?
