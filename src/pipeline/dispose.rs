@@ -140,12 +140,7 @@ async fn dispose_one(ctx: &Ctx, job: &Job, rule: Disposition) -> Result<bool, Pi
             Ok(true)
         }
         Err(e) => {
-            tracing::warn!(
-                job = %job.id,
-                "could not move {} to {}: {e}",
-                plan.source.display(),
-                plan.dest.display()
-            );
+            warn_move(job, "could not move", &plan, &e);
             // Undone (then planned again next pass) or, if it got far enough, completed.
             settle(ctx, job, plan).await?;
             Ok(false)
@@ -178,15 +173,20 @@ async fn settle(ctx: &Ctx, job: &Job, plan: MovePlan) -> Result<bool, PipelineEr
         }
         Err(e) => {
             // The record stays: the next start settles it.
-            tracing::warn!(
-                job = %job.id,
-                "could not settle the move of {} to {}: {e}",
-                plan.source.display(),
-                plan.dest.display()
-            );
+            warn_move(job, "could not settle the move of", &plan, &e);
             Ok(false)
         }
     }
+}
+
+/// Logs a move of a source that did not go through, naming both ends.
+fn warn_move(job: &Job, what: &str, plan: &MovePlan, e: &std::io::Error) {
+    tracing::warn!(
+        job = %job.id,
+        "{what} {} to {}: {e}",
+        plan.source.display(),
+        plan.dest.display()
+    );
 }
 
 /// A move carried out: the reason note of a failed source, then the record and the mark.

@@ -16,7 +16,6 @@ use crate::api::error::ApiError;
 use crate::media::{self, AtomicFile, ImageKind};
 use crate::store::{Job, Paid, State};
 
-use super::backoff::retry_delay;
 use super::gate::Priority;
 use super::{Ctx, OnExpired, PipelineError, blocking, now_ms};
 
@@ -394,12 +393,7 @@ async fn retry_later(
         ctx.control.clear_failures(id);
         return Ok(());
     }
-    let wait = retry_delay(
-        failures,
-        ctx.settings.retry_base,
-        Duration::from_secs(60),
-        id,
-    );
+    let wait = ctx.retry_wait(failures, Duration::from_secs(60), id);
     tracing::warn!(job = %id, "download failed, again in {wait:?}: {why}");
     ctx.store
         .defer(id, State::Downloading, now_ms() + wait.as_millis() as i64)

@@ -25,6 +25,7 @@ pub mod upload;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,7 +33,7 @@ pub use settings::{Metadata, OnExpired, Oversize, Settings};
 pub use supervisor::{Progress, RunOptions, Snapshot, Summary, run};
 
 use crate::api::client::ApiClient;
-use crate::store::Store;
+use crate::store::{JobId, Store};
 use control::Control;
 use gate::ApiGate;
 
@@ -118,6 +119,12 @@ impl Ctx {
             .read()
             .map(|d| d.clone())
             .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// How long to wait after the `failures`-th failure of a job's step: exponential from
+    /// `retry_base`, capped, jittered per job (see [`backoff::retry_delay`]).
+    pub(crate) fn retry_wait(&self, failures: u32, cap: Duration, id: JobId) -> Duration {
+        backoff::retry_delay(failures, self.settings.retry_base, cap, id)
     }
 
     pub fn set_dispositions(&self, rules: Vec<dispose::Disposition>) {

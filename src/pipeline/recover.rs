@@ -10,7 +10,6 @@ use std::time::Duration;
 use crate::media;
 use crate::store::{JobId, State};
 
-use super::backoff::retry_delay;
 use super::gate::Priority;
 use super::{Ctx, PipelineError, blocking, now_ms};
 
@@ -90,12 +89,7 @@ pub async fn reconcile(
                     return Err(PipelineError::Unreconciled);
                 }
                 ctx.control.pause_if_refused(&e);
-                let wait = retry_delay(
-                    failures,
-                    ctx.settings.retry_base,
-                    Duration::from_secs(60),
-                    id,
-                );
+                let wait = ctx.retry_wait(failures, Duration::from_secs(60), id);
                 tracing::warn!(job = %id, "cannot read the credits to reconcile a lost upload answer, again in {wait:?}: {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

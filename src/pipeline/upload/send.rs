@@ -11,7 +11,6 @@ use crate::store::{Job, State, StoreError, UploadIntent, Uploaded};
 
 use super::credits::Go;
 use super::{REFUSALS_BEFORE_FAILING, TWIN_WAIT_MS};
-use crate::pipeline::backoff::retry_delay;
 use crate::pipeline::control::Pause;
 use crate::pipeline::{Ctx, PipelineError, now_ms, recover};
 
@@ -170,12 +169,7 @@ async fn on_upload_error(
             ctx.store.fail(id, State::Uploading, &reason, false).await?;
         }
         ErrorClass::Transient => {
-            let wait = retry_delay(
-                attempts,
-                ctx.settings.retry_base,
-                Duration::from_secs(300),
-                id,
-            );
+            let wait = ctx.retry_wait(attempts, Duration::from_secs(300), id);
             tracing::info!(job = %id, "upload failed, not charged; retrying in {wait:?}: {e}");
             let at = now_ms() + wait.as_millis() as i64;
             ctx.store
