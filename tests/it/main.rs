@@ -15,6 +15,7 @@ mod incomplete_input;
 mod media;
 mod pipeline;
 mod promises;
+mod requests;
 mod room;
 mod sim;
 mod store;

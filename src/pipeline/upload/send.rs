@@ -12,11 +12,16 @@ use crate::store::{Job, State, StoreError, UploadIntent, Uploaded};
 use super::credits::Go;
 use super::{REFUSALS_BEFORE_FAILING, TWIN_WAIT_MS};
 use crate::pipeline::control::Pause;
+use crate::pipeline::gate::Priority;
 use crate::pipeline::{Ctx, PipelineError, now_ms, recover};
 
 /// Records the intent, sends the photo and records the answer (or reconciles its loss).
 pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<(), PipelineError> {
     let id = job.id;
+    // The upload is an API call like any other: it takes its permit from the one limiter
+    // (after the polls and downloads waiting), before the intent, so a permit's wait never
+    // stands between a durable intent and its request.
+    ctx.gate.acquire(Priority::Low).await;
     // 4. The intent, durable before a byte is sent, with the hash and the credits seen. The
     //    store refuses it while an identical photo is in flight (checked atomically with the
     //    state change), so racing workers never pay twice for one photo.
