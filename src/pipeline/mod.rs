@@ -16,6 +16,7 @@ pub mod download;
 pub mod gate;
 pub mod pause_note;
 pub mod poll;
+mod poll_clock;
 pub mod queue;
 pub mod recover;
 mod settings;
@@ -61,6 +62,8 @@ pub struct Ctx {
     pub gate: ApiGate,
     pub settings: Settings,
     pub control: Control,
+    /// When to ask about a processing photo, learned from recent processing times.
+    pub poll_clock: poll_clock::PollClock,
     pub shutdown: CancellationToken,
     /// What to do with watched sources after their jobs (replaced on SIGHUP).
     dispositions: std::sync::RwLock<Vec<dispose::Disposition>>,
@@ -86,6 +89,7 @@ impl Ctx {
             store,
             api,
             control: Control::default(),
+            poll_clock: poll_clock::PollClock::default(),
             shutdown,
             dispositions: std::sync::RwLock::new(Vec::new()),
             queue_id: tokio::sync::OnceCell::new(),

@@ -68,3 +68,34 @@ fn the_rate_check_itself_catches_a_burst_over_the_limit() {
     assert_eq!(worst_excess(&[0, 0, 0, 0], 1.0, 2, 0), 2.0);
     assert!(worst_excess(&[0, 0, 1000, 2000, 3000], 1.0, 2, 0) <= 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_calls_fall_to_about_one_a_photo_once_processing_times_are_learned() {
+    // The service takes 400 ms a photo; `poll_interval` is 100 ms (a fixed schedule would ask
+    // four or five times a photo). Uploads are paced by the rate so that later photos go up
+    // after earlier ones were seen ready: what a long run looks like.
+    let sim = SimOptions {
+        processing: Duration::from_millis(400),
+        ..fast_sim()
+    };
+    let env = Env::new(sim).await;
+    let n = 30;
+    for i in 0..n {
+        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
+    }
+    env.add(Repair::Sr, None).await;
+    let mut settings = env.settings();
+    settings.requests_per_second = 25.0;
+    settings.burst = 1;
+    let summary = tokio::time::timeout(Duration::from_secs(60), env.run_once(settings))
+        .await
+        .expect("the run took over 60 s");
+    assert_eq!(summary.done, u64::from(n), "{summary:?}");
+    let calls = env.sim.ledger().api_calls;
+    let status = calls.get("status").copied().unwrap_or(0);
+    eprintln!("figure: {status} status calls for {n} photos ({calls:?})");
+    assert!(
+        status as f64 <= 1.3 * f64::from(n),
+        "{status} status calls for {n} photos: {calls:?}"
+    );
+}

@@ -52,7 +52,8 @@ pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<
     match answer {
         Ok(up) => {
             let changed = !up.sent_sha256.eq_ignore_ascii_case(sha);
-            let first_poll = now_ms() + ctx.settings.poll_interval.as_millis() as i64;
+            let first_wait = ctx.poll_clock.first_wait(ctx.settings.poll_interval);
+            let first_poll = now_ms() + first_wait.as_millis() as i64;
             let recorded = Uploaded {
                 mdf: &up.mdf,
                 img_url: &up.img_url,
