@@ -34,6 +34,11 @@ impl Format {
         }
     }
 
+    /// Not taken by the service as it is: always converted.
+    pub fn is_converted(self) -> bool {
+        !matches!(self, Format::Jpeg | Format::Png)
+    }
+
     pub(crate) fn image_format(self) -> image::ImageFormat {
         match self {
             Format::Jpeg => image::ImageFormat::Jpeg,

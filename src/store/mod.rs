@@ -13,6 +13,7 @@ mod dispose;
 mod enqueue;
 mod error;
 mod group;
+mod input_notes;
 mod jobs;
 mod meta;
 mod queries;
