@@ -174,7 +174,10 @@ fn describe(c: ColorType) -> &'static str {
 /// value, round(v × 255 / 65535), by the `image` crate's conversion (tested below).
 fn to_8bit(img: DynamicImage) -> DynamicImage {
     let c = img.color();
-    let grey = matches!(c, ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16);
+    let grey = matches!(
+        c,
+        ColorType::L8 | ColorType::La8 | ColorType::L16 | ColorType::La16
+    );
     match (grey, c.has_alpha()) {
         (true, false) => DynamicImage::ImageLuma8(img.into_luma8()),
         (true, true) => DynamicImage::ImageLumaA8(img.into_luma_alpha8()),
@@ -185,8 +188,7 @@ fn to_8bit(img: DynamicImage) -> DynamicImage {
 
 fn encode_png(img: &DynamicImage) -> Result<Vec<u8>, image::ImageError> {
     let mut out = Vec::new();
-    let enc =
-        PngEncoder::new_with_quality(&mut out, CompressionType::Default, PngFilter::Adaptive);
+    let enc = PngEncoder::new_with_quality(&mut out, CompressionType::Default, PngFilter::Adaptive);
     img.write_with_encoder(enc)?;
     Ok(out)
 }

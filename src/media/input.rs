@@ -189,7 +189,9 @@ fn sniff_convertible(path: &Path, head: &[u8]) -> Result<Option<Format>, InputEr
     if tiff && RAW_EXTENSIONS.contains(&ext.as_str()) {
         return Err(raw(&format!(".{ext}")));
     }
-    let heic = [b"heic", b"heix", b"heim", b"heis", b"hevc", b"mif1", b"msf1"];
+    let heic = [
+        b"heic", b"heix", b"heim", b"heis", b"hevc", b"mif1", b"msf1",
+    ];
     if at(4, b"ftyp") && heic.iter().any(|brand| at(8, *brand)) {
         return Err(InputError::Heic { path: path.into() });
     }
