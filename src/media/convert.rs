@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn sixteen_bit_samples_round_to_the_nearest_eight_bit_value() {
-        let samples = [0u16, 128, 129, 257, 32896, 65407, 65408, 65535];
+        let samples = [0u16, 128, 129, 257, 32896, 65406, 65407, 65535];
         let img = ImageBuffer::from_fn(samples.len() as u32, 1, |x, _| Luma([samples[x as usize]]));
         let out = to_8bit(DynamicImage::ImageLuma16(img)).into_luma8();
         let got: Vec<u8> = out.pixels().map(|p| p.0[0]).collect();
