@@ -41,7 +41,7 @@ pub enum InputError {
     Unreadable { path: PathBuf, source: io::Error },
     #[error("{}: is empty (0 bytes): copy the photo again (it may not have finished copying) and add it again", .path.display())]
     Empty { path: PathBuf },
-    #[error("{}: is not an image hili can send (it looks like {looks_like}); hili sends JPEG and PNG as they are and converts TIFF, WebP and BMP: save it in one of those formats and add it again", .path.display())]
+    #[error("{}: is not a JPEG or PNG image, nor a TIFF, WebP or BMP that hili converts (it looks like {looks_like}): save it as JPEG or PNG and add it again", .path.display())]
     NotAnImage {
         path: PathBuf,
         looks_like: &'static str,
