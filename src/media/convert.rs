@@ -91,9 +91,9 @@ pub fn convert(
     let (kind, bytes) = match plan.from {
         // A lossy source gains nothing from a lossless copy several times its size.
         Format::Jpeg => (ImageKind::Jpeg, encode_jpeg(&img).map_err(encode_err)?),
-        _ => match encode_png(&img).map_err(encode_err)? {
-            png if png.len() as u64 <= limit => (ImageKind::Png, png),
-            _ => (ImageKind::Jpeg, encode_jpeg(&img).map_err(encode_err)?),
+        _ => match smallest_png_within(&img, limit).map_err(encode_err)? {
+            Some(png) => (ImageKind::Png, png),
+            None => (ImageKind::Jpeg, encode_jpeg(&img).map_err(encode_err)?),
         },
     };
     drop(img);
@@ -186,9 +186,29 @@ fn to_8bit(img: DynamicImage) -> DynamicImage {
     }
 }
 
-fn encode_png(img: &DynamicImage) -> Result<Vec<u8>, image::ImageError> {
+/// A PNG of `img` within `limit` bytes, if one is found. Fast compression first (a 24 MP scan
+/// in a fraction of the default level's time, BENCHMARKS.md section 13); the default level
+/// only when the fast PNG is close enough over the limit that the default's usual gain (about
+/// a quarter smaller) could bring it under.
+fn smallest_png_within(
+    img: &DynamicImage,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, image::ImageError> {
+    let fast = encode_png(img, CompressionType::Fast)?;
+    let len = fast.len() as u64;
+    if len <= limit {
+        return Ok(Some(fast));
+    }
+    if len / 10 * 7 > limit {
+        return Ok(None);
+    }
+    let png = encode_png(img, CompressionType::Default)?;
+    Ok((png.len() as u64 <= limit).then_some(png))
+}
+
+fn encode_png(img: &DynamicImage, level: CompressionType) -> Result<Vec<u8>, image::ImageError> {
     let mut out = Vec::new();
-    let enc = PngEncoder::new_with_quality(&mut out, CompressionType::Default, PngFilter::Adaptive);
+    let enc = PngEncoder::new_with_quality(&mut out, level, PngFilter::Adaptive);
     img.write_with_encoder(enc)?;
     Ok(out)
 }
