@@ -96,18 +96,30 @@ pub async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit> {
     };
     let store = open(config).await?;
     let jobs = store.all_jobs(filter).await?;
+    let notes = store.input_notes().await?;
     store.close().await;
+    let note = |j: &Job| notes.get(&j.id).map(String::as_str);
     if args.json {
-        let all: Vec<Value> = jobs.iter().map(job_json).collect();
+        let all: Vec<Value> = jobs
+            .iter()
+            .map(|j| {
+                let mut v = job_json(j);
+                v["input"] = json!(note(j));
+                v
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(Exit::Ok);
     }
     for j in &jobs {
-        let detail = match (&j.output_path, &j.reason) {
+        let mut detail = match (&j.output_path, &j.reason) {
             (Some(out), _) if j.state() == State::Done => out.display().to_string(),
             (_, Some(r)) => r.clone(),
             _ => String::new(),
         };
+        if let Some(n) = note(j) {
+            detail.push_str(&format!("  [{n}]"));
+        }
         println!(
             "{:>6}  {:<11} {:<6} {}  {}",
             j.id.0,

@@ -2,7 +2,8 @@
 //! may or may not have been charged: the credit count decides. Unchanged since the intent was
 //! recorded → nothing was charged, upload again. Lower → it was charged and the result is
 //! unknown: hold it for a person rather than pay twice. Unreachable → keep asking; never
-//! re-upload blindly. Temp files left by a crash in output directories are removed.
+//! re-upload blindly. Temp files left by a crash in output directories are removed, and so are
+//! converted copies of sources.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -43,6 +44,7 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
     if removed > 0 {
         tracing::info!("removed {removed} partial output file(s) left by an interrupted run");
     }
+    clear_converted(ctx).await?;
 
     for job in ctx.store.jobs_in(State::Uploading).await? {
         tracing::warn!(
@@ -61,6 +63,22 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
             ),
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// Converted copies a crash left (see `upload/prepare.rs`): nothing is in flight at start, and
+/// each is rebuilt identically when its job is uploaded.
+async fn clear_converted(ctx: &Ctx) -> Result<(), PipelineError> {
+    let dir = ctx.store.converted_dir();
+    let d = dir.clone();
+    match blocking(move || media::clear_converted(&d)).await? {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} converted cop(ies) left by an interrupted run"),
+        Err(e) => tracing::warn!(
+            "could not clear {}: {e}; converted copies are rebuilt anyway",
+            dir.display()
+        ),
     }
     Ok(())
 }

@@ -50,6 +50,9 @@ macro_rules! operations {
             /// Ends the store's connections (pending writes are committed first).
             async fn close(&self);
 
+            /// Where this queue keeps the converted copies of its inputs on this machine.
+            fn converted_dir(&self) -> PathBuf;
+
             /// Adds one job; see [`JobStore::enqueue_many`].
             async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
                 let mut outcomes = self.enqueue_many(vec![job]).await?;
@@ -78,6 +81,10 @@ macro_rules! operations {
 
             async fn close(&self) {
                 SqliteStore::close(self).await
+            }
+
+            fn converted_dir(&self) -> PathBuf {
+                SqliteStore::converted_dir(self)
             }
 
             fn queue_uploaded<'a>(
@@ -179,6 +186,12 @@ operations! {
     fn queue_id(&self) -> Result<String, StoreError>;
     fn set_pause_note(&self, note: Option<&str>) -> Result<(), StoreError>;
     fn pause_note(&self) -> Result<Option<(i64, String)>, StoreError>;
+
+    // What was done to inputs before upload.
+    /// Records a note in a job's events (state unchanged), once.
+    fn note_input(&self, id: JobId, note: &str) -> Result<(), StoreError>;
+    /// The latest input note of every job that has one.
+    fn input_notes(&self) -> Result<HashMap<JobId, String>, StoreError>;
 }
 
 /// The queue as the rest of hili holds it: cheap to clone, one backend behind it. Derefs to

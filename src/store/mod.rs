@@ -18,6 +18,7 @@ mod dispose;
 mod enqueue;
 mod error;
 mod group;
+mod input_notes;
 mod jobs;
 mod meta;
 mod queries;

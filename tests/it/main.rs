@@ -4,6 +4,7 @@ mod chaos;
 mod cli;
 mod client;
 mod client_sim;
+mod convert;
 mod crash;
 mod daemon;
 mod dispose;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::api::error::{ApiError, ErrorClass};
 use crate::failpoint;
+use crate::media::Converted;
 use crate::store::{Job, State, StoreError, UploadIntent, Uploaded};
 
 use super::credits::Go;
@@ -16,7 +17,15 @@ use crate::pipeline::gate::Priority;
 use crate::pipeline::{Ctx, PipelineError, now_ms, recover};
 
 /// Records the intent, sends the photo and records the answer (or reconciles its loss).
-pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<(), PipelineError> {
+/// `converted`: the copy sent instead of the source (see `prepare`); the job's identity stays
+/// the source's content, `sha`.
+pub(super) async fn send(
+    ctx: &Ctx,
+    job: &Job,
+    sha: &str,
+    converted: Option<&Converted>,
+    go: Go<'_>,
+) -> Result<(), PipelineError> {
     let id = job.id;
     // The upload is an API call like any other: it takes its permit from the one limiter
     // (after the polls and downloads waiting), before the intent, so a permit's wait never
@@ -46,12 +55,14 @@ pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<
         }
     }
     failpoint::hit_for("before-upload-request", &job.source_path);
-    let answer = ctx.api.upload(&job.source_path, job.repair, job.rgb).await;
+    let file = converted.map_or(&job.source_path, |c| &c.path);
+    let answer = ctx.api.upload(file, job.repair, job.rgb).await;
     failpoint::hit("after-upload-response");
 
     match answer {
         Ok(up) => {
-            let changed = !up.sent_sha256.eq_ignore_ascii_case(sha);
+            let expected = converted.map_or(sha, |c| c.sha256.as_str());
+            let changed = !up.sent_sha256.eq_ignore_ascii_case(expected);
             let first_wait = ctx.poll_clock.first_wait(ctx.settings.poll_interval);
             let first_poll = now_ms() + first_wait.as_millis() as i64;
             let recorded = Uploaded {
@@ -59,8 +70,9 @@ pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<
                 img_url: &up.img_url,
                 first_poll_at: Some(first_poll),
                 // The result is of the bytes sent, so they are the job's identity: dedupe and
-                // `hili status` must not claim the result is of the file as hashed.
-                sent_sha256: changed.then_some(up.sent_sha256.as_str()),
+                // `hili status` must not claim the result is of the file as hashed. A converted
+                // copy is not the photo: the identity stays the source's content.
+                sent_sha256: (changed && converted.is_none()).then_some(up.sent_sha256.as_str()),
             };
             let recorded = ctx.store.queue_uploaded(id, &recorded)?;
             // The answer is queued ahead of anything the next upload writes (its intent commits
@@ -75,7 +87,15 @@ pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<
                 Err(e) => return Err(e.into()),
             }
             ctx.control.settle(true);
-            if changed {
+            if changed && converted.is_some() {
+                tracing::warn!(
+                    job = %id,
+                    "the converted copy of {} changed while it was being uploaded (sent {}); \
+                     the job keeps the source's identity",
+                    job.source_path.display(),
+                    up.sent_sha256
+                );
+            } else if changed {
                 tracing::warn!(
                     job = %id,
                     "{} changed while it was being uploaded; recorded the hash of the bytes \
