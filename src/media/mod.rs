@@ -19,6 +19,7 @@ mod naming;
 mod probe;
 mod space;
 mod walk;
+pub mod metadata;
 
 pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
 pub use complete::{Incomplete, check_complete, check_complete_bytes};

@@ -95,8 +95,9 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     match fetch(ctx, &url, dest_dir.clone()).await {
         Ok((body, kind)) => {
             let job2 = job.clone();
+            let carry = super::carry::Carry::of(ctx);
             let stored = blocking(move || {
-                let file = match body {
+                let mut file = match body {
                     Body::Written(file) => file,
                     Body::Small(chunks) => {
                         write_small(&dest_dir, &chunks).map_err(|source| FetchError::Write {
@@ -105,11 +106,13 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                         })?
                     }
                 };
-                store_output(file, &job2, kind)
+                let warning = carry.apply(&mut file, &job2)?;
+                store_output(file, &job2, kind).map(|stored| (stored, warning))
             })
             .await?;
             match stored {
-                Ok((path, sha)) => {
+                Ok(((path, sha), warning)) => {
+                    super::carry::note(ctx, id, warning).await?;
                     ctx.store
                         .finish(id, State::Downloading, &path, &sha)
                         .await?;

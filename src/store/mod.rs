@@ -15,6 +15,7 @@ mod error;
 mod group;
 mod jobs;
 mod meta;
+mod note;
 mod queries;
 mod retry;
 mod runlock;
