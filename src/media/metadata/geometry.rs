@@ -150,6 +150,14 @@ impl Density {
         Some((units, fit(self.x)?, fit(self.y)?))
     }
 
+    /// Dots per inch along each axis.
+    pub fn dpi(&self) -> (f64, f64) {
+        match self.unit {
+            DensityUnit::Inch => (self.x, self.y),
+            DensityUnit::Cm => (self.x * 2.54, self.y * 2.54),
+        }
+    }
+
     /// PNG `pHYs` pixels per metre.
     pub fn to_phys(&self) -> (u32, u32) {
         let per_m = |v: f64| match self.unit {
