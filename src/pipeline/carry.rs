@@ -40,7 +40,7 @@ impl Carry {
         if self.metadata == Metadata::None {
             return Ok(None);
         }
-        crate::failpoint::hit("before-metadata-copy");
+        crate::failpoint::hit_for("before-metadata-copy", &job.source_path);
         let src = job.source_path.display();
         let warn = |why: String| {
             let text = format!(
@@ -89,7 +89,7 @@ impl Carry {
         let action = action(job);
         Options {
             strip_gps: self.strip_gps,
-            software: format!("hili {version} ({action})"),
+            software: format!("hili {version}, {action}"),
             provenance: Provenance {
                 source_name: job
                     .source_path
