@@ -14,12 +14,12 @@ mod hash;
 mod header;
 mod kind;
 mod marker;
+pub mod metadata;
 pub mod mover;
 mod naming;
 mod probe;
 mod space;
 mod walk;
-pub mod metadata;
 
 pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
 pub use complete::{Incomplete, check_complete, check_complete_bytes};

@@ -36,7 +36,11 @@ impl Carry {
 
     /// Carries `job`'s source metadata into `file` (blocking). Returns the warning to note in
     /// the job's events, if any; fails only when the temp file cannot be rewritten.
-    pub(super) fn apply(&self, file: &mut AtomicFile, job: &Job) -> Result<Option<String>, FetchError> {
+    pub(super) fn apply(
+        &self,
+        file: &mut AtomicFile,
+        job: &Job,
+    ) -> Result<Option<String>, FetchError> {
         if self.metadata == Metadata::None {
             return Ok(None);
         }
@@ -58,7 +62,11 @@ impl Carry {
         if job.content_sha256.as_ref().is_some_and(|s| *s != sha) {
             return warn("the source has changed since it was uploaded".into());
         }
-        let dir = file.temp_path().parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = file
+            .temp_path()
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let werr = |source| FetchError::Write {
             dir: dir.clone(),
             source,
@@ -120,7 +128,11 @@ fn action(job: &Job) -> String {
 }
 
 /// Notes the step's warning, if any, in the job's events.
-pub(super) async fn note(ctx: &Ctx, id: JobId, warning: Option<String>) -> Result<(), PipelineError> {
+pub(super) async fn note(
+    ctx: &Ctx,
+    id: JobId,
+    warning: Option<String>,
+) -> Result<(), PipelineError> {
     if let Some(w) = warning {
         ctx.store.note(id, &w).await?;
     }

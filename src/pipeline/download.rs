@@ -1,7 +1,7 @@
 //! The download stage: from `downloading` to `done`. Asks the API for the result's URL, GETs it
 //! (http/https only, at most 5 redirects, a size cap, a stall limit and a minimum throughput,
 //! must be an image by magic bytes), streams it into a temp file in the output directory,
-//! fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
+//! writes the source's metadata into it (`carry.rs`), fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
 //! the output's path and SHA-256. A server that keeps sending something wrong gets
 //! `max_attempts` tries, then the job is held with the reason.
 

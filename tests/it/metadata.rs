@@ -57,28 +57,52 @@ fn assert_carried(job: &Job, out: &[u8], (w, h): (u32, u32), gps: bool) {
     assert_eq!(seen.has_gps(), gps);
     assert!(seen.xmp.contains(sample::CAPTION));
     let name = job.source_path.file_name().unwrap().to_string_lossy();
-    assert!(seen.xmp.contains(&format!("<hili:DerivedFrom>{name}</hili:DerivedFrom>")));
+    assert!(
+        seen.xmp
+            .contains(&format!("<hili:DerivedFrom>{name}</hili:DerivedFrom>"))
+    );
     let sha = job.content_sha256.clone().unwrap();
-    assert!(seen.xmp.contains(&format!("<hili:DerivedFromSHA256>{sha}<")));
-    assert!(seen.xmp.contains("<hili:Action>sr (super-resolution)</hili:Action>"));
+    assert!(
+        seen.xmp
+            .contains(&format!("<hili:DerivedFromSHA256>{sha}<"))
+    );
+    assert!(
+        seen.xmp
+            .contains("<hili:Action>sr (super-resolution)</hili:Action>")
+    );
     assert_eq!(seen.carried.iptc, Some(sample::iptc_records()));
     assert_eq!(seen.carried.icc, Some(sample::icc_profile()));
     let (x, y) = seen.carried.density.expect("a density").dpi();
-    assert!((x - 1200.0).abs() < 0.5 && (y - 1200.0).abs() < 0.5, "{x}×{y} dpi");
+    assert!(
+        (x - 1200.0).abs() < 0.5 && (y - 1200.0).abs() < 0.5,
+        "{x}×{y} dpi"
+    );
     assert_eq!(seen.carried.dims, (2 * w, 2 * h));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_jpeg_s_exif_xmp_iptc_and_icc_survive_into_its_result_fixed() {
     let env = Env::new(fast_sim()).await;
-    let (job, out) = process(&env, "lake.jpg", &sample::tagged_jpeg(64, 48), env.settings()).await;
+    let (job, out) = process(
+        &env,
+        "lake.jpg",
+        &sample::tagged_jpeg(64, 48),
+        env.settings(),
+    )
+    .await;
     assert_carried(&job, &out, (64, 48), true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_png_s_metadata_survives_into_its_result_fixed() {
     let env = Env::new(fast_sim()).await;
-    let (job, out) = process(&env, "lake.png", &sample::tagged_png(64, 48), env.settings()).await;
+    let (job, out) = process(
+        &env,
+        "lake.png",
+        &sample::tagged_png(64, 48),
+        env.settings(),
+    )
+    .await;
     assert_carried(&job, &out, (64, 48), true);
 }
 
@@ -127,7 +151,10 @@ async fn a_source_that_cannot_be_read_still_yields_its_result_with_a_warning() {
         .filter_map(|e| e.detail.as_deref())
         .find(|d| d.contains("metadata of"))
         .expect("a warning in the job's events");
-    assert!(note.contains("lake.jpg") && note.contains("changed since it was uploaded"), "{note}");
+    assert!(
+        note.contains("lake.jpg") && note.contains("changed since it was uploaded"),
+        "{note}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,12 +164,20 @@ async fn a_crash_before_the_metadata_copy_costs_one_charge_and_ends_complete() {
     env.add(Repair::Sr, None).await;
     let mut first = env.hili();
     first.env("HILI_CRASH_AT", "before-metadata-copy");
-    let out = first.args(["run", "--once"]).stdin(Stdio::null()).output().unwrap();
+    let out = first
+        .args(["run", "--once"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("aborting on purpose"), "{stderr}");
     let temps: Vec<_> = files_under(&env.out);
     assert!(
-        temps.iter().all(|p| p.file_name().unwrap().to_string_lossy().starts_with(".hili-tmp")),
+        temps.iter().all(|p| p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".hili-tmp")),
         "nothing placed before the metadata copy: {temps:?}"
     );
 

@@ -19,10 +19,9 @@ pub(super) const TIFF_ICC_TAG: u16 = 34675;
 /// IFD0 tags about a TIFF's own pixel data or carried separately (XMP, IPTC, ICC, Photoshop):
 /// never copied as EXIF.
 const STRUCTURE: &[u16] = &[
-    254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284,
-    288, 289, 290, 291, 292, 293, 317, 320, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341,
-    347, 512, 513, 514, 515, 517, 518, 519, 520, 521, 530, 531, 532, 700, 33723, 34377, 34675,
-    37724,
+    254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284, 288,
+    289, 290, 291, 292, 293, 317, 320, 322, 323, 324, 325, 330, 332, 338, 339, 340, 341, 347, 512,
+    513, 514, 515, 517, 518, 519, 520, 521, 530, 531, 532, 700, 33723, 34377, 34675, 37724,
 ];
 
 /// Parses a TIFF structure (EXIF, or a whole TIFF file), keeping what is readable.
@@ -69,7 +68,13 @@ pub(super) fn value_bytes(v: &Value, little_endian: bool) -> Option<Vec<u8>> {
         Value::Long(words) => Some(
             words
                 .iter()
-                .flat_map(|w| if little_endian { w.to_le_bytes() } else { w.to_be_bytes() })
+                .flat_map(|w| {
+                    if little_endian {
+                        w.to_le_bytes()
+                    } else {
+                        w.to_be_bytes()
+                    }
+                })
                 .collect(),
         ),
         _ => None,
@@ -94,7 +99,8 @@ fn encode(fields: &[Field], little_endian: bool) -> Result<Vec<u8>, String> {
         w.push_field(f);
     }
     let mut out = Cursor::new(Vec::new());
-    w.write(&mut out, little_endian).map_err(|e| e.to_string())?;
+    w.write(&mut out, little_endian)
+        .map_err(|e| e.to_string())?;
     Ok(out.into_inner())
 }
 

@@ -6,8 +6,8 @@
 //! re-encoding a pixel. Pure and blocking: bytes in, bytes out; the caller owns the files.
 //! The rules are written down in `docs/metadata.md`.
 
-mod ifd;
 mod geometry;
+mod ifd;
 mod iptc;
 mod result;
 #[doc(hidden)]

@@ -8,7 +8,9 @@ use img_parts::png::{Png, PngChunk};
 use img_parts::{ImageEXIF, ImageICC};
 
 use super::geometry::{Density, Geometry};
-use super::source::{self, Carried, IPTC_PNG_KEYWORD, SourceKind, XMP_JPEG_PREFIX, XMP_PNG_KEYWORD};
+use super::source::{
+    self, Carried, IPTC_PNG_KEYWORD, SourceKind, XMP_JPEG_PREFIX, XMP_PNG_KEYWORD,
+};
 use super::{MetadataError, Options, Report, ifd, iptc, xmp};
 
 /// Largest body of one JPEG segment.
@@ -65,7 +67,9 @@ fn plan(
     let parsed = c.exif.as_ref().and_then(|b| match ifd::parse(b.clone()) {
         Ok(e) => Some(e),
         Err(e) => {
-            report.warnings.push(format!("the source's EXIF cannot be read ({e})"));
+            report
+                .warnings
+                .push(format!("the source's EXIF cannot be read ({e})"));
             None
         }
     });
@@ -98,7 +102,9 @@ fn plan(
     let record = xmp::record(&opts.provenance);
     let xmp = match &c.xmp {
         Some(packet) => xmp::edited(packet, &edits, &record).unwrap_or_else(|e| {
-            report.warnings.push(format!("the source's XMP cannot be read ({e}); only hili's record is written"));
+            report.warnings.push(format!(
+                "the source's XMP cannot be read ({e}); only hili's record is written"
+            ));
             xmp::fresh(&record)
         }),
         None => xmp::fresh(&record),
@@ -136,12 +142,16 @@ fn into_jpeg(jpeg: &mut Jpeg, plan: Plan, report: &mut Report) {
             jpeg.set_exif(Some(exif.into()));
             report.written.push("exif");
         } else {
-            report.warnings.push("the EXIF is larger than one JPEG segment; left out".into());
+            report
+                .warnings
+                .push("the EXIF is larger than one JPEG segment; left out".into());
         }
     }
     let mut packet = plan.xmp;
     if packet.len() + XMP_JPEG_PREFIX.len() > SEGMENT_MAX {
-        report.warnings.push("the XMP is larger than one JPEG segment; only hili's record is written".into());
+        report
+            .warnings
+            .push("the XMP is larger than one JPEG segment; only hili's record is written".into());
         packet = xmp::fresh(&plan.record);
     }
     let mut body = XMP_JPEG_PREFIX.to_vec();
@@ -157,7 +167,9 @@ fn into_jpeg(jpeg: &mut Jpeg, plan: Plan, report: &mut Report) {
                 .insert(pos + 1, JpegSegment::new_with_contents(0xED, body.into()));
             report.written.push("iptc");
         } else {
-            report.warnings.push("the IPTC records are larger than one JPEG segment; left out".into());
+            report
+                .warnings
+                .push("the IPTC records are larger than one JPEG segment; left out".into());
         }
     }
     if let Some(icc) = plan.icc {
@@ -173,9 +185,9 @@ fn into_jpeg(jpeg: &mut Jpeg, plan: Plan, report: &mut Report) {
 /// Sets the JFIF APP0 header's density, adding the header when the result has none.
 fn set_jfif_density(jpeg: &mut Jpeg, units: u8, x: u16, y: u16) {
     let segs = jpeg.segments_mut();
-    let found = segs
-        .iter()
-        .position(|s| s.marker() == 0xE0 && s.contents().starts_with(b"JFIF\0") && s.contents().len() >= 14);
+    let found = segs.iter().position(|s| {
+        s.marker() == 0xE0 && s.contents().starts_with(b"JFIF\0") && s.contents().len() >= 14
+    });
     let mut body = match found {
         Some(i) => segs.remove(i).contents().to_vec(),
         None => b"JFIF\0\x01\x01\0\0\x01\0\x01\0\0".to_vec(),
@@ -183,7 +195,10 @@ fn set_jfif_density(jpeg: &mut Jpeg, units: u8, x: u16, y: u16) {
     body[7] = units;
     body[8..10].copy_from_slice(&x.to_be_bytes());
     body[10..12].copy_from_slice(&y.to_be_bytes());
-    segs.insert(found.unwrap_or(0), JpegSegment::new_with_contents(0xE0, body.into()));
+    segs.insert(
+        found.unwrap_or(0),
+        JpegSegment::new_with_contents(0xE0, body.into()),
+    );
 }
 
 /// Whether a PNG chunk is a text chunk with `keyword`.

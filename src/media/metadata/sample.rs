@@ -71,7 +71,11 @@ fn field(tag: Tag, value: Value) -> Field {
 }
 
 fn rationals(v: &[(u32, u32)]) -> Value {
-    Value::Rational(v.iter().map(|&(num, denom)| Rational { num, denom }).collect())
+    Value::Rational(
+        v.iter()
+            .map(|&(num, denom)| Rational { num, denom })
+            .collect(),
+    )
 }
 
 /// EXIF (a TIFF structure) for a `w`×`h` photo, with an IFD1 JPEG thumbnail.
@@ -198,14 +202,15 @@ impl Seen {
 
     /// Fields of the IFD1 thumbnail (none once hili has written the EXIF).
     pub fn thumbnail_fields(&self) -> usize {
-        self.exif
-            .as_ref()
-            .map_or(0, |e| e.fields().filter(|f| f.ifd_num == In::THUMBNAIL).count())
+        self.exif.as_ref().map_or(0, |e| {
+            e.fields().filter(|f| f.ifd_num == In::THUMBNAIL).count()
+        })
     }
 
     pub fn has_gps(&self) -> bool {
-        self.exif.as_ref().is_some_and(|e| {
-            e.fields().any(|f| f.tag.context() == exif::Context::Gps)
-        }) || self.xmp.contains("exif:GPS")
+        self.exif
+            .as_ref()
+            .is_some_and(|e| e.fields().any(|f| f.tag.context() == exif::Context::Gps))
+            || self.xmp.contains("exif:GPS")
     }
 }

@@ -116,7 +116,8 @@ fn read_png(src: &[u8]) -> Result<Carried, MetadataError> {
         let body = chunk.contents();
         match &chunk.kind() {
             b"pHYs" if body.len() == 9 => {
-                let be = |i: usize| u32::from_be_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
+                let be =
+                    |i: usize| u32::from_be_bytes([body[i], body[i + 1], body[i + 2], body[i + 3]]);
                 c.density = Density::from_phys(be(0), be(4), body[8]);
             }
             b"tEXt" | b"zTXt" | b"iTXt" => match png_text(chunk) {
@@ -124,7 +125,8 @@ fn read_png(src: &[u8]) -> Result<Carried, MetadataError> {
                 Some((k, text)) if k == IPTC_PNG_KEYWORD && c.iptc.is_none() => {
                     c.iptc = iptc::from_raw_profile(&text);
                     if c.iptc.is_none() {
-                        c.warnings.push("the PNG's IPTC text chunk cannot be read".into());
+                        c.warnings
+                            .push("the PNG's IPTC text chunk cannot be read".into());
                     }
                 }
                 _ => {}
@@ -140,9 +142,8 @@ fn png_text(chunk: &PngChunk) -> Option<(&[u8], Vec<u8>)> {
     let body = chunk.contents().as_ref();
     let nul = body.iter().position(|&b| b == 0)?;
     let (keyword, rest) = (&body[..nul], &body[nul + 1..]);
-    let inflate = |data: &[u8]| {
-        miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, MAX_TEXT).ok()
-    };
+    let inflate =
+        |data: &[u8]| miniz_oxide::inflate::decompress_to_vec_zlib_with_limit(data, MAX_TEXT).ok();
     let text = match &chunk.kind() {
         b"tEXt" => rest.to_vec(),
         b"zTXt" => inflate(rest.get(1..)?)?,
@@ -154,7 +155,11 @@ fn png_text(chunk: &PngChunk) -> Option<(&[u8], Vec<u8>)> {
             let rest = &rest[lang_end + 1..];
             let tr_end = rest.iter().position(|&b| b == 0)?;
             let text = &rest[tr_end + 1..];
-            if flag == 1 { inflate(text)? } else { text.to_vec() }
+            if flag == 1 {
+                inflate(text)?
+            } else {
+                text.to_vec()
+            }
         }
     };
     Some((keyword, text))
@@ -176,7 +181,10 @@ fn read_tiff(src: &[u8]) -> Result<Carried, MetadataError> {
         .or_else(|| bytes_of(iptc::TIFF_PHOTOSHOP_TAG).and_then(|ps| iptc::from_resources(&ps)));
     let (exif, warnings) = match ifd::plain(&parsed) {
         Ok(blob) => (Some(blob), Vec::new()),
-        Err(e) => (None, vec![format!("the TIFF's EXIF tags cannot be copied ({e})")]),
+        Err(e) => (
+            None,
+            vec![format!("the TIFF's EXIF tags cannot be copied ({e})")],
+        ),
     };
     Ok(Carried {
         exif,

@@ -34,7 +34,10 @@ fn assert_carried(out: &[u8], strip_gps: bool) {
         Some("1952-07-14 10:30:00")
     );
     // Not upright (same layout as the source): the viewer still has to turn it.
-    assert_eq!(seen.tag(Tag::Orientation).as_deref(), Some("row 0 at right and column 0 at top"));
+    assert_eq!(
+        seen.tag(Tag::Orientation).as_deref(),
+        Some("row 0 at right and column 0 at top")
+    );
     assert_eq!(seen.tag(Tag::XResolution).as_deref(), Some("1200"));
     assert_eq!(seen.tag(Tag::YResolution).as_deref(), Some("1200"));
     assert_eq!(seen.tag(Tag::PixelXDimension).as_deref(), Some("80"));
@@ -43,15 +46,30 @@ fn assert_carried(out: &[u8], strip_gps: bool) {
     assert_eq!(seen.thumbnail_fields(), 0, "the thumbnail is dropped");
     assert_eq!(seen.has_gps(), !strip_gps);
     assert!(seen.xmp.contains(sample::CAPTION), "{}", seen.xmp);
-    assert!(seen.xmp.contains("<hili:DerivedFrom>lake &amp; &lt;1952&gt;.jpg</hili:DerivedFrom>"));
-    assert!(seen.xmp.contains(&format!("<hili:DerivedFromSHA256>{}<", "ab".repeat(32))));
-    assert!(seen.xmp.contains("<hili:When>2023-11-14T22:13:20Z</hili:When>"));
-    assert!(seen.xmp.contains("<hili:Agent>hili 0.1.0 with Hili PhotoEnhance"));
+    assert!(
+        seen.xmp
+            .contains("<hili:DerivedFrom>lake &amp; &lt;1952&gt;.jpg</hili:DerivedFrom>")
+    );
+    assert!(
+        seen.xmp
+            .contains(&format!("<hili:DerivedFromSHA256>{}<", "ab".repeat(32)))
+    );
+    assert!(
+        seen.xmp
+            .contains("<hili:When>2023-11-14T22:13:20Z</hili:When>")
+    );
+    assert!(
+        seen.xmp
+            .contains("<hili:Agent>hili 0.1.0 with Hili PhotoEnhance")
+    );
     assert!(seen.xmp.contains("tiff:Orientation=\"6\""));
     assert_eq!(seen.carried.iptc, Some(sample::iptc_records()));
     assert_eq!(seen.carried.icc, Some(sample::icc_profile()));
     let (x, y) = seen.carried.density.unwrap().dpi();
-    assert!((x - 1200.0).abs() < 0.5 && (y - 1200.0).abs() < 0.5, "{x} {y}");
+    assert!(
+        (x - 1200.0).abs() < 0.5 && (y - 1200.0).abs() < 0.5,
+        "{x} {y}"
+    );
     assert_eq!(seen.carried.dims, (80, 60));
 }
 
@@ -96,7 +114,10 @@ fn a_result_already_upright_gets_orientation_1_and_turned_resolution() {
     .unwrap();
     assert!(report.orientation_reset);
     let seen = Seen::of(&out);
-    assert_eq!(seen.tag(Tag::Orientation).as_deref(), Some("row 0 at top and column 0 at left"));
+    assert_eq!(
+        seen.tag(Tag::Orientation).as_deref(),
+        Some("row 0 at top and column 0 at left")
+    );
     assert!(seen.xmp.contains("tiff:Orientation=\"1\""));
     assert!(!seen.xmp.contains("tiff:Orientation=\"6\""));
     assert_eq!(seen.tag(Tag::XResolution).as_deref(), Some("1200"));
@@ -123,7 +144,9 @@ fn the_orientation_rule() {
     assert!(!square.upright(), "a square cannot tell");
     assert_eq!(g(1, (800, 600)).scale_rational((300, 1), true), (600, 1));
     assert_eq!(g(1, (600, 450)).scale_rational((72, 1), false), (108, 1));
-    let d = Density::from_jfif(2, 100, 50).unwrap().scaled(&g(6, (600, 800)));
+    let d = Density::from_jfif(2, 100, 50)
+        .unwrap()
+        .scaled(&g(6, (600, 800)));
     assert_eq!((d.unit, d.x, d.y), (DensityUnit::Cm, 100.0, 200.0));
     assert_eq!(Density::from_jfif(0, 1, 1), None, "aspect ratio only");
     assert_eq!(d.to_phys(), (10_000, 20_000));
@@ -150,10 +173,20 @@ fn an_unreadable_source_is_an_error_and_broken_parts_are_warnings() {
 
 #[test]
 fn a_result_of_a_result_keeps_one_provenance_record() {
-    let (first, _) = carry_over(&sample::tagged_jpeg(40, 30), &sample::plain_jpeg(80, 60), &opts(false)).unwrap();
+    let (first, _) = carry_over(
+        &sample::tagged_jpeg(40, 30),
+        &sample::plain_jpeg(80, 60),
+        &opts(false),
+    )
+    .unwrap();
     let (second, _) = carry_over(&first, &sample::plain_jpeg(160, 120), &opts(false)).unwrap();
     let seen = Seen::of(&second);
-    assert_eq!(seen.xmp.matches("<hili:DerivedFrom>").count(), 1, "{}", seen.xmp);
+    assert_eq!(
+        seen.xmp.matches("<hili:DerivedFrom>").count(),
+        1,
+        "{}",
+        seen.xmp
+    );
     assert_eq!(seen.tag(Tag::XResolution).as_deref(), Some("2400"));
 }
 
@@ -168,9 +201,12 @@ fn a_tiff_source_s_tags_become_the_result_s_metadata() {
     img.resolution(ResolutionUnit::Inch, Rational { n: 600, d: 1 });
     let dir = img.encoder();
     dir.write_tag(T::Make, sample::CAMERA_MAKE).unwrap();
-    dir.write_tag(T::Unknown(700), &sample::xmp_packet()[..]).unwrap();
-    dir.write_tag(T::Unknown(33723), &sample::iptc_records()[..]).unwrap();
-    dir.write_tag(T::Unknown(34675), &sample::icc_profile()[..]).unwrap();
+    dir.write_tag(T::Unknown(700), &sample::xmp_packet()[..])
+        .unwrap();
+    dir.write_tag(T::Unknown(33723), &sample::iptc_records()[..])
+        .unwrap();
+    dir.write_tag(T::Unknown(34675), &sample::icc_profile()[..])
+        .unwrap();
     img.write_data(&vec![90u8; (w * h * 3) as usize]).unwrap();
     let tiff = file.into_inner();
 
@@ -181,7 +217,12 @@ fn a_tiff_source_s_tags_become_the_result_s_metadata() {
     let seen = Seen::of(&out);
     assert_eq!(seen.tag(Tag::Make).as_deref(), Some("\"Hilicam\""));
     assert_eq!(seen.tag(Tag::XResolution).as_deref(), Some("1200"));
-    for structure in [Tag::StripOffsets, Tag::BitsPerSample, Tag::ImageWidth, Tag::Compression] {
+    for structure in [
+        Tag::StripOffsets,
+        Tag::BitsPerSample,
+        Tag::ImageWidth,
+        Tag::Compression,
+    ] {
         assert_eq!(seen.tag(structure), None, "{structure}");
     }
     assert!(seen.xmp.contains(sample::CAPTION));
@@ -192,11 +233,20 @@ fn a_tiff_source_s_tags_become_the_result_s_metadata() {
 #[test]
 fn iptc_raw_profiles_and_photoshop_resources_round_trip() {
     let records = sample::iptc_records();
-    assert_eq!(iptc::from_raw_profile(&iptc::raw_profile(&records)), Some(records.clone()));
-    assert_eq!(iptc::from_app13(&iptc::app13(&records)), Some(records.clone()));
+    assert_eq!(
+        iptc::from_raw_profile(&iptc::raw_profile(&records)),
+        Some(records.clone())
+    );
+    assert_eq!(
+        iptc::from_app13(&iptc::app13(&records)),
+        Some(records.clone())
+    );
     // A resource before the IPTC one, with an odd-length name, is skipped over.
     let mut res = b"Photoshop 3.0\08BIM\x03\xED\x03abc\0\0\0\x03xyz\0".to_vec();
     res.extend_from_slice(&iptc::app13(&records)[14..]);
     assert_eq!(iptc::from_app13(&res), Some(records));
-    assert_eq!(iptc::from_app13(b"Photoshop 3.0\08BIM\x04\x04\0\0\xff\xff\xff\xff"), None);
+    assert_eq!(
+        iptc::from_app13(b"Photoshop 3.0\08BIM\x04\x04\0\0\xff\xff\xff\xff"),
+        None
+    );
 }
