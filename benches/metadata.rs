@@ -2,7 +2,8 @@
 //! result: a 6 MP JPEG source carrying EXIF (with a thumbnail), XMP, IPTC and an ICC profile,
 //! into its 24 MP 2× result, and the same for PNG at 1.5 MP → 6 MP. Two figures each: the
 //! pure step (bytes in memory), and the whole step as the download stage runs it (read the
-//! source, hash it, read the temp result, carry over, rewrite the temp file and fsync it).
+//! source, hash it, read the temp result, carry over, rewrite the temp file; the fsync after
+//! it is the commit's, paid with or without this step).
 //! Best of 5, files in the page cache. Run with `cargo bench --bench metadata`.
 
 use std::io::{Cursor, Write};
@@ -114,7 +115,7 @@ fn main() {
         let src = tagged(w, h, png);
         let result = encode(&picture(2 * w, 2 * h), png);
         let (out, report) = carry_over(&src, &result, &opts()).expect("carry over");
-        assert_eq!(report.written.len(), 5, "{:?}", report);
+        assert_eq!(report.written.len(), 5, "{report:?}");
         let pure = best(5, || {
             carry_over(&src, &result, &opts()).expect("carry over");
         });
@@ -137,7 +138,7 @@ fn main() {
             .min()
             .unwrap_or_default();
         println!(
-            "{name}: source {:.1} MB, result {:.1} MB (+{} bytes of metadata); carry_over {:.2} ms ({:.0} MB/s of result); whole step with reads, hash, rewrite, fsync {:.2} ms",
+            "{name}: source {:.1} MB, result {:.1} MB (+{} bytes of metadata); carry_over {:.2} ms ({:.0} MB/s of result); whole step (read source, hash it, read temp, carry over, rewrite temp) {:.2} ms",
             src.len() as f64 / 1e6,
             result.len() as f64 / 1e6,
             out.len() - result.len(),

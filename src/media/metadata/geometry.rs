@@ -67,7 +67,7 @@ fn reduce(mut n: u64, mut d: u64) -> (u32, u32) {
     let g = gcd(n, d).max(1);
     (n, d) = (n / g, d / g);
     while n > u32::MAX as u64 || d > u32::MAX as u64 {
-        (n, d) = ((n + 1) / 2, (d + 1) / 2);
+        (n, d) = (n.div_ceil(2), d.div_ceil(2));
     }
     (n as u32, d.max(1) as u32)
 }
