@@ -6,7 +6,7 @@
 //! with a warning in the job's events.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::media::metadata::{self, Options, Provenance};
 use crate::media::{self, AtomicFile};
@@ -107,10 +107,18 @@ impl Carry {
                 source_sha256: sha,
                 action,
                 agent: format!("hili {version} with {}", self.service),
-                when: SystemTime::now(),
+                when: processed_at(job),
             },
         }
     }
+}
+
+/// When the service took the photo (its upload's answer): the provenance record's time. Fixed
+/// per result, so a download repeated after a crash between placing the result and recording
+/// `done` writes the identical file, which the commit recognises instead of numbering a copy.
+fn processed_at(job: &Job) -> SystemTime {
+    let ms = job.processing_since_ms.unwrap_or(job.created_at_ms).max(0) as u64;
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// The repair, in words: `colour (super-resolution, repair and colourisation)`.

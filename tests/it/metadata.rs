@@ -157,34 +157,58 @@ async fn a_source_that_cannot_be_read_still_yields_its_result_with_a_warning() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_before_the_metadata_copy_costs_one_charge_and_ends_complete() {
+/// `hili run --once` as a child aborted at `step`, then run again to the end: one charge,
+/// one complete result carrying the metadata. Returns the output directory's files after the
+/// crash.
+async fn crash_at(step: &str) -> Vec<std::path::PathBuf> {
     let env = Env::new(fast_sim()).await;
     std::fs::write(env.inbox.join("lake.jpg"), sample::tagged_jpeg(64, 48)).unwrap();
     env.add(Repair::Sr, None).await;
     let mut first = env.hili();
-    first.env("HILI_CRASH_AT", "before-metadata-copy");
+    first.env("HILI_CRASH_AT", step);
     let out = first
         .args(["run", "--once"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("aborting on purpose"), "{stderr}");
-    let temps: Vec<_> = files_under(&env.out);
-    assert!(
-        temps.iter().all(|p| p
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with(".hili-tmp")),
-        "nothing placed before the metadata copy: {temps:?}"
-    );
+    assert!(stderr.contains("aborting on purpose"), "{step}: {stderr}");
+    let after_crash = files_under(&env.out);
+    // A second later: a provenance time taken from the clock would now differ.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
     env.run_hili(["run", "--once"]).await.expect_code(0);
     let (job, out) = done_job(&env).await;
     assert_carried(&job, &out, (64, 48), true);
     let ledger = env.sim.ledger();
-    assert_eq!((ledger.total_charges, ledger.duplicate_charges), (1, 0));
-    assert_eq!(env.outputs().len(), 1, "{:?}", env.outputs());
+    assert_eq!(
+        (ledger.total_charges, ledger.duplicate_charges),
+        (1, 0),
+        "{step}"
+    );
+    assert_eq!(env.outputs().len(), 1, "{step}: {:?}", env.outputs());
+    after_crash
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_metadata_copy_costs_one_charge_and_ends_complete() {
+    let after_crash = crash_at("before-metadata-copy").await;
+    assert!(
+        after_crash.iter().all(|p| p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".hili-tmp")),
+        "nothing placed before the metadata copy: {after_crash:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_placing_the_result_downloads_it_again_into_the_same_file() {
+    let after_crash = crash_at("before:downloading->done").await;
+    assert_eq!(
+        after_crash.len(),
+        1,
+        "the result was placed: {after_crash:?}"
+    );
 }

@@ -209,8 +209,11 @@ fn is_text(chunk: &PngChunk, keyword: &[u8]) -> bool {
 }
 
 fn into_png(png: &mut Png, plan: Plan, report: &mut Report) {
+    let density = plan.density.is_some();
     png.chunks_mut().retain(|c| {
-        !(is_text(c, XMP_PNG_KEYWORD) || is_text(c, IPTC_PNG_KEYWORD) || &c.kind() == b"pHYs")
+        !(is_text(c, XMP_PNG_KEYWORD)
+            || is_text(c, IPTC_PNG_KEYWORD)
+            || density && &c.kind() == b"pHYs")
     });
     // Right after IHDR: eXIf, iCCP and pHYs must come before the image data.
     let chunk = |kind: &[u8; 4], body: Vec<u8>| PngChunk::new(*kind, Bytes::from(body));
