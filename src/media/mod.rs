@@ -18,6 +18,7 @@ mod header;
 mod input;
 mod kind;
 mod marker;
+pub mod metadata;
 pub mod mover;
 mod naming;
 mod probe;

@@ -1,7 +1,7 @@
 //! The download stage: from `downloading` to `done`. Asks the API for the result's URL, GETs it
 //! (http/https only, at most 5 redirects, a size cap, a stall limit and a minimum throughput,
 //! must be an image by magic bytes), streams it into a temp file in the output directory,
-//! fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
+//! writes the source's metadata into it (`carry.rs`), fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
 //! the output's path and SHA-256. A server that keeps sending something wrong gets
 //! `max_attempts` tries, then the job is held with the reason.
 
@@ -84,8 +84,9 @@ pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
     match fetch(ctx, &url, dest_dir.clone()).await {
         Ok((body, kind)) => {
             let job2 = job.clone();
+            let carry = super::carry::Carry::of(ctx);
             let stored = blocking(move || {
-                let file = match body {
+                let mut file = match body {
                     Body::Written(file) => file,
                     Body::Small(chunks) => {
                         write_small(&dest_dir, &chunks).map_err(|source| FetchError::Write {
@@ -94,11 +95,13 @@ pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
                         })?
                     }
                 };
-                store_output(file, &job2, kind)
+                let warning = carry.apply(&mut file, &job2)?;
+                store_output(file, &job2, kind).map(|stored| (stored, warning))
             })
             .await?;
             match stored {
-                Ok((path, sha)) => {
+                Ok(((path, sha), warning)) => {
+                    super::carry::note(ctx, id, warning).await?;
                     ctx.store
                         .finish(id, State::Downloading, &path, &sha)
                         .await?;

@@ -10,6 +10,7 @@
 //! - [`supervisor`]: schedules the stages with their own concurrency and priorities.
 
 pub mod backoff;
+mod carry;
 pub mod control;
 pub mod dispose;
 pub mod download;

@@ -187,7 +187,9 @@ operations! {
     fn set_pause_note(&self, note: Option<&str>) -> Result<(), StoreError>;
     fn pause_note(&self) -> Result<Option<(i64, String)>, StoreError>;
 
-    // What was done to inputs before upload.
+    // Notes in a job's events that change no state.
+    /// Adds a note a person should see (a warning of a stage), once.
+    fn note(&self, id: JobId, detail: &str) -> Result<(), StoreError>;
     /// Records a note in a job's events (state unchanged), once.
     fn note_input(&self, id: JobId, note: &str) -> Result<(), StoreError>;
     /// The latest input note of every job that has one.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use sqlx::Row;
 
 use super::error::SqlContext;
-use super::{JobId, SqliteStore, StoreError, now_ms};
+use super::{JobId, SqliteStore, StoreError};
 
 /// The prefix of an input note's `detail` in `events`.
 const PREFIX: &str = "input: ";
@@ -22,26 +22,9 @@ impl SqliteStore {
         PathBuf::from(p)
     }
 
-    /// Records `note` in job `id`'s events (state unchanged), once: the same conversion done
-    /// again (a retry, the rebuild after a crash) adds no second row.
+    /// Records `note` in job `id`'s events (state unchanged), once; see [`SqliteStore::note`].
     pub async fn note_input(&self, id: JobId, note: &str) -> Result<(), StoreError> {
-        let context = format!("recording how job {id}'s input was converted");
-        let detail = format!("{PREFIX}{note}");
-        let mut tx = self.begin_write(&context).await?;
-        sqlx::query(
-            "INSERT INTO events (job_id, from_state, to_state, at, detail) \
-             SELECT id, state, state, ?, ? FROM jobs WHERE id = ? AND NOT EXISTS \
-             (SELECT 1 FROM events WHERE job_id = ? AND detail = ?)",
-        )
-        .bind(now_ms())
-        .bind(&detail)
-        .bind(id.0)
-        .bind(id.0)
-        .bind(&detail)
-        .execute(&mut *tx)
-        .await
-        .ctx(context.clone())?;
-        tx.commit().await.ctx(context)
+        self.note(id, &format!("{PREFIX}{note}")).await
     }
 
     /// The latest input note of every job that has one, without its prefix.

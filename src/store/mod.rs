@@ -21,6 +21,7 @@ mod group;
 mod input_notes;
 mod jobs;
 mod meta;
+mod note;
 mod queries;
 mod retry;
 mod runlock;

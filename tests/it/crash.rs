@@ -94,6 +94,7 @@ async fn a_crash_at_every_step_never_charges_twice_nor_leaves_partial_output() {
         ("after:uploading->processing", false),
         ("before:processing->downloading", false),
         ("after:processing->downloading", false),
+        ("before-metadata-copy", false),
         ("before-output-rename", false),
         ("before:downloading->done", false),
         ("after:downloading->done", false),

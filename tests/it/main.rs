@@ -14,6 +14,7 @@ mod hostile_input;
 mod hostile_server;
 mod incomplete_input;
 mod media;
+mod metadata;
 mod pipeline;
 mod promises;
 mod requests;
