@@ -165,25 +165,22 @@ impl SqliteStore {
                     source: Box::new(e),
                 },
             })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| {
-                let damaged = match &source {
-                    sqlx::migrate::MigrateError::Execute(e) => not_a_database(e),
-                    _ => None,
-                };
-                match damaged {
-                    Some(detail) => StoreError::NotADatabase {
-                        path: path.to_path_buf(),
-                        detail,
-                    },
-                    None => StoreError::Migrate {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                }
-            })?;
+        migrate(&pool).await.map_err(|source| {
+            let damaged = match &source {
+                sqlx::migrate::MigrateError::Execute(e) => not_a_database(e),
+                _ => None,
+            };
+            match damaged {
+                Some(detail) => StoreError::NotADatabase {
+                    path: path.to_path_buf(),
+                    detail,
+                },
+                None => StoreError::Migrate {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            }
+        })?;
         let connection = || async {
             let conn = options.connect().await.map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
@@ -286,6 +283,41 @@ pub(crate) fn private_parent(path: &Path) -> std::io::Result<()> {
             .create(parent),
         None => Ok(()),
     }
+}
+
+/// How many times a migration that lost a race with another process is tried again.
+const MIGRATE_RACES: u32 = 20;
+
+/// Applies pending migrations. Two processes opening a new queue at once (a daemon starting
+/// while `hili status` runs) both see the same migrations pending: sqlx takes no lock on
+/// SQLite, each migration is one transaction, so the slower one fails on what the faster one
+/// just created ("table jobs already exists"). It then tries again, and finds that migration
+/// applied; each failure means the other process got one further.
+async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
+    let migrator = sqlx::migrate!("./migrations");
+    let mut tries = 0;
+    loop {
+        match migrator.run(pool).await {
+            Err(
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+            ) if tries < MIGRATE_RACES && lost_a_race(&e) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(tries))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A migration's statement failed because another process had just made the same change.
+fn lost_a_race(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|db| {
+        let m = db.message();
+        m.contains("already exists")
+            || m.contains("duplicate column name")
+            || m.contains("UNIQUE constraint failed: _sqlx_migrations")
+    })
 }
 
 /// SQLite's answer for a file that is not a database or is damaged (SQLITE_NOTADB 26,

@@ -876,3 +876,23 @@ async fn a_reused_inode_is_not_taken_for_a_renamed_file() {
         Some(c)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_opening_a_new_queue_at_once_all_open_it() {
+    // A daemon starting while `hili status` runs: each sees every migration pending. Here, 8
+    // stores with their own connections open one new file at once, 10 times over.
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hili.db");
+        let opens = (0..8).map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { Store::open(&db).await.map(|_| ()) })
+        });
+        for (i, open) in opens.collect::<Vec<_>>().into_iter().enumerate() {
+            let opened = open.await.unwrap();
+            assert!(opened.is_ok(), "round {round}, store {i}: {opened:?}");
+        }
+        let store = Store::open(&db).await.unwrap();
+        assert_eq!(store.job_count().await.unwrap(), 0);
+    }
+}
