@@ -19,7 +19,7 @@ type SourceIndex = HashMap<(PathBuf, u64, i64), State>;
 /// Rows written per transaction: one durable commit per batch keeps a 100,000-file add fast.
 const BATCH: usize = 2000;
 
-pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
+pub(super) async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
     if args.repair.needs_rgb() && args.rgb.is_none() {
         anyhow::bail!(
             "--repair bg needs a background colour: add --rgb R,G,B (e.g. --rgb 255,255,255)"

@@ -19,7 +19,7 @@ use crate::secret::Secret;
 use crate::sim::{self, SimOptions};
 use crate::store::{NewJob, Store};
 
-pub async fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
+pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<Exit> {
     let dir = std::path::absolute(&args.dir).context("cannot resolve the demo directory")?;
     let inbox = dir.join("inbox");
     let results = dir.join("results");

@@ -14,7 +14,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::args::{Command, LogFormat};
 
-pub fn init(format: LogFormat, verbose: u8, command: &Command) {
+pub(super) fn init(format: LogFormat, verbose: u8, command: &Command) {
     let default = match verbose {
         0 => match command {
             // Reports print their own output; only problems are logged.

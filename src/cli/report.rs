@@ -14,7 +14,7 @@ async fn open(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open_existing(&config.database_path()).await?)
 }
 
-pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
+pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
     let store = open(config).await?;
     let counts = store.counts().await?;
     let credits = store.latest_credits().await?;
@@ -89,7 +89,7 @@ pub async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-pub async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit> {
+pub(super) async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit> {
     let filter = match &args.state {
         Some(s) => Some(s.parse::<State>().map_err(|e| anyhow::anyhow!("{e}"))?),
         None => None,
@@ -132,7 +132,7 @@ pub async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-pub async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
+pub(super) async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
     let store = open(config).await?;
     let mut ids: Vec<JobId> = args.ids.iter().map(|i| JobId(*i)).collect();
     if args.failed {

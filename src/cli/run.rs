@@ -19,12 +19,12 @@ use crate::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summa
 use crate::store::{RunLock, State};
 
 /// The API client the configuration describes.
-pub fn client(config: &Config) -> anyhow::Result<ApiClient> {
+pub(super) fn client(config: &Config) -> anyhow::Result<ApiClient> {
     let opts = config.client_options().map_err(ConfigProblem)?;
     ApiClient::new(opts).context("could not build the HTTP client")
 }
 
-pub async fn run(
+pub(super) async fn run(
     config: &Config,
     config_path: Option<&std::path::Path>,
     args: RunArgs,
@@ -66,7 +66,7 @@ pub async fn run(
 }
 
 /// Runs the pipeline with a progress bar on a terminal, then prints the summary.
-pub async fn run_with_progress(ctx: Arc<Ctx>, opts: RunOptions) -> anyhow::Result<Summary> {
+pub(super) async fn run_with_progress(ctx: Arc<Ctx>, opts: RunOptions) -> anyhow::Result<Summary> {
     let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
         Arc::new(Bar::new())
     } else {
@@ -78,7 +78,7 @@ pub async fn run_with_progress(ctx: Arc<Ctx>, opts: RunOptions) -> anyhow::Resul
     Ok(summary)
 }
 
-pub fn exit_code(s: &Summary) -> Exit {
+pub(super) fn exit_code(s: &Summary) -> Exit {
     if s.cannot_run {
         Exit::Config
     } else if s.failed > 0 || s.held > 0 || s.unfinished > 0 {

@@ -50,7 +50,7 @@ pub fn room(dir: &Path) -> io::Result<Room> {
 
 /// Room kept free beyond the expected result, for the temp file's metadata, the directory
 /// entry and whatever else shares the disk.
-pub const ROOM_MARGIN: u64 = 1024 * 1024;
+pub(super) const ROOM_MARGIN: u64 = 1024 * 1024;
 
 /// A generous estimate of a result's size for a source of `source_bytes`: the service upscales
 /// (super-resolution doubles each side, so four times the pixels) and may encode less tightly,

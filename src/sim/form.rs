@@ -42,12 +42,12 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         self.path.as_deref().unwrap_or(Path::new(""))
     }
 
     /// Takes ownership of the file: it is no longer deleted on drop.
-    pub fn keep(mut self) -> PathBuf {
+    pub(super) fn keep(mut self) -> PathBuf {
         self.path.take().unwrap_or_default()
     }
 }
@@ -67,7 +67,7 @@ pub(crate) struct Form {
 }
 
 impl Form {
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.fields.get(name).map(|s| s.trim())
     }
 }

@@ -20,14 +20,14 @@ pub(crate) enum Format {
 }
 
 impl Format {
-    pub fn ext(self) -> &'static str {
+    pub(super) fn ext(self) -> &'static str {
         match self {
             Format::Jpeg => "jpg",
             Format::Png => "png",
         }
     }
 
-    pub fn content_type(self) -> &'static str {
+    pub(super) fn content_type(self) -> &'static str {
         match self {
             Format::Jpeg => "image/jpeg",
             Format::Png => "image/png",

@@ -12,11 +12,11 @@ pub(crate) struct WorkDir {
 }
 
 impl WorkDir {
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn create(given: Option<PathBuf>) -> io::Result<WorkDir> {
+    pub(super) fn create(given: Option<PathBuf>) -> io::Result<WorkDir> {
         if let Some(path) = given {
             std::fs::create_dir_all(&path).map_err(|e| {
                 io::Error::new(
@@ -53,7 +53,7 @@ impl WorkDir {
         ))
     }
 
-    pub fn remove(&mut self) {
+    pub(super) fn remove(&mut self) {
         if std::mem::take(&mut self.owned)
             && let Err(e) = std::fs::remove_dir_all(&self.path)
         {

@@ -143,7 +143,7 @@ fn guarded_write(
 /// A write queued on the store, behind every write queued before it; see
 /// [`SqliteStore::queue_uploaded`].
 #[must_use = "a queued write must be awaited to know that it was committed"]
-pub struct QueuedWrite<'a> {
+pub(crate) struct QueuedWrite<'a> {
     store: &'a SqliteStore,
     done: tokio::sync::oneshot::Receiver<Result<super::group::Report, StoreError>>,
     id: JobId,
@@ -156,7 +156,7 @@ pub struct QueuedWrite<'a> {
 
 impl QueuedWrite<'_> {
     /// Waits until the write is durable (or refused: `Conflict`, `TwinBusy`, `NotFound`).
-    pub async fn committed(self) -> Result<(), StoreError> {
+    pub(crate) async fn committed(self) -> Result<(), StoreError> {
         let QueuedWrite {
             store,
             done,

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 /// What one event asks of the watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interest {
+pub(super) enum Interest {
     /// Re-stat these paths; `arrived` paths that are directories get walked.
     Paths { paths: Vec<PathBuf>, arrived: bool },
     /// The kernel queue overflowed or the backend lost track: do a full scan.
@@ -26,7 +26,7 @@ pub enum Interest {
 }
 
 /// Classifies one notify event.
-pub fn interpret(ev: &Event) -> Interest {
+pub(super) fn interpret(ev: &Event) -> Interest {
     if ev.need_rescan() {
         return Interest::Rescan;
     }
@@ -64,7 +64,7 @@ fn reroot(path: PathBuf, from: &Path, to: &Path) -> PathBuf {
 /// (symbolic links followed): notify's recursive mode never watches a root that is a link,
 /// only the folders below it. Events come back with paths under `root` as configured, so
 /// ignore rules, exclusions and job paths do not depend on where the link points.
-pub fn watch(
+pub(super) fn watch(
     root: &Path,
     recursive: bool,
     tx: mpsc::Sender<notify::Result<Event>>,
@@ -108,7 +108,7 @@ pub fn watch(
 }
 
 /// Whether a notify error means inotify ran out of watches (or instances).
-pub fn out_of_watches(e: &notify::Error) -> bool {
+pub(super) fn out_of_watches(e: &notify::Error) -> bool {
     match &e.kind {
         notify::ErrorKind::MaxFilesWatch => true,
         notify::ErrorKind::Io(io) => matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EMFILE)),

@@ -18,7 +18,7 @@ use crate::media::mtime_ns;
 
 /// What one walk found.
 #[derive(Debug, Default)]
-pub struct Walked {
+pub(super) struct Walked {
     pub files: Vec<(PathBuf, Stat)>,
     /// Entries skipped by the ignore rules (a skipped directory counts once).
     pub ignored: u64,
@@ -27,7 +27,7 @@ pub struct Walked {
 }
 
 /// The `stat` of a regular file (following a symlink), `None` if it is anything else or gone.
-pub fn stat_file(path: &Path) -> Option<Stat> {
+pub(super) fn stat_file(path: &Path) -> Option<Stat> {
     let m = fs::metadata(path).ok()?;
     m.is_file().then(|| Stat {
         size: m.len(),
@@ -62,7 +62,7 @@ pub(super) fn stat_paths(paths: HashMap<PathBuf, bool>) -> Vec<(PathBuf, bool, S
 /// Walks `dir` (the watch folder `ignore` belongs to, or a directory under it). Subfolders are
 /// entered only when `recursive`. Errors below `dir` are logged and counted; an unreadable
 /// `dir` itself is returned as the error.
-pub fn walk_dir(dir: &Path, ignore: &Ignore, recursive: bool) -> io::Result<Walked> {
+pub(super) fn walk_dir(dir: &Path, ignore: &Ignore, recursive: bool) -> io::Result<Walked> {
     // read_dir first, so a missing or unreadable folder is an error, not an empty walk.
     fs::read_dir(dir)?;
     let mut out = Walked::default();

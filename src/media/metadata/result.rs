@@ -28,7 +28,7 @@ struct Plan {
 }
 
 /// Writes `c` into `result` (a JPEG or PNG file's bytes).
-pub fn write(
+pub(super) fn write(
     c: &Carried,
     result: &[u8],
     opts: &Options,

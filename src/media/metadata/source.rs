@@ -57,7 +57,7 @@ pub struct Carried {
 }
 
 /// Reads everything a JPEG, PNG or TIFF source carries.
-pub fn read(src: &[u8]) -> Result<Carried, MetadataError> {
+pub(super) fn read(src: &[u8]) -> Result<Carried, MetadataError> {
     match kind(src) {
         Some(SourceKind::Jpeg) => read_jpeg(src),
         Some(SourceKind::Png) => read_png(src),

@@ -36,7 +36,7 @@ pub(crate) struct Job {
 
 impl Job {
     /// True once status may answer 200.
-    pub fn is_ready(&self, now: Instant) -> bool {
+    pub(crate) fn is_ready(&self, now: Instant) -> bool {
         matches!(self.phase, Phase::Done { .. }) && now >= self.ready_at
     }
 

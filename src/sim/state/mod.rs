@@ -76,7 +76,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(opts: &SimOptions, files_dir: PathBuf, base_url: String) -> Shared {
+    pub(super) fn new(opts: &SimOptions, files_dir: PathBuf, base_url: String) -> Shared {
         let mut fault_rng = ChaCha8Rng::seed_from_u64(opts.seed);
         // A separate stream, so fault rolls never shift the mdf sequence of a seed.
         fault_rng.set_stream(1);
@@ -118,7 +118,7 @@ impl Shared {
     }
 
     /// The sim's wall clock: real time shifted by `clock_offset_secs`.
-    pub fn now(&self) -> SystemTime {
+    pub(super) fn now(&self) -> SystemTime {
         let off = Duration::from_secs(self.clock_offset_secs.unsigned_abs());
         if self.clock_offset_secs >= 0 {
             SystemTime::now() + off
@@ -127,7 +127,7 @@ impl Shared {
         }
     }
 
-    pub fn now_unix(&self) -> i64 {
+    pub(super) fn now_unix(&self) -> i64 {
         match self.now().duration_since(UNIX_EPOCH) {
             Ok(d) => d.as_secs() as i64,
             Err(e) => -(e.duration().as_secs() as i64),
@@ -135,7 +135,7 @@ impl Shared {
     }
 
     /// The vendor's token rule, checked against the sim's clock.
-    pub fn token_ok(&self, token: Option<&str>) -> bool {
+    pub(super) fn token_ok(&self, token: Option<&str>) -> bool {
         let Some((md5, secs)) = token.and_then(|t| t.trim().split_once(',')) else {
             return false;
         };
@@ -150,53 +150,53 @@ impl Shared {
     }
 
     /// A fresh, unique path for an upload being streamed in.
-    pub fn next_upload_path(&self) -> PathBuf {
+    pub(super) fn next_upload_path(&self) -> PathBuf {
         let n = self.upload_seq.fetch_add(1, Ordering::Relaxed);
         self.files_dir.join(format!("incoming-{n}.part"))
     }
 
-    pub fn credits(&self) -> u64 {
+    pub(super) fn credits(&self) -> u64 {
         self.lock().credits
     }
 
-    pub fn add_credits(&self, n: u64) -> u64 {
+    pub(super) fn add_credits(&self, n: u64) -> u64 {
         let mut g = self.lock();
         g.credits = g.credits.saturating_add(n);
         g.credits
     }
 
-    pub fn set_credits(&self, n: u64) -> u64 {
+    pub(super) fn set_credits(&self, n: u64) -> u64 {
         self.lock().credits = n;
         n
     }
 
-    pub fn faults(&self) -> Faults {
+    pub(super) fn faults(&self) -> Faults {
         self.lock().faults
     }
 
-    pub fn set_faults(&self, f: Faults) {
+    pub(super) fn set_faults(&self, f: Faults) {
         self.lock().faults = f;
     }
 
-    pub fn hostile(&self) -> Option<Hostile> {
+    pub(super) fn hostile(&self) -> Option<Hostile> {
         self.lock().hostile
     }
 
-    pub fn set_hostile(&self, h: Option<Hostile>) {
+    pub(super) fn set_hostile(&self, h: Option<Hostile>) {
         self.lock().hostile = h;
     }
 
-    pub fn tarpit(&self) -> Option<SocketAddr> {
+    pub(super) fn tarpit(&self) -> Option<SocketAddr> {
         self.tarpit.get().copied()
     }
 
-    pub fn set_tarpit(&self, addr: SocketAddr) {
+    pub(super) fn set_tarpit(&self, addr: SocketAddr) {
         let _ = self.tarpit.set(addr);
     }
 
     /// Claims one hostile answer of `mode` if that mode is still set and has turns left
     /// (the last turn clears it), and counts it in the ledger as `hostile:<mode>`.
-    pub fn take_hostile_turn(&self, mode: HostileMode) -> bool {
+    pub(super) fn take_hostile_turn(&self, mode: HostileMode) -> bool {
         let mut g = self.lock();
         let Some(h) = g.hostile.as_mut().filter(|h| h.mode == mode) else {
             return false;
@@ -217,7 +217,7 @@ impl Shared {
 
     /// Rolls every fault kind once, in [`ledger::FAULT_KINDS`] order, so a seed gives the same
     /// outcome sequence whatever the probabilities. Returns which kinds fired.
-    pub fn roll_faults(&self) -> [bool; 6] {
+    pub(super) fn roll_faults(&self) -> [bool; 6] {
         let mut g = self.lock();
         let f = g.faults;
         let probs = [f.reset, f.http500, f.slow, f.e9006, f.e9009, f.charge_drop];
@@ -225,13 +225,13 @@ impl Shared {
     }
 
     /// Records that a fault of `kind` (one of [`ledger::FAULT_KINDS`]) took effect.
-    pub fn count_fault(&self, kind: &str) {
+    pub(super) fn count_fault(&self, kind: &str) {
         self.lock().books.count_fault(kind.to_string());
     }
 
     /// Spends one credit and records the charge and the job, all under one lock so a
     /// concurrent ledger read never sees half of it. `None` when no credit is left.
-    pub fn charge(
+    pub(super) fn charge(
         &self,
         sha256: &str,
         repair_type: &str,
@@ -264,29 +264,29 @@ impl Shared {
     }
 
     /// Marks the background transform of `mdf` as finished (or failed).
-    pub fn finish(&self, mdf: &str, ok: bool) {
+    pub(super) fn finish(&self, mdf: &str, ok: bool) {
         let retention = self.retention;
         self.lock().jobs.finish(mdf, ok, retention);
     }
 
-    pub fn job(&self, mdf: &str) -> Option<Job> {
+    pub(super) fn job(&self, mdf: &str) -> Option<Job> {
         self.lock().jobs.get(mdf).cloned()
     }
 
     /// Marks every job past its retention as expired and returns the files to delete.
-    pub fn expire_due(&self) -> Vec<PathBuf> {
+    pub(super) fn expire_due(&self) -> Vec<PathBuf> {
         let now = Instant::now();
         self.lock().jobs.expire_due(now)
     }
 
-    pub fn ledger(&self) -> Ledger {
+    pub(super) fn ledger(&self) -> Ledger {
         let g = self.lock();
         g.books.ledger(g.credits)
     }
 
     /// How long the next accepted upload stays processing: fixed, or drawn (seeded) from the
     /// configured range.
-    pub fn processing_time(&self) -> Duration {
+    pub(super) fn processing_time(&self) -> Duration {
         match self.processing_up_to {
             Some(max) if max > self.processing => {
                 let ms = self
@@ -300,19 +300,19 @@ impl Shared {
     }
 
     /// Counts an API call on arrival (see [`Ledger::api_calls`]).
-    pub fn note_api_call(&self, endpoint: &str) {
+    pub(super) fn note_api_call(&self, endpoint: &str) {
         let at_ms = self.started.elapsed().as_millis() as u64;
         self.lock().books.note_api_call(endpoint, at_ms);
     }
 
     /// Counts an upload request that reached the handler; returns the stall in force.
-    pub fn note_upload_request(&self) -> Option<Stall> {
+    pub(super) fn note_upload_request(&self) -> Option<Stall> {
         let mut g = self.lock();
         g.books.note_upload_request();
         g.stall
     }
 
-    pub fn set_stall(&self, stall: Option<Stall>) {
+    pub(super) fn set_stall(&self, stall: Option<Stall>) {
         self.lock().stall = stall;
     }
 }

@@ -20,11 +20,11 @@ use hili::store::{NewJob, Store};
 use image::{ImageBuffer, Rgb as Px, RgbImage};
 use tokio_util::sync::CancellationToken;
 
-pub const SECRET: &str = "it-secret-4f9a1c";
-pub const THIRD: &str = "it-third";
+pub(crate) const SECRET: &str = "it-secret-4f9a1c";
+pub(crate) const THIRD: &str = "it-third";
 
 /// A small photo whose pixels depend on `seed`, so different seeds give different content.
-pub fn photo(seed: u32, w: u32, h: u32) -> RgbImage {
+pub(crate) fn photo(seed: u32, w: u32, h: u32) -> RgbImage {
     ImageBuffer::from_fn(w, h, |x, y| {
         Px([
             (x.wrapping_mul(3).wrapping_add(seed * 37)) as u8,
@@ -35,7 +35,7 @@ pub fn photo(seed: u32, w: u32, h: u32) -> RgbImage {
 }
 
 /// A PNG signature and IHDR claiming `w`×`h` (correct CRC), and nothing after it.
-pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     let mut v = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
     v.extend_from_slice(&w.to_be_bytes());
     v.extend_from_slice(&h.to_be_bytes());
@@ -55,14 +55,14 @@ pub fn png_header_only(w: u32, h: u32) -> Vec<u8> {
     v
 }
 
-pub fn write_jpeg(path: &Path, seed: u32) {
+pub(crate) fn write_jpeg(path: &Path, seed: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     photo(seed, 48, 32)
         .save_with_format(path, image::ImageFormat::Jpeg)
         .unwrap();
 }
 
-pub fn write_png(path: &Path, seed: u32) {
+pub(crate) fn write_png(path: &Path, seed: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     photo(seed, 40, 30)
         .save_with_format(path, image::ImageFormat::Png)
@@ -70,7 +70,7 @@ pub fn write_png(path: &Path, seed: u32) {
 }
 
 /// Simulator options for fast tests: short processing, no faults.
-pub fn fast_sim() -> SimOptions {
+pub(crate) fn fast_sim() -> SimOptions {
     SimOptions {
         third_code: THIRD.into(),
         secret: SECRET.into(),
@@ -83,7 +83,7 @@ pub fn fast_sim() -> SimOptions {
 
 /// A temp directory with an inbox, an output dir, a database and a config file pointing at a
 /// running simulator.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub sim: SimHandle,
     pub inbox: PathBuf,
@@ -93,12 +93,12 @@ pub struct Env {
 }
 
 impl Env {
-    pub async fn new(opts: SimOptions) -> Env {
+    pub(crate) async fn new(opts: SimOptions) -> Env {
         Env::with_queue(opts, "").await
     }
 
     /// `queue_extra` is appended to the `[queue]` section of the config.
-    pub async fn with_queue(opts: SimOptions, queue_extra: &str) -> Env {
+    pub(crate) async fn with_queue(opts: SimOptions, queue_extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let sim = hili::sim::serve(opts).await.unwrap();
         let inbox = dir.path().join("inbox");
@@ -130,16 +130,16 @@ impl Env {
         }
     }
 
-    pub fn config(&self) -> Config {
+    pub(crate) fn config(&self) -> Config {
         Config::load(Some(&self.config)).unwrap()
     }
 
-    pub async fn store(&self) -> Store {
+    pub(crate) async fn store(&self) -> Store {
         Store::open(&self.db).await.unwrap()
     }
 
     /// Queues every file under the inbox (as `hili add` does) with `repair`.
-    pub async fn add(&self, repair: Repair, rgb: Option<Rgb>) -> usize {
+    pub(crate) async fn add(&self, repair: Repair, rgb: Option<Rgb>) -> usize {
         let store = self.store().await;
         let jobs: Vec<NewJob> = hili::media::walk(std::slice::from_ref(&self.inbox))
             .map(|f| f.unwrap())
@@ -161,7 +161,7 @@ impl Env {
         n
     }
 
-    pub fn client(&self) -> ApiClient {
+    pub(crate) fn client(&self) -> ApiClient {
         ApiClient::new(ClientOptions {
             base_url: self.sim.base_url(),
             third_code: THIRD.into(),
@@ -172,14 +172,14 @@ impl Env {
     }
 
     /// The config's settings, with a short backoff so retries do not dominate test time.
-    pub fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         let mut s = Settings::from_config(&self.config());
         s.retry_base = Duration::from_millis(50);
         s
     }
 
     /// Runs the pipeline in-process until the queue is drained, bounded in time.
-    pub async fn run_once(&self, settings: Settings) -> Summary {
+    pub(crate) async fn run_once(&self, settings: Settings) -> Summary {
         self.run_with(
             settings,
             RunOptions {
@@ -191,7 +191,7 @@ impl Env {
         .await
     }
 
-    pub async fn run_with(
+    pub(crate) async fn run_with(
         &self,
         settings: Settings,
         opts: RunOptions,
@@ -211,7 +211,7 @@ impl Env {
     }
 
     /// `hili ARGS` as a child process using this environment's config.
-    pub fn hili(&self) -> Command {
+    pub(crate) fn hili(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_hili"));
         c.env("HILI_CONFIG", &self.config)
             .env_remove("HILI_SECRET_KEY")
@@ -222,7 +222,7 @@ impl Env {
 
     /// `hili ARGS` left running in this environment's temp directory, its stderr (the log) in
     /// the file `log` there; returns the child and the log's path.
-    pub fn spawn_logged(&self, args: &[&str], log: &str) -> (std::process::Child, PathBuf) {
+    pub(crate) fn spawn_logged(&self, args: &[&str], log: &str) -> (std::process::Child, PathBuf) {
         let path = self.dir.path().join(log);
         let file = std::fs::File::create(&path).unwrap();
         let child = self
@@ -238,7 +238,7 @@ impl Env {
     }
 
     /// `hili ARGS` with this environment's config, in its temp directory, to completion.
-    pub async fn run_hili<I, S>(&self, args: I) -> Out
+    pub(crate) async fn run_hili<I, S>(&self, args: I) -> Out
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -247,29 +247,29 @@ impl Env {
     }
 
     /// Every regular file under the output directory.
-    pub fn outputs(&self) -> Vec<PathBuf> {
+    pub(crate) fn outputs(&self) -> Vec<PathBuf> {
         files_under(&self.out)
     }
 }
 
 /// How long any one command may take before it is killed and the test fails.
-pub const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+pub(crate) const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 
 /// What a finished command printed.
 #[derive(Debug)]
-pub struct Out {
+pub(crate) struct Out {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
 
 impl Out {
-    pub fn both(&self) -> String {
+    pub(crate) fn both(&self) -> String {
         format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
     }
 
     #[track_caller]
-    pub fn expect_code(&self, code: i32) -> &Self {
+    pub(crate) fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(self.code, Some(code), "exit code\n{}", self.both());
         self
     }
@@ -277,7 +277,7 @@ impl Out {
 
 /// Runs `cmd args` to completion in `cwd`, bounded by [`COMMAND_LIMIT`] (killed past it), and
 /// asserts that the secret key appears in neither of its outputs.
-pub async fn run<I, S>(cmd: Command, cwd: &Path, args: I) -> Out
+pub(crate) async fn run<I, S>(cmd: Command, cwd: &Path, args: I) -> Out
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -310,15 +310,15 @@ where
 }
 
 /// A tmpfs at `dir` (64 kB unless sized), unmounted on drop. Mounting needs root.
-pub struct Tmpfs(PathBuf);
+pub(crate) struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    pub fn mount(dir: &Path) -> Result<Tmpfs, String> {
+    pub(crate) fn mount(dir: &Path) -> Result<Tmpfs, String> {
         Tmpfs::mount_sized(dir, "64k")
     }
 
     /// A tmpfs of `size` (`mount -o size=`, e.g. "4m") at `dir`.
-    pub fn mount_sized(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+    pub(crate) fn mount_sized(dir: &Path, size: &str) -> Result<Tmpfs, String> {
         std::fs::create_dir_all(dir).unwrap();
         let out = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -342,7 +342,7 @@ impl Drop for Tmpfs {
 }
 
 /// Fills the filesystem of `dir` with one file; returns it.
-pub fn fill(dir: &Path) -> PathBuf {
+pub(crate) fn fill(dir: &Path) -> PathBuf {
     let p = dir.join("filler");
     let mut f = std::fs::File::create(&p).unwrap();
     let chunk = vec![7u8; 4096];
@@ -352,7 +352,7 @@ pub fn fill(dir: &Path) -> PathBuf {
 }
 
 /// Waits (polling every 50 ms) until `f` holds; fails the test naming `what` past `limit`.
-pub async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
+pub(crate) async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: F) {
     let deadline = std::time::Instant::now() + limit;
     while !f().await {
         assert!(
@@ -364,7 +364,7 @@ pub async fn until<F: AsyncFnMut() -> bool>(limit: Duration, what: &str, mut f: 
 }
 
 /// Every job's state, by id.
-pub async fn job_states(env: &Env) -> Vec<hili::store::State> {
+pub(crate) async fn job_states(env: &Env) -> Vec<hili::store::State> {
     let store = env.store().await;
     let jobs = store.all_jobs(None).await.unwrap();
     store.close().await;
@@ -373,7 +373,7 @@ pub async fn job_states(env: &Env) -> Vec<hili::store::State> {
 
 /// `PRAGMA integrity_check` of the queue database at `db`, on a connection of its own: `Ok(())` when
 /// SQLite answers "ok", else what it found.
-pub async fn integrity(db: &std::path::Path) -> Result<(), String> {
+pub(crate) async fn integrity(db: &std::path::Path) -> Result<(), String> {
     use sqlx::Connection;
     let url = format!("sqlite://{}?mode=ro", db.display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
@@ -389,7 +389,7 @@ pub async fn integrity(db: &std::path::Path) -> Result<(), String> {
     }
 }
 
-pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
         .into_iter()
         .filter_map(Result::ok)
@@ -400,7 +400,7 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-pub struct NoProgress;
+pub(crate) struct NoProgress;
 
 impl Progress for NoProgress {
     fn update(&self, _: &Snapshot) {}
