@@ -4,45 +4,21 @@
 //! decode (the alternative). Best of 5 (decode: of 2), files in the page cache.
 //! Run with `cargo bench --bench complete`; prints figures to stdout.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::{best, picture};
+use image::ImageEncoder;
 use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ImageBuffer, ImageEncoder, Rgb, RgbImage};
 
 const W: u32 = 6000;
 const H: u32 = 4000;
-
-fn best(runs: usize, mut f: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
-
-/// A photo-like picture: smooth gradients plus seeded noise, so the encoders produce sizes of
-/// real camera files (a flat picture would compress to almost nothing).
-fn picture() -> RgbImage {
-    let mut x: u32 = 0x9E37_79B9;
-    ImageBuffer::from_fn(W, H, |px, py| {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let n = (x & 0x1F) as u8;
-        Rgb([
-            ((px / 24) as u8).wrapping_add(n),
-            ((py / 16) as u8).wrapping_add(n / 2),
-            (((px + py) / 40) as u8).wrapping_add(n),
-        ])
-    })
-}
 
 fn report(what: &str, path: &Path, d: Duration) {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -58,7 +34,7 @@ fn main() {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("load average: {}", load.trim());
     let dir = tempfile::tempdir().expect("temp dir");
-    let img = picture();
+    let img = picture(W, H);
     let jpg = dir.path().join("24mp.jpg");
     let png = dir.path().join("24mp.png");
     JpegEncoder::new_with_quality(BufWriter::new(File::create(&jpg).expect("jpg")), 92)

@@ -6,43 +6,20 @@
 //! it is the commit's, paid with or without this step).
 //! Best of 5, files in the page cache. Run with `cargo bench --bench metadata`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::io::{Cursor, Write};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
+use common::{best, picture};
 use hili::media::metadata::{Options, Provenance, carry_over, sample};
 use image::codecs::jpeg::JpegEncoder;
-use image::{ImageBuffer, ImageFormat, Rgb, RgbImage};
+use image::{ImageFormat, RgbImage};
 use img_parts::jpeg::Jpeg;
 use img_parts::png::Png;
 use img_parts::{ImageEXIF, ImageICC};
-
-fn best(runs: usize, mut f: impl FnMut()) -> Duration {
-    (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed()
-        })
-        .min()
-        .unwrap_or_default()
-}
-
-/// Smooth gradients plus seeded noise, so encoders produce sizes of real camera files.
-fn picture(w: u32, h: u32) -> RgbImage {
-    let mut x: u32 = 0x9E37_79B9;
-    ImageBuffer::from_fn(w, h, |px, py| {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        let n = (x & 0x1F) as u8;
-        Rgb([
-            ((px / 24) as u8).wrapping_add(n),
-            ((py / 16) as u8).wrapping_add(n / 2),
-            (((px + py) / 40) as u8).wrapping_add(n),
-        ])
-    })
-}
 
 fn encode(img: &RgbImage, png: bool) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
