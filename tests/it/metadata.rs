@@ -107,6 +107,36 @@ async fn a_png_s_metadata_survives_into_its_result_fixed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiff_scan_is_converted_and_its_result_carries_the_tiff_s_tags() {
+    // The TIFF is converted to PNG before upload; the result's metadata comes from the TIFF's
+    // own tags (the converted copy carries none).
+    let env = Env::new(fast_sim()).await;
+    let (job, out) = process(
+        &env,
+        "scan.tif",
+        &sample::tagged_tiff(40, 30),
+        env.settings(),
+    )
+    .await;
+    let seen = Seen::of(&out);
+    assert_eq!(
+        seen.tag(Tag::Make),
+        Some(format!("\"{}\"", sample::CAMERA_MAKE))
+    );
+    assert_eq!(seen.tag(Tag::XResolution).as_deref(), Some("1200"));
+    assert!(seen.xmp.contains(sample::CAPTION));
+    assert!(
+        seen.xmp
+            .contains("<hili:DerivedFrom>scan.tif</hili:DerivedFrom>")
+    );
+    assert_eq!(seen.carried.iptc, Some(sample::iptc_records()));
+    assert_eq!(seen.carried.icc, Some(sample::icc_profile()));
+    assert_eq!(seen.carried.dims, (80, 60));
+    assert_eq!(env.sim.ledger().total_charges, 1);
+    assert!(job.content_sha256.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strip_gps_drops_the_location() {
     let env = Env::new(fast_sim()).await;
     let mut settings = env.settings();

@@ -176,6 +176,28 @@ pub fn tagged_png(w: u32, h: u32) -> Vec<u8> {
     png.encoder().bytes().to_vec()
 }
 
+/// A `w`×`h` RGB TIFF, as a scanner writes it: 600 dpi, the camera's make, and the XMP, IPTC
+/// and ICC profile in their TIFF tags (700, 33723, 34675).
+pub fn tagged_tiff(w: u32, h: u32) -> Vec<u8> {
+    use tiff::encoder::{Rational, TiffEncoder, colortype};
+    use tiff::tags::{ResolutionUnit, Tag as T};
+    let mut file = Cursor::new(Vec::new());
+    let mut enc = TiffEncoder::new(&mut file).expect("TIFF header");
+    let mut img = enc.new_image::<colortype::RGB8>(w, h).expect("TIFF image");
+    img.resolution(ResolutionUnit::Inch, Rational { n: DPI, d: 1 });
+    let dir = img.encoder();
+    dir.write_tag(T::Make, CAMERA_MAKE).expect("Make tag");
+    dir.write_tag(T::Unknown(700), &xmp_packet()[..])
+        .expect("XMP tag");
+    dir.write_tag(T::Unknown(33723), &iptc_records()[..])
+        .expect("IPTC tag");
+    dir.write_tag(T::Unknown(34675), &icc_profile()[..])
+        .expect("ICC tag");
+    let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i % 251) as u8).collect();
+    img.write_data(&pixels).expect("TIFF pixels");
+    file.into_inner()
+}
+
 /// What a file carries, read back for assertions: EXIF through the EXIF crate's own container
 /// reader, the rest through [`super::Carried`].
 pub struct Seen {

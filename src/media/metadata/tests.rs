@@ -192,23 +192,7 @@ fn a_result_of_a_result_keeps_one_provenance_record() {
 
 #[test]
 fn a_tiff_source_s_tags_become_the_result_s_metadata() {
-    use tiff::encoder::{Rational, TiffEncoder, colortype};
-    use tiff::tags::{ResolutionUnit, Tag as T};
-    let (w, h) = (40u32, 30u32);
-    let mut file = Cursor::new(Vec::new());
-    let mut enc = TiffEncoder::new(&mut file).unwrap();
-    let mut img = enc.new_image::<colortype::RGB8>(w, h).unwrap();
-    img.resolution(ResolutionUnit::Inch, Rational { n: 600, d: 1 });
-    let dir = img.encoder();
-    dir.write_tag(T::Make, sample::CAMERA_MAKE).unwrap();
-    dir.write_tag(T::Unknown(700), &sample::xmp_packet()[..])
-        .unwrap();
-    dir.write_tag(T::Unknown(33723), &sample::iptc_records()[..])
-        .unwrap();
-    dir.write_tag(T::Unknown(34675), &sample::icc_profile()[..])
-        .unwrap();
-    img.write_data(&vec![90u8; (w * h * 3) as usize]).unwrap();
-    let tiff = file.into_inner();
+    let tiff = sample::tagged_tiff(40, 30);
 
     let c = source::read(&tiff).unwrap();
     assert_eq!(c.dims, (40, 30));
