@@ -1,4 +1,3 @@
-use std::io::Cursor;
 use std::time::{Duration, SystemTime};
 
 use exif::Tag;
