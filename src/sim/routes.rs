@@ -130,6 +130,7 @@ async fn download(State(st): State<Arc<Shared>>, headers: HeaderMap, req: Reques
     };
     match st.job(mdf) {
         Some(job) if job.is_ready(Instant::now()) => {
+            st.note_download(mdf, &job);
             let url = format!(
                 "{}/static/life_img/{mdf}01100.{}",
                 st.base_url,

@@ -47,6 +47,9 @@ pub struct Ledger {
     /// test checks a rate limit against it.
     #[serde(default)]
     pub api_call_ms: Vec<u64>,
+    /// For each result, how long after it was ready its first download call came, in ms.
+    #[serde(default)]
+    pub ready_to_download_ms: Vec<u64>,
 }
 
 impl Ledger {
@@ -79,6 +82,8 @@ pub(super) struct Books {
     upload_requests: u64,
     api_calls: BTreeMap<String, u64>,
     api_call_ms: Vec<u64>,
+    downloaded: HashSet<String>,
+    ready_to_download_ms: Vec<u64>,
 }
 
 impl Books {
@@ -92,6 +97,8 @@ impl Books {
             upload_requests: 0,
             api_calls: BTreeMap::new(),
             api_call_ms: Vec::new(),
+            downloaded: HashSet::new(),
+            ready_to_download_ms: Vec::new(),
         }
     }
 
@@ -119,6 +126,13 @@ impl Books {
         self.api_call_ms.push(at_ms);
     }
 
+    /// A download call for `mdf`, ready for `waited_ms`: counted once per result.
+    pub(super) fn note_download(&mut self, mdf: &str, waited_ms: u64) {
+        if self.downloaded.insert(mdf.to_string()) {
+            self.ready_to_download_ms.push(waited_ms);
+        }
+    }
+
     pub(super) fn note_upload_request(&mut self) {
         self.upload_requests += 1;
     }
@@ -134,6 +148,7 @@ impl Books {
             upload_requests: self.upload_requests,
             api_calls: self.api_calls.clone(),
             api_call_ms: self.api_call_ms.clone(),
+            ready_to_download_ms: self.ready_to_download_ms.clone(),
         }
     }
 }

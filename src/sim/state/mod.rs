@@ -299,6 +299,18 @@ impl Shared {
         }
     }
 
+    /// A download call for a ready result: how long it waited is counted once per result.
+    pub(crate) fn note_download(&self, mdf: &str, job: &Job) {
+        let ready = match job.phase {
+            Phase::Done { finished } => finished.max(job.ready_at),
+            _ => return,
+        };
+        let waited = Instant::now().saturating_duration_since(ready);
+        self.lock()
+            .books
+            .note_download(mdf, waited.as_millis() as u64);
+    }
+
     /// Counts an API call on arrival (see [`Ledger::api_calls`]).
     pub(super) fn note_api_call(&self, endpoint: &str) {
         let at_ms = self.started.elapsed().as_millis() as u64;
