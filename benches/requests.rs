@@ -68,7 +68,7 @@ async fn one_run(photos: usize, rate: f64, upload_concurrency: usize) {
     let store = Store::open(&dir.path().join("state/hili.db"))
         .await
         .expect("opening the store");
-    let jobs: Vec<NewJob> = hili::media::walk(&[inbox.clone()])
+    let jobs: Vec<NewJob> = hili::media::walk(std::slice::from_ref(&inbox))
         .map(|f| f.expect("walking the inbox"))
         .map(|f| NewJob {
             source_path: f.path,
