@@ -13,7 +13,7 @@ use crate::media::{self, AtomicFile};
 use crate::repair::Repair;
 use crate::store::{Job, JobId};
 
-use super::download::FetchError;
+use super::fetch_error::FetchError;
 use super::{Ctx, Metadata, PipelineError};
 
 /// What the step needs from the run, taken before the blocking work.

@@ -16,54 +16,9 @@ use crate::api::error::ApiError;
 use crate::media::{self, AtomicFile, ImageKind};
 use crate::store::{Job, Paid, State};
 
+use super::fetch_error::{FetchError, MIN_BYTES_PER_SEC};
 use super::gate::Priority;
 use super::{Ctx, OnExpired, PipelineError, blocking, now_ms};
-
-/// Why a result could not be fetched and stored.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("the result URL {0:?} is not http or https")]
-    BadUrl(String),
-    #[error("fetching the result failed: {}", crate::api::client::error_chain(.0))]
-    Http(reqwest::Error),
-    #[error("the result host answered HTTP {0}")]
-    Status(u16),
-    #[error("the result is not a JPEG or PNG image")]
-    NotImage,
-    #[error("the result is larger than max_download_bytes ({0} bytes)")]
-    TooLarge(u64),
-    #[error("the result host sent nothing for {0:?}")]
-    Stalled(Duration),
-    #[error(
-        "the result came too slowly ({bytes} bytes in {after:?}, under {} bytes/s)",
-        MIN_BYTES_PER_SEC
-    )]
-    TooSlow { bytes: u64, after: Duration },
-    #[error("writing the result to {dir} failed: {source}; check free space and permissions")]
-    Write {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl FetchError {
-    /// Failures of our own disk or the network are retried until the result expires; a server
-    /// that sends something wrong is retried `max_attempts` times, then the job is held.
-    /// A result host that answers but stalls, trickles or loops counts as sending something
-    /// wrong; a connection that cannot be made or breaks is treated as our network.
-    fn remote_fault(&self) -> bool {
-        match self {
-            FetchError::BadUrl(_)
-            | FetchError::Status(_)
-            | FetchError::NotImage
-            | FetchError::TooLarge(_)
-            | FetchError::Stalled(_)
-            | FetchError::TooSlow { .. } => true,
-            FetchError::Http(e) => e.is_redirect() || e.is_timeout(),
-            FetchError::Write { .. } => false,
-        }
-    }
-}
 
 pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
     let Paid { job, photo } = work;
@@ -149,9 +104,6 @@ pub(super) fn output_dir_in(output_dir: &Path, source_root: &Path, source_dir: &
         .unwrap_or_else(|_| output_dir.to_path_buf())
 }
 
-/// The slowest average a result GET may keep up once its grace period (`api.timeout`) is over.
-/// With the size cap this bounds the total time of any result GET, even one that trickles.
-pub const MIN_BYTES_PER_SEC: u64 = 16 * 1024;
 /// Bytes read before the magic check; no file is created before it passes.
 const HEAD_BYTES: usize = 8;
 /// A result that has fully arrived within this many bytes is kept in memory and written,

@@ -14,6 +14,7 @@ mod carry;
 pub mod control;
 pub mod dispose;
 pub mod download;
+mod fetch_error;
 pub mod gate;
 pub mod pause_note;
 pub mod poll;

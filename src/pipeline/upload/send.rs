@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use crate::api::error::{ApiError, ErrorClass};
-use crate::failpoint;
 use crate::media::Converted;
 use crate::store::{Job, State, StoreError, UploadIntent, Uploaded};
+use crate::{api, failpoint};
+use tokio::sync::SemaphorePermit;
 
 use super::credits::Go;
 use super::{REFUSALS_BEFORE_FAILING, TWIN_WAIT_MS};
@@ -26,91 +27,115 @@ pub(super) async fn send(
     converted: Option<&Converted>,
     go: Go<'_>,
 ) -> Result<(), PipelineError> {
-    let id = job.id;
     // The upload is an API call like any other: it takes its permit from the one limiter
     // (after the polls and downloads waiting), before the intent, so a permit's wait never
     // stands between a durable intent and its request.
     ctx.gate.acquire(Priority::Low).await;
-    // 4. The intent, durable before a byte is sent, with the hash and the credits seen. The
-    //    store refuses it while an identical photo is in flight (checked atomically with the
-    //    state change), so racing workers never pay twice for one photo.
+    if !intend(ctx, job, sha, go.credits_before).await? {
+        return Ok(());
+    }
+    failpoint::hit_for("before-upload-request", &job.source_path);
+    let file = converted.map_or(&job.source_path, |c| &c.path);
+    let answer = ctx.api.upload(file, job.repair, job.rgb).await;
+    failpoint::hit("after-upload-response");
+    match answer {
+        Ok(up) => record_answer(ctx, job, sha, converted, &up, go.slot).await,
+        Err(e) => {
+            let charged = on_upload_error(ctx, job, go.credits_before, e).await?;
+            ctx.control.settle(charged);
+            Ok(())
+        }
+    }
+}
+
+/// Step 4, the intent, durable before a byte is sent, with the hash and the credits seen. The
+/// store refuses it while an identical photo is in flight (checked atomically with the state
+/// change), so racing workers never pay twice for one photo; the job then waits to copy that
+/// photo's result. Returns whether to send.
+async fn intend(
+    ctx: &Ctx,
+    job: &Job,
+    sha: &str,
+    credits_before: u64,
+) -> Result<bool, PipelineError> {
+    let id = job.id;
     let intent = UploadIntent {
-        credits_before: go.credits_before,
+        credits_before,
         content_sha256: Some(sha),
         exclusive: !job.force,
     };
     match ctx.store.begin_upload_with(id, &intent).await {
-        Ok(()) => {}
+        Ok(()) => Ok(true),
         Err(StoreError::TwinBusy { .. }) => {
             ctx.control.settle(false);
             tracing::info!(job = %id, "an identical photo is in flight; waiting to copy its result");
             ctx.store
                 .defer(id, State::Queued, now_ms() + TWIN_WAIT_MS)
                 .await?;
-            return Ok(());
+            Ok(false)
         }
         Err(e) => {
             ctx.control.settle(false);
-            return Err(e.into());
+            Err(e.into())
         }
     }
-    failpoint::hit_for("before-upload-request", &job.source_path);
-    let file = converted.map_or(&job.source_path, |c| &c.path);
-    let answer = ctx.api.upload(file, job.repair, job.rgb).await;
-    failpoint::hit("after-upload-response");
+}
 
-    match answer {
-        Ok(up) => {
-            let expected = converted.map_or(sha, |c| c.sha256.as_str());
-            let changed = !up.sent_sha256.eq_ignore_ascii_case(expected);
-            let first_wait = ctx.poll_clock.first_wait(ctx.settings.poll_interval);
-            let first_poll = now_ms() + first_wait.as_millis() as i64;
-            let recorded = Uploaded {
-                mdf: &up.mdf,
-                img_url: &up.img_url,
-                first_poll_at: Some(first_poll),
-                // The result is of the bytes sent, so they are the job's identity: dedupe and
-                // `hili status` must not claim the result is of the file as hashed. A converted
-                // copy is not the photo: the identity stays the source's content.
-                sent_sha256: (changed && converted.is_none()).then_some(up.sent_sha256.as_str()),
-            };
-            let recorded = ctx.store.queue_uploaded(id, &recorded)?;
-            // The answer is queued ahead of anything the next upload writes (its intent commits
-            // after it or with it, and its request is sent only then), and the charge is
-            // already counted by the service: the next photo may ask for the credits now.
-            drop(go.slot);
-            match recorded.await {
-                Ok(()) => {}
-                Err(StoreError::Conflict { found, .. }) => {
-                    adopt_late_answer(ctx, job, found, &up.mdf, &up.img_url, first_poll).await?
-                }
-                Err(e) => return Err(e.into()),
-            }
-            ctx.control.settle(true);
-            if changed && converted.is_some() {
-                tracing::warn!(
-                    job = %id,
-                    "the converted copy of {} changed while it was being uploaded (sent {}); \
-                     the job keeps the source's identity",
-                    job.source_path.display(),
-                    up.sent_sha256
-                );
-            } else if changed {
-                tracing::warn!(
-                    job = %id,
-                    "{} changed while it was being uploaded; recorded the hash of the bytes \
-                     sent ({}), the result is of those",
-                    job.source_path.display(),
-                    up.sent_sha256
-                );
-            }
-            tracing::info!(job = %id, mdf = %up.mdf, "uploaded {}", job.source_path.display());
+/// Steps 5 and 6 done: the service answered with an mdf. Records it before anything else
+/// happens (adopting it if the job was meanwhile taken for lost) and releases the send slot.
+async fn record_answer(
+    ctx: &Ctx,
+    job: &Job,
+    sha: &str,
+    converted: Option<&Converted>,
+    up: &api::client::Uploaded,
+    slot: SemaphorePermit<'_>,
+) -> Result<(), PipelineError> {
+    let id = job.id;
+    let expected = converted.map_or(sha, |c| c.sha256.as_str());
+    let changed = !up.sent_sha256.eq_ignore_ascii_case(expected);
+    let first_wait = ctx.poll_clock.first_wait(ctx.settings.poll_interval);
+    let first_poll = now_ms() + first_wait.as_millis() as i64;
+    let recorded = Uploaded {
+        mdf: &up.mdf,
+        img_url: &up.img_url,
+        first_poll_at: Some(first_poll),
+        // The result is of the bytes sent, so they are the job's identity: dedupe and
+        // `hili status` must not claim the result is of the file as hashed. A converted
+        // copy is not the photo: the identity stays the source's content.
+        sent_sha256: (changed && converted.is_none()).then_some(up.sent_sha256.as_str()),
+    };
+    let recorded = ctx.store.queue_uploaded(id, &recorded)?;
+    // The answer is queued ahead of anything the next upload writes (its intent commits
+    // after it or with it, and its request is sent only then), and the charge is
+    // already counted by the service: the next photo may ask for the credits now.
+    drop(slot);
+    match recorded.await {
+        Ok(()) => {}
+        Err(StoreError::Conflict { found, .. }) => {
+            adopt_late_answer(ctx, job, found, &up.mdf, &up.img_url, first_poll).await?
         }
-        Err(e) => {
-            let charged = on_upload_error(ctx, job, go.credits_before, e).await?;
-            ctx.control.settle(charged);
-        }
+        Err(e) => return Err(e.into()),
     }
+    ctx.control.settle(true);
+    if changed && converted.is_some() {
+        tracing::warn!(
+            job = %id,
+            "the converted copy of {} changed while it was being uploaded (sent {}); \
+             the job keeps the source's identity",
+            job.source_path.display(),
+            up.sent_sha256
+        );
+    } else if changed {
+        tracing::warn!(
+            job = %id,
+            "{} changed while it was being uploaded; recorded the hash of the bytes \
+             sent ({}), the result is of those",
+            job.source_path.display(),
+            up.sent_sha256
+        );
+    }
+    tracing::info!(job = %id, mdf = %up.mdf, "uploaded {}", job.source_path.display());
     Ok(())
 }
 
