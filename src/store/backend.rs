@@ -117,8 +117,7 @@ operations! {
     fn requeue(&self, id: JobId, from: State, reason: &str, not_before_ms: i64)
         -> Result<(), StoreError>;
     /// To `failed`, with the reason a person reads.
-    fn fail(&self, id: JobId, from: State, reason: &str, credit_spent: bool)
-        -> Result<(), StoreError>;
+    fn fail(&self, id: JobId, from: State, reason: &str) -> Result<(), StoreError>;
     /// `queued` → `skipped`: nothing to do, nothing spent.
     fn skip(&self, id: JobId, reason: &str) -> Result<(), StoreError>;
     /// To `held`: a person decides.

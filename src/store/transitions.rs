@@ -160,28 +160,12 @@ impl SqliteStore {
             .await
     }
 
-    /// `from` → failed (edge `fail`). A failed upload is never charged, so `credit_spent` must
-    /// be false (no edge counts a charge on the way to failed).
-    pub async fn fail(
-        &self,
-        id: JobId,
-        from: State,
-        reason: &str,
-        credit_spent: bool,
-    ) -> Result<(), StoreError> {
-        if credit_spent {
-            return Err(StoreError::Invalid {
-                detail: format!("job {id}: a failure is never charged; hold a charged job"),
-            });
-        }
-        self.take_now(
-            "fail",
-            id,
-            from,
-            vec![("reason", text(reason))],
-            reason.to_string(),
-        )
-        .await
+    /// `from` → failed (edge `fail`). A failed job was never charged (no edge counts a charge
+    /// on the way to failed): a charged job is held instead.
+    pub async fn fail(&self, id: JobId, from: State, reason: &str) -> Result<(), StoreError> {
+        let given = vec![("reason", text(reason))];
+        self.take_now("fail", id, from, given, reason.to_string())
+            .await
     }
 
     /// queued → skipped (edge `skip`): not processed, on purpose, no credit spent (hili's own

@@ -243,10 +243,7 @@ async fn each_transition_writes_exactly_one_event_and_its_columns() {
 async fn illegal_and_stale_transitions_change_nothing() {
     let (_d, store) = open_tmp().await;
     let id = add(&store, "a.jpg").await;
-    let err = store
-        .fail(id, State::Processing, "x", false)
-        .await
-        .unwrap_err();
+    let err = store.fail(id, State::Processing, "x").await.unwrap_err();
     assert!(matches!(err, StoreError::Illegal(_)), "{err}");
     // Legal pair, wrong current state: a conflict naming both.
     let err = store.begin_download(id).await.unwrap_err();
@@ -304,10 +301,7 @@ async fn retry_rules() {
     // failed -> queued, attempts reset.
     let a = add(&store, "a.jpg").await;
     store.begin_upload(a, 5).await.unwrap();
-    store
-        .fail(a, State::Uploading, "errno 9005", false)
-        .await
-        .unwrap();
+    store.fail(a, State::Uploading, "errno 9005").await.unwrap();
     assert_eq!(store.retry(a, false).await.unwrap(), State::Queued);
     let j = store.get(a).await.unwrap().unwrap();
     assert_eq!((j.attempts, j.credit_spent, j.reason), (0, false, None));
@@ -466,10 +460,7 @@ async fn queue_views_credits_and_integrity_survive_reopen() {
     store.record_credits(98).await.unwrap();
     store.record_credits(97).await.unwrap();
     assert_eq!(store.latest_credits().await.unwrap().unwrap().1, 97);
-    store
-        .fail(a, State::Queued, "not an image", false)
-        .await
-        .unwrap();
+    store.fail(a, State::Queued, "not an image").await.unwrap();
     let counts = store.counts().await.unwrap();
     assert_eq!(
         (
@@ -509,11 +500,7 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
     }
     step!(store.begin_upload(id, 9), Queued, Uploading);
     step!(store.requeue(id, Uploading, "503", 0), Uploading, Queued);
-    step!(
-        store.fail(id, Queued, "not an image", false),
-        Queued,
-        Failed
-    );
+    step!(store.fail(id, Queued, "not an image",), Queued, Failed);
     step!(store.retry(id, false), Failed, Queued);
     step!(
         store.hold(id, Queued, "same photo as a held job", false),
@@ -522,11 +509,7 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
     );
     step!(store.retry(id, false), Held, Queued);
     step!(store.begin_upload(id, 9), Queued, Uploading);
-    step!(
-        store.fail(id, Uploading, "errno 9005", false),
-        Uploading,
-        Failed
-    );
+    step!(store.fail(id, Uploading, "errno 9005",), Uploading, Failed);
     step!(store.retry(id, false), Failed, Queued);
     step!(store.begin_upload(id, 9), Queued, Uploading);
     step!(
@@ -594,7 +577,7 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
     step!(store.adopt_answer(id, Held, &late("m4")), Held, Processing);
     step!(store.hold(id, Processing, "9002", false), Processing, Held);
     step!(store.retry(id, true), Held, Queued);
-    step!(store.fail(id, Queued, "gave up", false), Queued, Failed);
+    step!(store.fail(id, Queued, "gave up",), Queued, Failed);
     step!(
         store.adopt_answer(id, Failed, &late("m5")),
         Failed,
@@ -720,10 +703,7 @@ async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
         ..intent(true)
     };
     store.begin_upload_with(f, &other_intent).await.unwrap();
-    store
-        .fail(f, State::Uploading, "9001", false)
-        .await
-        .unwrap();
+    store.fail(f, State::Uploading, "9001").await.unwrap();
     store.begin_upload_with(g, &other_intent).await.unwrap();
     assert_eq!(
         store.get(g).await.unwrap().unwrap().state(),

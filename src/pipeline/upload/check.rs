@@ -64,7 +64,7 @@ pub(super) async fn hash_or_fail(
             job.source_path.display()
         ),
     };
-    ctx.store.fail(id, State::Queued, &reason, false).await?;
+    ctx.store.fail(id, State::Queued, &reason).await?;
     Ok(None)
 }
 

@@ -28,9 +28,7 @@ pub(super) async fn convert(
         Err(e) => {
             let reason = e.to_string();
             tracing::warn!(job = %job.id, "{reason}");
-            ctx.store
-                .fail(job.id, State::Queued, &reason, false)
-                .await?;
+            ctx.store.fail(job.id, State::Queued, &reason).await?;
             return Ok(None);
         }
     };

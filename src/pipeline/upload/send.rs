@@ -210,14 +210,14 @@ async fn on_upload_error(
             );
             tracing::warn!(job = %id, "{reason}");
             ctx.control.note_refusal(id, false);
-            ctx.store.fail(id, State::Uploading, &reason, false).await?;
+            ctx.store.fail(id, State::Uploading, &reason).await?;
         }
         ErrorClass::Transient if attempts >= ctx.settings.max_attempts => {
             let reason = format!(
                 "gave up after {attempts} attempts, no credit spent: {e}; run `hili retry {id}` to try again"
             );
             tracing::warn!(job = %id, "{reason}");
-            ctx.store.fail(id, State::Uploading, &reason, false).await?;
+            ctx.store.fail(id, State::Uploading, &reason).await?;
         }
         ErrorClass::Transient => {
             let wait = ctx.retry_wait(attempts, Duration::from_secs(300), id);
@@ -230,7 +230,7 @@ async fn on_upload_error(
         ErrorClass::PermanentForPhoto => {
             let reason = format!("{}: {e}", job.source_path.display());
             tracing::warn!(job = %id, "{reason}");
-            ctx.store.fail(id, State::Uploading, &reason, false).await?;
+            ctx.store.fail(id, State::Uploading, &reason).await?;
         }
         ErrorClass::AccountWide => {
             ctx.control
