@@ -40,9 +40,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection};
 
 pub use backend::{Committing, JobStore, Store};
@@ -57,7 +55,7 @@ pub use transitions::{UploadIntent, Uploaded};
 
 use conn::{Conn, Primary, WriteTx};
 use error::SqlContext;
-use migrate::{migrate, not_a_database};
+use migrate::{migrate, not_a_database, open_pool};
 
 /// How long a writer waits for the database lock before giving up (another process, e.g. the
 /// CLI next to a running daemon, may hold it briefly).
@@ -149,24 +147,19 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .min_connections(0)
-            // A local file cannot drop a connection: the default liveness ping before every
-            // acquire would only add a round trip to SQLite's worker thread per statement.
-            .test_before_acquire(false)
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| match not_a_database(&e) {
-                Some(detail) => StoreError::NotADatabase {
-                    path: path.to_path_buf(),
-                    detail,
-                },
-                None => StoreError::Open {
-                    path: path.to_path_buf(),
-                    source: Box::new(e),
-                },
-            })?;
+        let pool =
+            open_pool(&options, MAX_CONNECTIONS)
+                .await
+                .map_err(|e| match not_a_database(&e) {
+                    Some(detail) => StoreError::NotADatabase {
+                        path: path.to_path_buf(),
+                        detail,
+                    },
+                    None => StoreError::Open {
+                        path: path.to_path_buf(),
+                        source: Box::new(e),
+                    },
+                })?;
         migrate(&pool).await.map_err(|source| {
             let damaged = match &source {
                 sqlx::migrate::MigrateError::Execute(e) => not_a_database(e),
