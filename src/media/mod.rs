@@ -5,7 +5,9 @@
 //! names outputs and writes them durably without ever overwriting a different file
 //! ([`output_path`], [`unique_destination`], [`AtomicFile`]), and walks the paths given to
 //! `hili add` ([`walk`]), keeps the `.hili-queue` marker of output directories
-//! ([`ensure_marker`]), and moves sources the way `mv` does, crash-safely ([`mover`]). Everything here blocks (std::fs): async callers run
+//! ([`ensure_marker`]), and moves sources the way `mv` does, crash-safely ([`mover`]). It
+//! keeps output folders' fixity manifests ([`manifest`]) and re-hashes many files at once for
+//! `hili verify` ([`sha256_files`]). Everything here blocks (std::fs): async callers run
 //! it through [`blocking`].
 
 mod atomic;
@@ -13,6 +15,7 @@ mod complete;
 mod hash;
 mod header;
 mod kind;
+pub mod manifest;
 mod marker;
 pub mod mover;
 mod naming;
@@ -22,7 +25,7 @@ mod walk;
 
 pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
 pub use complete::{Incomplete, check_complete, check_complete_bytes};
-pub use hash::{sha256_bytes, sha256_file, sha256_reader};
+pub use hash::{sha256_bytes, sha256_file, sha256_files, sha256_reader};
 pub use kind::{ImageKind, sniff, sniff_file};
 pub use marker::{MARKER_NAME, ensure_marker, marker_path, read_marker};
 pub use naming::{

@@ -12,6 +12,7 @@ mod conn;
 mod dispose;
 mod enqueue;
 mod error;
+mod export;
 mod group;
 mod jobs;
 mod meta;
@@ -39,6 +40,7 @@ use sqlx::{ConnectOptions, Connection};
 
 pub use enqueue::{EnqueueOutcome, Known, NewJob};
 pub use error::StoreError;
+pub use export::{AGENT, ExportRow, ProvenanceEvent, event_type};
 pub use jobs::{Event, Identity, Job};
 pub use meta::JobFolders;
 pub use runlock::{RunLock, RunLockError};
@@ -187,13 +189,15 @@ impl Store {
                 open_tx: false,
             })))
         };
-        Ok(Store {
+        let store = Store {
             pool,
             path: path.to_path_buf(),
             primary: connection().await?,
             reads: connection().await?,
             writes: Arc::default(),
-        })
+        };
+        store.record_agent().await;
+        Ok(store)
     }
 
     /// How many times two or more writes waiting at once were committed together (one wait
