@@ -113,6 +113,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                     ctx.store
                         .finish(id, State::Downloading, &path, &sha)
                         .await?;
+                    super::manifest::result_landed(ctx, &job).await;
                     ctx.control.clear_failures(id);
                     tracing::info!(job = %id, "done: {}", path.display());
                 }

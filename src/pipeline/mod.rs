@@ -14,6 +14,7 @@ pub mod control;
 pub mod dispose;
 pub mod download;
 pub mod gate;
+pub mod manifest;
 pub mod pause_note;
 pub mod poll;
 pub mod queue;
