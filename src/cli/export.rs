@@ -158,8 +158,7 @@ fn parse_since(s: &str) -> anyhow::Result<i64> {
             }
         }
     };
-    let t = humantime::parse_rfc3339(&base.to_ascii_uppercase())
-        .map_err(|_| bad())?;
+    let t = humantime::parse_rfc3339(&base.to_ascii_uppercase()).map_err(|_| bad())?;
     let ms = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_err(|_| bad())?

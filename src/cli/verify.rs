@@ -39,9 +39,10 @@ struct Check {
 
 pub async fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<Exit> {
     let scope = match &args.output {
-        Some(p) => Some(media::normalise(&std::path::absolute(p).with_context(|| {
-            format!("{}: cannot resolve the path", p.display())
-        })?)),
+        Some(p) => Some(media::normalise(
+            &std::path::absolute(p)
+                .with_context(|| format!("{}: cannot resolve the path", p.display()))?,
+        )),
         None => None,
     };
     let store = Store::open_existing(&config.database_path()).await?;

@@ -152,7 +152,10 @@ mod tests {
                 Err(_) => assert!(r.is_err(), "{p:?}"),
             }
         }
-        assert_eq!(read.load(Ordering::Relaxed), (0..9).map(|i| i * 1000).sum::<u64>());
+        assert_eq!(
+            read.load(Ordering::Relaxed),
+            (0..9).map(|i| i * 1000).sum::<u64>()
+        );
         assert!(sha256_files(&[], 4, &|_| {}).is_empty());
     }
 }

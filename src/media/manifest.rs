@@ -87,7 +87,10 @@ pub fn render(entries: &[ManifestEntry]) -> Vec<u8> {
 pub fn parse(bytes: &[u8]) -> Result<Vec<ManifestEntry>, (usize, String)> {
     if !bytes.is_empty() && !bytes.ends_with(b"\n") {
         let line = bytes.split(|&b| b == b'\n').count();
-        return Err((line, "the last line has no end: the file is cut short".into()));
+        return Err((
+            line,
+            "the last line has no end: the file is cut short".into(),
+        ));
     }
     let mut out = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -206,7 +209,13 @@ mod tests {
 
     #[test]
     fn render_and_parse_round_trip_awkward_names() {
-        let names = ["plain.jpg", "100% done.jpg", "line\nbreak.png", "cr\r.jpg", "sp  ace.jpg"];
+        let names = [
+            "plain.jpg",
+            "100% done.jpg",
+            "line\nbreak.png",
+            "cr\r.jpg",
+            "sp  ace.jpg",
+        ];
         let entries: Vec<ManifestEntry> = names.iter().map(|n| entry(n, 'e')).collect();
         let bytes = render(&entries);
         assert!(bytes.starts_with(&[b'e'; 64]));
@@ -235,7 +244,10 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap(), None);
         let one = vec![entry("a.jpg", 'a')];
         assert!(write(dir.path(), &one).unwrap());
-        assert!(!write(dir.path(), &one).unwrap(), "unchanged: not rewritten");
+        assert!(
+            !write(dir.path(), &one).unwrap(),
+            "unchanged: not rewritten"
+        );
         let two = vec![entry("a.jpg", 'a'), entry("b.jpg", 'b')];
         assert!(write(dir.path(), &two).unwrap());
         assert_eq!(read(dir.path()).unwrap(), Some(two));

@@ -107,12 +107,11 @@ impl Store {
             .fetch_all(&mut *conn)
             .await
             .ctx(context)?;
-        let seen: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT at, credits_left FROM credit_observations ORDER BY at, id",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .ctx("reading the credit counts seen")?;
+        let seen: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT at, credits_left FROM credit_observations ORDER BY at, id")
+                .fetch_all(&mut *conn)
+                .await
+                .ctx("reading the credit counts seen")?;
         drop(conn);
         rows.iter()
             .map(|row| {
@@ -218,9 +217,18 @@ mod tests {
                 );
             }
         }
-        assert_eq!(event_type(Some(State::Uploading), State::Processing), "uploaded");
-        assert_eq!(event_type(Some(State::Held), State::Processing), "adopt_answer_held");
+        assert_eq!(
+            event_type(Some(State::Uploading), State::Processing),
+            "uploaded"
+        );
+        assert_eq!(
+            event_type(Some(State::Held), State::Processing),
+            "adopt_answer_held"
+        );
         assert_eq!(event_type(None, State::Queued), ENQUEUE);
-        assert_eq!(event_type(Some(State::Done), State::Done), SOURCE_DISPOSITION);
+        assert_eq!(
+            event_type(Some(State::Done), State::Done),
+            SOURCE_DISPOSITION
+        );
     }
 }
