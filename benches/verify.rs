@@ -1,9 +1,9 @@
 //! `hili verify` over 1 GiB of results (256 files of 4 MiB, recorded done in a fresh queue),
-//! timed as the release binary a user runs, against `sha256sum` over the same files: one
-//! process, and one per core (the files split between them), which is what `hili verify`
-//! uses. Warm page cache by default; with `HILI_BENCH_COLD=1` the caches are dropped before
-//! every run (root only: it slows everything else on the machine for a moment), so the
-//! figures are those of the disk.
+//! timed as the release binary a user runs, against `sha256sum` over the same files (one
+//! process, and one per core with the files split between them, as `hili verify` does) and
+//! `cat` of the files to /dev/null, the speed of reading alone. Warm page cache by default;
+//! with `HILI_BENCH_COLD=1` the caches are dropped before every run (root only: it slows
+//! everything else on the machine for a moment), so the figures are those of the disk.
 //!
 //! Run with `cargo bench --bench verify`; prints figures to stdout. The 1 GiB is written under
 //! `$TMPDIR` and removed at the end. `HILI_BENCH_RUNS` sets the repetitions (default 3).
@@ -124,12 +124,18 @@ fn main() {
     let results = write_results(&root.join("out"));
     let db = root.join("state/hili.db");
     let config = root.join("hili.toml");
-    fs::write(&config, format!("[queue]\ndatabase = \"{}\"\n", db.display())).expect("config");
+    fs::write(
+        &config,
+        format!("[queue]\ndatabase = \"{}\"\n", db.display()),
+    )
+    .expect("config");
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(record(&db, root, &results));
     let paths: Vec<&Path> = results.iter().map(|(p, _)| p.as_path()).collect();
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()).min(4);
+    let cores = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
 
     let hili = || {
         let out = Command::new(hili_exe())
@@ -161,7 +167,17 @@ fn main() {
     sha256sum(1);
 
     let mb_s = |d: Duration| TOTAL as f64 / 1e6 / d.as_secs_f64();
-    let cases: [(&str, Box<dyn Fn()>); 3] = [
+    // What the disk (or the page cache) gives at all: the yardstick of "disk speed".
+    let cat = || {
+        let out = Command::new("cat")
+            .args(&paths)
+            .stdout(Stdio::null())
+            .output()
+            .expect("running cat");
+        check(out, "cat");
+    };
+    let cases: [(&str, Box<dyn Fn()>); 4] = [
+        ("cat > /dev/null", Box::new(cat)),
         ("hili verify", Box::new(hili)),
         ("sha256sum (1 process)", Box::new(|| sha256sum(1))),
         ("sha256sum (1 per core)", Box::new(|| sha256sum(cores))),

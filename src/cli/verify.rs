@@ -160,6 +160,8 @@ fn rehash(checks: &[Check]) -> (Vec<String>, Hashed) {
     }
     let bar = progress(h.bytes);
     let paths: Vec<PathBuf> = present.iter().map(|c| c.path.clone()).collect();
+    // One per core: SHA-256 (SHA extensions) runs near the speed of a fast disk on one core,
+    // and each thread has the disk read ahead for it while it hashes.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
     let got = media::sha256_files(&paths, threads, &|n| bar.inc(n));
     bar.finish_and_clear();
