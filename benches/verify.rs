@@ -20,6 +20,9 @@ const FILES: usize = 256;
 const FILE_SIZE: usize = 4 << 20;
 const TOTAL: usize = FILES * FILE_SIZE;
 
+/// One contender: runs once over the 1 GiB.
+type Case<'a> = Box<dyn Fn() + 'a>;
+
 fn hili_exe() -> PathBuf {
     option_env!("CARGO_BIN_EXE_hili")
         .map(PathBuf::from)
@@ -176,7 +179,7 @@ fn main() {
             .expect("running cat");
         check(out, "cat");
     };
-    let cases: [(&str, Box<dyn Fn()>); 4] = [
+    let cases: [(&str, Case); 4] = [
         ("cat > /dev/null", Box::new(cat)),
         ("hili verify", Box::new(hili)),
         ("sha256sum (1 process)", Box::new(|| sha256sum(1))),
