@@ -40,7 +40,8 @@ pub async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
     }
     let db = config.database_path();
     if args.dry_run {
-        return dry_run(&db, found, &args, &output).await;
+        let downscale = config.input.oversize == crate::config::Oversize::Downscale;
+        return dry_run(&db, found, &args, &output, downscale).await;
     }
 
     let store = Store::open(&db).await?;
@@ -111,6 +112,7 @@ async fn dry_run(
     found: Vec<Found>,
     args: &AddArgs,
     output: &Path,
+    downscale: bool,
 ) -> anyhow::Result<Exit> {
     // Without a database nothing is known yet; a dry run never creates one.
     let (known, results): (SourceIndex, HashSet<PathBuf>) = match db.exists() {
@@ -128,8 +130,8 @@ async fn dry_run(
     };
     let mut own = 0u64;
     let (mut to_queue, mut done, mut pending, mut invalid) = (0u64, 0u64, 0u64, 0u64);
-    let mut stuck = 0u64;
-    let probed = tokio::task::spawn_blocking(move || probe_all(found)).await?;
+    let (mut stuck, mut converted, mut downscaled) = (0u64, 0u64, 0u64);
+    let probed = tokio::task::spawn_blocking(move || probe_all(found, downscale)).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     use std::io::Write;
     for (f, problem) in probed {
@@ -157,34 +159,59 @@ async fn dry_run(
                 pending += 1;
                 format!("already queued ({s})  {}", f.path.display())
             }
-            (_, Some(reason)) => {
+            (_, Err(reason)) => {
                 invalid += 1;
                 format!("invalid  {reason}")
             }
-            _ => {
+            (_, Ok(input)) => {
                 to_queue += 1;
-                format!("would queue  {}", f.path.display())
+                let how = match input {
+                    media::Input::Direct(_) => String::new(),
+                    media::Input::Convert(plan) => {
+                        converted += u64::from(plan.from.is_converted());
+                        downscaled += u64::from(plan.fit.is_some());
+                        convert_note(&plan)
+                    }
+                };
+                format!("would queue{how}  {}", f.path.display())
             }
         };
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(
         out,
-        "dry run: {to_queue} to queue (at most {to_queue} credit(s), about ¥{}), {done} already done, {pending} already queued, {stuck} failed or held, {invalid} invalid (never uploaded), {own} hili's own results (skipped)",
-        to_queue * 5
+        "dry run: {to_queue} to queue (at most {to_queue} credit(s), about ¥{}; {converted} converted to PNG or JPEG first, {downscaled} downscaled to fit {} px), {done} already done, {pending} already queued, {stuck} failed or held, {invalid} invalid (never uploaded), {own} hili's own results (skipped)",
+        to_queue * 5,
+        media::MAX_SIDE
     );
     Ok(Exit::Ok)
 }
 
+/// What a dry run says of a source it would convert: " (convert TIFF, downscale 8000×6000 →
+/// 6000×4500)".
+fn convert_note(plan: &media::Plan) -> String {
+    let mut parts = Vec::new();
+    if plan.from.is_converted() {
+        parts.push(format!("convert {}", plan.from));
+    }
+    if let Some((w, h)) = plan.fit {
+        parts.push(format!(
+            "downscale {}×{} → {w}×{h}",
+            plan.width, plan.height
+        ));
+    }
+    format!(" ({})", parts.join(", "))
+}
+
 /// Header checks of every file, on two threads (the machine's cores): no content is read.
-fn probe_all(found: Vec<Found>) -> Vec<(Found, Option<String>)> {
+fn probe_all(found: Vec<Found>, downscale: bool) -> Vec<(Found, Result<media::Input, String>)> {
     let half = found.len() / 2;
     let mut found = found;
     let second = found.split_off(half);
-    let check = |v: Vec<Found>| -> Vec<(Found, Option<String>)> {
+    let check = |v: Vec<Found>| -> Vec<(Found, Result<media::Input, String>)> {
         v.into_iter()
             .map(|f| {
-                let p = media::probe(&f.path).err().map(|e| e.to_string());
+                let p = media::examine(&f.path, downscale).map_err(|e| e.to_string());
                 (f, p)
             })
             .collect()

@@ -1,5 +1,6 @@
 //! `hili export --format csv|json [--since DATE] [--events]`: the queue as records for an
-//! archive. One row per job — source and its SHA-256, conversion, repair type, mdf, upload
+//! archive. One row per job — source and its SHA-256, conversion (the input note: converted
+//! from TIFF, downscaled; empty when sent as it was), repair type, mdf, upload
 //! time, credits before and after, result and its SHA-256, final state and reason — or, with
 //! `--events`, one row per event with what a PREMIS event needs: type (the state machine's
 //! edge), UTC time, object (the photo and its SHA-256), agent (hili's version, the service,
@@ -66,7 +67,12 @@ pub async fn export(config: &Config, args: ExportArgs) -> anyhow::Result<Exit> {
         (&EVENT_COLUMNS, events.iter().map(event_row).collect())
     } else {
         let jobs = store.export_jobs(since).await?;
-        (&JOB_COLUMNS, jobs.iter().map(job_row).collect())
+        let converted = store.input_notes().await?;
+        let rows = jobs
+            .iter()
+            .map(|r| job_row(r, converted.get(&r.job.id)))
+            .collect();
+        (&JOB_COLUMNS, rows)
     };
     store.close().await;
     let mut out = BufWriter::new(std::io::stdout().lock());
@@ -79,15 +85,16 @@ pub async fn export(config: &Config, args: ExportArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn job_row(r: &ExportRow) -> Vec<Value> {
+/// A job's row; `conversion` is its input note (how the input was prepared for the upload:
+/// converted, downscaled), if any.
+fn job_row(r: &ExportRow, conversion: Option<&String>) -> Vec<Value> {
     let j = &r.job;
     let path = |p: &std::path::Path| Value::from(p.to_string_lossy());
     vec![
         json!(j.id.0),
         path(&j.source_path),
         json!(j.content_sha256),
-        // Conversion (TIFF/WebP before upload) is not recorded in the queue yet: empty.
-        Value::Null,
+        json!(conversion),
         json!(j.repair.name()),
         json!(j.rgb.map(|c| c.to_string())),
         json!(j.mdf()),

@@ -96,22 +96,34 @@ pub async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit> {
     };
     let store = open(config).await?;
     let jobs = store.all_jobs(filter).await?;
+    let notes = store.input_notes().await?;
     store.close().await;
+    let note = |j: &Job| notes.get(&j.id).map(String::as_str);
     if args.json {
-        let all: Vec<Value> = jobs.iter().map(job_json).collect();
+        let all: Vec<Value> = jobs
+            .iter()
+            .map(|j| {
+                let mut v = job_json(j);
+                v["input"] = json!(note(j));
+                v
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(Exit::Ok);
     }
     for j in &jobs {
-        let detail = match (&j.output_path, &j.reason) {
-            (Some(out), _) if j.state == State::Done => out.display().to_string(),
+        let mut detail = match (&j.output_path, &j.reason) {
+            (Some(out), _) if j.state() == State::Done => out.display().to_string(),
             (_, Some(r)) => r.clone(),
             _ => String::new(),
         };
+        if let Some(n) = note(j) {
+            detail.push_str(&format!("  [{n}]"));
+        }
         println!(
             "{:>6}  {:<11} {:<6} {}  {}",
             j.id.0,
-            j.state.as_str(),
+            j.state().as_str(),
             j.repair.name(),
             j.source_path.display(),
             detail
@@ -164,7 +176,7 @@ pub async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
 /// and a `#` in a shell command starts a comment, so a pasted `hili retry #3` would do nothing.
 fn resolve_hint(j: &Job) -> String {
     let id = j.id.0;
-    match (&j.mdf, j.credit_spent) {
+    match (j.mdf(), j.credit_spent) {
         (Some(_), _) => format!(
             "hili retry {id} (fetch the result again), or hili retry --reupload {id} (spends a credit)"
         ),
@@ -180,14 +192,14 @@ fn resolve_hint(j: &Job) -> String {
 fn job_json(j: &Job) -> Value {
     json!({
         "id": j.id.0,
-        "state": j.state.as_str(),
+        "state": j.state().as_str(),
         "repair": j.repair.name(),
         "rgb": j.rgb.map(|c| c.to_string()),
         "source": j.source_path.to_string_lossy(),
         "output": j.output_path.as_ref().map(|p| p.to_string_lossy()),
         "output_sha256": j.output_sha256,
         "content_sha256": j.content_sha256,
-        "mdf": j.mdf,
+        "mdf": j.mdf(),
         "reason": j.reason,
         "attempts": j.attempts,
         "credit_spent": j.credit_spent,

@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -112,6 +112,18 @@ impl AtomicFile {
         self.hasher.update(buf);
         self.len += buf.len() as u64;
         Ok(())
+    }
+
+    /// Replaces everything written so far by `buf`, in the same temp file (the metadata of a
+    /// result is rewritten before the result is placed).
+    pub fn replace_with(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.seek(SeekFrom::Start(0)))
+            .map_err(|e| ctx(e, "truncating", &self.temp))?;
+        self.hasher = Sha256::new();
+        self.len = 0;
+        self.write_all(buf)
     }
 
     /// Bytes written so far.

@@ -41,7 +41,7 @@ pub enum InputError {
     Unreadable { path: PathBuf, source: io::Error },
     #[error("{}: is empty (0 bytes): copy the photo again (it may not have finished copying) and add it again", .path.display())]
     Empty { path: PathBuf },
-    #[error("{}: is not a JPEG or PNG image (it looks like {looks_like}); the service accepts only JPEG and PNG: convert it and add it again", .path.display())]
+    #[error("{}: is not a JPEG or PNG image, nor a TIFF, WebP or BMP that hili converts (it looks like {looks_like}): save it as JPEG or PNG and add it again", .path.display())]
     NotAnImage {
         path: PathBuf,
         looks_like: &'static str,
@@ -54,7 +54,7 @@ pub enum InputError {
         kind: ImageKind,
         reason: &'static str,
     },
-    #[error("{}: is {width}×{height} px; the service accepts at most {MAX_SIDE} px per side: resize it and add it again", .path.display())]
+    #[error("{}: is {width}×{height} px; the service accepts at most {MAX_SIDE} px per side: resize it and add it again, or set [input] oversize = \"downscale\" to let hili fit it within {MAX_SIDE} px", .path.display())]
     TooLarge {
         path: PathBuf,
         width: u32,
@@ -72,6 +72,16 @@ pub enum InputError {
     Truncated { path: PathBuf, what: String },
     #[error("{}: damaged: {what}; export or copy the photo again and add it again", .path.display())]
     Damaged { path: PathBuf, what: String },
+    #[error("{}: is a HEIC image, which hili cannot decode and the service does not take: export it as JPEG (on the phone: Settings › Camera › Formats › Most Compatible; on a computer, e.g. `heif-convert photo.heic photo.jpg`) and add that", .path.display())]
+    Heic { path: PathBuf },
+    #[error("{}: is a camera raw file ({what}); hili does not develop raw files: export a JPEG or a 16-bit TIFF from your raw converter and add that", .path.display())]
+    CameraRaw { path: PathBuf, what: String },
+    #[error("{}: the {format} image cannot be converted ({reason}): open it in an image editor, save it as PNG or JPEG and add that", .path.display())]
+    Unconvertible {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
     #[error("{}: could not be checked ({source}): fix the problem and add it again", .path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -94,6 +104,9 @@ impl InputError {
             | InputError::ImplausibleSize { path, .. }
             | InputError::Truncated { path, .. }
             | InputError::Damaged { path, .. }
+            | InputError::Heic { path }
+            | InputError::CameraRaw { path, .. }
+            | InputError::Unconvertible { path, .. }
             | InputError::Io { path, .. } => path,
         }
     }

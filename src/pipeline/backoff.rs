@@ -1,5 +1,5 @@
-//! Exponential backoff with jitter for transient failures, and the gentle polling schedule for
-//! photos the service is still processing.
+//! Exponential backoff with jitter for transient failures (when to poll a processing photo is
+//! `poll_clock`'s).
 
 use std::time::Duration;
 
@@ -25,14 +25,6 @@ fn splitmix64(x: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// How long to wait before asking again about a photo that has been processing for `elapsed`:
-/// the configured interval for the first minute, then growing slowly to six times it, so long
-/// jobs cost few calls and short ones are seen promptly.
-pub fn poll_delay(interval: Duration, elapsed: Duration) -> Duration {
-    let factor = 1.0 + (elapsed.as_secs_f64() / 60.0 - 1.0).max(0.0);
-    interval.mul_f64(factor.min(6.0))
 }
 
 #[cfg(test)]
@@ -82,13 +74,5 @@ mod tests {
             .map(|a| retry_delay(a, base, cap, job).as_millis() * 1000 / (1000u128 << (a - 1)))
             .collect();
         assert!(per_mille.windows(2).any(|w| w[0] != w[1]), "{per_mille:?}");
-    }
-
-    #[test]
-    fn polling_backs_off_gently() {
-        let i = Duration::from_secs(5);
-        assert_eq!(poll_delay(i, Duration::from_secs(10)), i);
-        assert_eq!(poll_delay(i, Duration::from_secs(120)), i * 2);
-        assert_eq!(poll_delay(i, Duration::from_secs(3600)), i * 6);
     }
 }

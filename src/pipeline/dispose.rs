@@ -140,12 +140,7 @@ async fn dispose_one(ctx: &Ctx, job: &Job, rule: Disposition) -> Result<bool, Pi
             Ok(true)
         }
         Err(e) => {
-            tracing::warn!(
-                job = %job.id,
-                "could not move {} to {}: {e}",
-                plan.source.display(),
-                plan.dest.display()
-            );
+            warn_move(job, "could not move", &plan, &e);
             // Undone (then planned again next pass) or, if it got far enough, completed.
             settle(ctx, job, plan).await?;
             Ok(false)
@@ -178,26 +173,31 @@ async fn settle(ctx: &Ctx, job: &Job, plan: MovePlan) -> Result<bool, PipelineEr
         }
         Err(e) => {
             // The record stays: the next start settles it.
-            tracing::warn!(
-                job = %job.id,
-                "could not settle the move of {} to {}: {e}",
-                plan.source.display(),
-                plan.dest.display()
-            );
+            warn_move(job, "could not settle the move of", &plan, &e);
             Ok(false)
         }
     }
 }
 
+/// Logs a move of a source that did not go through, naming both ends.
+fn warn_move(job: &Job, what: &str, plan: &MovePlan, e: &std::io::Error) {
+    tracing::warn!(
+        job = %job.id,
+        "{what} {} to {}: {e}",
+        plan.source.display(),
+        plan.dest.display()
+    );
+}
+
 /// A move carried out: the reason note of a failed source, then the record and the mark.
 async fn finish(ctx: &Ctx, job: &Job, plan: &MovePlan) -> Result<(), PipelineError> {
-    let failed = matches!(job.state, State::Failed | State::Held);
+    let failed = matches!(job.state(), State::Failed | State::Held);
     let note = format!(
         "moved {} to {}{}",
         plan.source.display(),
         plan.dest.display(),
         if failed {
-            format!(" ({})", job.state)
+            format!(" ({})", job.state())
         } else {
             String::new()
         }
@@ -219,7 +219,7 @@ fn write_reason(job: &Job, dest: &Path) -> std::io::Result<()> {
     let mut note_path = dest.to_path_buf().into_os_string();
     note_path.push(".reason.txt");
     let mut f = std::fs::File::create(&note_path)?;
-    writeln!(f, "hili job {} ({}): {reason}", job.id, job.state)?;
+    writeln!(f, "hili job {} ({}): {reason}", job.id, job.state())?;
     writeln!(f, "source: {}", job.source_path.display())?;
     f.sync_all()
 }
@@ -235,7 +235,7 @@ enum Step {
 /// Decides one job's disposition and carries out a delete; a move is only planned.
 fn decide(job: &Job, rule: &Disposition, later: Option<JobId>) -> std::io::Result<Step> {
     let src = &job.source_path;
-    let to_dir = match (job.state, rule.after, &rule.done_dir, &rule.failed_dir) {
+    let to_dir = match (job.state(), rule.after, &rule.done_dir, &rule.failed_dir) {
         (State::Done, After::Move, Some(done_dir), _) => Some(done_dir),
         (State::Done, After::Delete, _, _) => None,
         (State::Failed | State::Held, _, _, Some(failed_dir)) => Some(failed_dir),

@@ -1,7 +1,7 @@
 //! The download stage: from `downloading` to `done`. Asks the API for the result's URL, GETs it
 //! (http/https only, at most 5 redirects, a size cap, a stall limit and a minimum throughput,
 //! must be an image by magic bytes), streams it into a temp file in the output directory,
-//! fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
+//! writes the source's metadata into it (`carry.rs`), fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
 //! the output's path and SHA-256. A server that keeps sending something wrong gets
 //! `max_attempts` tries, then the job is held with the reason.
 
@@ -14,9 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
 use crate::media::{self, AtomicFile, ImageKind};
-use crate::store::{Job, State};
+use crate::store::{Job, Paid, State};
 
-use super::backoff::retry_delay;
 use super::gate::Priority;
 use super::{Ctx, OnExpired, PipelineError, blocking, now_ms};
 
@@ -66,21 +65,11 @@ impl FetchError {
     }
 }
 
-pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
+pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
+    let Paid { job, photo } = work;
     let id = job.id;
-    let Some(mdf) = job.mdf.clone() else {
-        ctx.store
-            .hold(
-                id,
-                State::Downloading,
-                "downloading without an mdf (internal error)",
-                false,
-            )
-            .await?;
-        return Ok(());
-    };
     ctx.gate.acquire(Priority::High).await;
-    let url = match ctx.api.download_url(&mdf).await {
+    let url = match ctx.api.download_url(&photo.mdf).await {
         Ok(url) => url,
         Err(ApiError::NotFound { .. }) => return expired(ctx, &job).await,
         Err(e) => {
@@ -95,8 +84,9 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     match fetch(ctx, &url, dest_dir.clone()).await {
         Ok((body, kind)) => {
             let job2 = job.clone();
+            let carry = super::carry::Carry::of(ctx);
             let stored = blocking(move || {
-                let file = match body {
+                let mut file = match body {
                     Body::Written(file) => file,
                     Body::Small(chunks) => {
                         write_small(&dest_dir, &chunks).map_err(|source| FetchError::Write {
@@ -105,11 +95,13 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                         })?
                     }
                 };
-                store_output(file, &job2, kind)
+                let warning = carry.apply(&mut file, &job2)?;
+                store_output(file, &job2, kind).map(|stored| (stored, warning))
             })
             .await?;
             match stored {
-                Ok((path, sha)) => {
+                Ok(((path, sha), warning)) => {
+                    super::carry::note(ctx, id, warning).await?;
                     ctx.store
                         .finish(id, State::Downloading, &path, &sha)
                         .await?;
@@ -405,12 +397,7 @@ async fn retry_later(
         ctx.control.clear_failures(id);
         return Ok(());
     }
-    let wait = retry_delay(
-        failures,
-        ctx.settings.retry_base,
-        Duration::from_secs(60),
-        id,
-    );
+    let wait = ctx.retry_wait(failures, Duration::from_secs(60), id);
     tracing::warn!(job = %id, "download failed, again in {wait:?}: {why}");
     ctx.store
         .defer(id, State::Downloading, now_ms() + wait.as_millis() as i64)

@@ -10,6 +10,7 @@
 //! - [`supervisor`]: schedules the stages with their own concurrency and priorities.
 
 pub mod backoff;
+mod carry;
 pub mod control;
 pub mod dispose;
 pub mod download;
@@ -17,6 +18,7 @@ pub mod gate;
 pub mod manifest;
 pub mod pause_note;
 pub mod poll;
+mod poll_clock;
 pub mod queue;
 pub mod recover;
 mod settings;
@@ -26,6 +28,7 @@ pub mod upload;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +36,7 @@ pub use settings::{Metadata, OnExpired, Oversize, Settings};
 pub use supervisor::{Progress, RunOptions, Snapshot, Summary, run};
 
 use crate::api::client::ApiClient;
-use crate::store::Store;
+use crate::store::{JobId, Store};
 use control::Control;
 use gate::ApiGate;
 
@@ -61,6 +64,8 @@ pub struct Ctx {
     pub gate: ApiGate,
     pub settings: Settings,
     pub control: Control,
+    /// When to ask about a processing photo, learned from recent processing times.
+    pub poll_clock: poll_clock::PollClock,
     pub shutdown: CancellationToken,
     /// What to do with watched sources after their jobs (replaced on SIGHUP).
     dispositions: std::sync::RwLock<Vec<dispose::Disposition>>,
@@ -86,6 +91,7 @@ impl Ctx {
             store,
             api,
             control: Control::default(),
+            poll_clock: poll_clock::PollClock::default(),
             shutdown,
             dispositions: std::sync::RwLock::new(Vec::new()),
             queue_id: tokio::sync::OnceCell::new(),
@@ -119,6 +125,12 @@ impl Ctx {
             .read()
             .map(|d| d.clone())
             .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// How long to wait after the `failures`-th failure of a job's step: exponential from
+    /// `retry_base`, capped, jittered per job (see [`backoff::retry_delay`]).
+    pub(crate) fn retry_wait(&self, failures: u32, cap: Duration, id: JobId) -> Duration {
+        backoff::retry_delay(failures, self.settings.retry_base, cap, id)
     }
 
     pub fn set_dispositions(&self, rules: Vec<dispose::Disposition>) {

@@ -1,52 +1,39 @@
 //! The poll stage: asks the service about photos in `processing` and moves each finished one to
-//! `downloading`. Polls have priority over uploads at the API gate, and back off gently for
-//! photos that take long.
+//! `downloading`. Polls have priority over uploads at the API gate; when to ask is learned
+//! (`poll_clock`).
 
 use std::time::Duration;
 
 use crate::api::client::JobStatus;
 use crate::api::error::ApiError;
-use crate::store::{Job, State};
+use crate::store::{Job, Paid, State};
 
-use super::backoff::{poll_delay, retry_delay};
+use super::backoff::retry_delay;
 use super::gate::Priority;
 use super::{Ctx, PipelineError, now_ms};
 
-pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
-    let id = job.id;
-    let Some(mdf) = job.mdf.as_deref() else {
-        // Cannot happen through the store's transitions; hold rather than guess.
-        ctx.store
-            .hold(
-                id,
-                State::Processing,
-                "processing without an mdf (internal error)",
-                false,
-            )
-            .await?;
-        return Ok(());
-    };
+pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
+    let Paid { job, photo } = work;
+    let (id, mdf) = (job.id, photo.mdf.as_str());
     ctx.gate.acquire(Priority::High).await;
     match ctx.api.status(mdf).await {
         Ok(JobStatus::Done) => {
             ctx.control.clear_failures(id);
+            ctx.poll_clock.ready(id, elapsed(&job));
             ctx.store.begin_download(id).await?;
         }
         Ok(JobStatus::Processing) => {
-            let since = job.processing_since_ms.unwrap_or_else(now_ms);
-            let elapsed = Duration::from_millis((now_ms() - since).max(0) as u64);
-            let next =
-                now_ms() + poll_delay(ctx.settings.poll_interval, elapsed).as_millis() as i64;
-            ctx.store.set_next_poll(id, next).await?;
+            let interval = ctx.settings.poll_interval;
+            let wait = ctx.poll_clock.still_processing(id, elapsed(&job), interval);
+            ctx.store
+                .set_next_poll(id, now_ms() + wait.as_millis() as i64)
+                .await?;
         }
         // The service forgets a photo when its result expires (one hour after processing):
         // handled like an expired download.
         Err(ApiError::NotFound { .. }) => {
+            ctx.poll_clock.forget(id);
             ctx.store.begin_download(id).await?;
-            let job = crate::store::Job {
-                state: State::Downloading,
-                ..job
-            };
             return super::download::expired(ctx, &job).await;
         }
         Err(e) => {
@@ -63,6 +50,7 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
                     );
                     tracing::warn!(job = %id, "{reason}");
                     ctx.control.clear_failures(id);
+                    ctx.poll_clock.forget(id);
                     ctx.store
                         .hold(id, State::Processing, &reason, false)
                         .await?;
@@ -77,4 +65,10 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
         }
     }
     Ok(())
+}
+
+/// How long the photo has been at the service (since its upload was answered).
+fn elapsed(job: &Job) -> Duration {
+    let since = job.processing_since_ms.unwrap_or_else(now_ms);
+    Duration::from_millis((now_ms() - since).max(0) as u64)
 }

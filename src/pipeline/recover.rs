@@ -2,7 +2,8 @@
 //! may or may not have been charged: the credit count decides. Unchanged since the intent was
 //! recorded → nothing was charged, upload again. Lower → it was charged and the result is
 //! unknown: hold it for a person rather than pay twice. Unreachable → keep asking; never
-//! re-upload blindly. Temp files left by a crash in output directories are removed.
+//! re-upload blindly. Temp files left by a crash in output directories are removed, and so are
+//! converted copies of sources.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,7 +11,6 @@ use std::time::Duration;
 use crate::media;
 use crate::store::{JobId, State};
 
-use super::backoff::retry_delay;
 use super::gate::Priority;
 use super::{Ctx, PipelineError, blocking, now_ms};
 
@@ -44,6 +44,7 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
     if removed > 0 {
         tracing::info!("removed {removed} partial output file(s) left by an interrupted run");
     }
+    clear_converted(ctx).await?;
     // Results recorded done whose manifest line a crash cut off are listed again.
     super::manifest::refresh_all(ctx).await?;
 
@@ -64,6 +65,22 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
             ),
             Err(e) => return Err(e),
         }
+    }
+    Ok(())
+}
+
+/// Converted copies a crash left (see `upload/prepare.rs`): nothing is in flight at start, and
+/// each is rebuilt identically when its job is uploaded.
+async fn clear_converted(ctx: &Ctx) -> Result<(), PipelineError> {
+    let dir = ctx.store.converted_dir();
+    let d = dir.clone();
+    match blocking(move || media::clear_converted(&d)).await? {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("removed {n} converted cop(ies) left by an interrupted run"),
+        Err(e) => tracing::warn!(
+            "could not clear {}: {e}; converted copies are rebuilt anyway",
+            dir.display()
+        ),
     }
     Ok(())
 }
@@ -92,12 +109,7 @@ pub async fn reconcile(
                     return Err(PipelineError::Unreconciled);
                 }
                 ctx.control.pause_if_refused(&e);
-                let wait = retry_delay(
-                    failures,
-                    ctx.settings.retry_base,
-                    Duration::from_secs(60),
-                    id,
-                );
+                let wait = ctx.retry_wait(failures, Duration::from_secs(60), id);
                 tracing::warn!(job = %id, "cannot read the credits to reconcile a lost upload answer, again in {wait:?}: {e}");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use crate::store::{DueLimits, Job, JobId, State};
+use crate::store::{DueLimits, Job, JobId, Paid, State};
 
 use super::control::Pause;
 use super::pause_note::{REPUBLISH, publish_pause};
@@ -76,6 +76,23 @@ enum Stage {
     Upload,
     Poll,
     Download,
+}
+
+/// One job for one stage, with what that stage needs of it.
+enum Task {
+    Upload(Job),
+    Poll(Paid),
+    Download(Paid),
+}
+
+impl Task {
+    fn id(&self) -> JobId {
+        match self {
+            Task::Upload(job) | Task::Poll(Paid { job, .. }) | Task::Download(Paid { job, .. }) => {
+                job.id
+            }
+        }
+    }
 }
 
 /// Runs the pipeline until the queue is drained (`once`) or `ctx.shutdown` is cancelled.
@@ -289,25 +306,25 @@ impl Workers {
 
     /// Starts a stage's due jobs in its free slots (the store left out the busy ones; the
     /// check here only guards against a job being started twice).
-    fn start(&mut self, ctx: &Arc<Ctx>, stage: Stage, jobs: Vec<Job>) {
+    fn start(&mut self, ctx: &Arc<Ctx>, stage: Stage, jobs: Vec<Task>) {
         let free = self.free(ctx, stage);
         let mut started = 0;
-        for job in jobs {
+        for task in jobs {
+            let id = task.id();
             if started == free {
                 break;
             }
-            if self.resting.contains_key(&job.id) || !self.active.insert(job.id) {
+            if self.resting.contains_key(&id) || !self.active.insert(id) {
                 continue;
             }
             started += 1;
             self.running[stage as usize] += 1;
             let ctx = ctx.clone();
-            let id = job.id;
             self.tasks.spawn(async move {
-                let res = match stage {
-                    Stage::Upload => upload::run(&ctx, job).await,
-                    Stage::Poll => poll::run(&ctx, job).await,
-                    Stage::Download => download::run(&ctx, job).await,
+                let res = match task {
+                    Task::Upload(job) => upload::run(&ctx, job).await,
+                    Task::Poll(work) => poll::run(&ctx, work).await,
+                    Task::Download(work) => download::run(&ctx, work).await,
                 };
                 (stage, id, res)
             });
@@ -363,9 +380,18 @@ async fn step(
     };
     let now = now_ms();
     let due = ctx.store.due_work(now, limits, &workers.busy()).await?;
-    workers.start(ctx, Stage::Poll, due.polls);
-    workers.start(ctx, Stage::Download, due.downloads);
-    workers.start(ctx, Stage::Upload, due.uploads);
+    workers.start(
+        ctx,
+        Stage::Poll,
+        due.polls.into_iter().map(Task::Poll).collect(),
+    );
+    let downloads = due.downloads.into_iter().map(Task::Download).collect();
+    workers.start(ctx, Stage::Download, downloads);
+    workers.start(
+        ctx,
+        Stage::Upload,
+        due.uploads.into_iter().map(Task::Upload).collect(),
+    );
     super::dispose::pass(ctx).await?;
     // Sleep until the next job falls due. Work already due but not started waits for a free
     // slot (a task ending wakes us) or for a pause to end (within IDLE_LOOK).

@@ -25,9 +25,10 @@ pub struct SimArgs {
     /// Uploads the customer may still make.
     #[arg(long, default_value_t = 100)]
     pub credits: u64,
-    /// How long a job stays "processing" (status 100).
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    pub processing: Duration,
+    /// How long a job stays "processing" (status 100): one duration ("3s"), or a range
+    /// ("2s..12s") each upload's time is drawn from (seeded by --seed).
+    #[arg(long, default_value = "3s", value_parser = parse_processing)]
+    pub processing: (Duration, Option<Duration>),
     /// How long a result stays downloadable after processing.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub retention: Duration,
@@ -70,6 +71,26 @@ fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
     Ok(Secret::new(s))
 }
 
+/// "3s" or "2s..12s" (the shortest and the longest).
+fn parse_processing(s: &str) -> Result<(Duration, Option<Duration>), String> {
+    let parse = |d: &str| {
+        humantime::parse_duration(d.trim())
+            .map_err(|e| format!("{d:?} is not a duration ({e}); write e.g. 3s or 2s..12s"))
+    };
+    match s.split_once("..") {
+        None => Ok((parse(s)?, None)),
+        Some((lo, hi)) => {
+            let (lo, hi) = (parse(lo)?, parse(hi)?);
+            if hi < lo {
+                return Err(format!(
+                    "{s:?}: the range's end is before its start; write e.g. 2s..12s"
+                ));
+            }
+            Ok((lo, Some(hi)))
+        }
+    }
+}
+
 fn parse_probability(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
@@ -86,7 +107,8 @@ impl SimArgs {
             third_code: self.third_code,
             secret: self.secret.expose().to_string(),
             credits: self.credits,
-            processing: self.processing,
+            processing: self.processing.0,
+            processing_up_to: self.processing.1,
             retention: self.retention,
             seed: self.seed,
             faults: Faults {
@@ -141,5 +163,14 @@ mod tests {
         assert_eq!((o.clock_offset_secs, o.faults.e9006), (-300, 0.5));
         assert_eq!(o.processing, Duration::from_millis(200));
         assert!(Cli::try_parse_from(["x", "--fault-reset", "1.5"]).is_err());
+        let o = Cli::parse_from(["x", "--processing", "2s..12s"])
+            .sim
+            .into_options();
+        let range = (o.processing, o.processing_up_to);
+        assert_eq!(
+            range,
+            (Duration::from_secs(2), Some(Duration::from_secs(12)))
+        );
+        assert!(Cli::try_parse_from(["x", "--processing", "5s..1s"]).is_err());
     }
 }

@@ -51,8 +51,10 @@ pub struct SimOptions {
     pub third_code: String,
     pub secret: String,
     pub credits: u64,
-    /// How long status answers 100 after an upload.
+    /// How long status answers 100 after an upload (the shortest, with `processing_up_to`).
     pub processing: Duration,
+    /// With a value, each upload's processing time is drawn (seeded) from `processing..=this`.
+    pub processing_up_to: Option<Duration>,
     /// How long a result stays downloadable after processing.
     pub retention: Duration,
     pub seed: u64,
@@ -77,6 +79,7 @@ impl Default for SimOptions {
             secret: "demo-secret".into(),
             credits: 100,
             processing: Duration::from_secs(3),
+            processing_up_to: None,
             retention: Duration::from_secs(3600),
             seed: 0,
             faults: Faults::default(),

@@ -58,6 +58,9 @@ async fn date_and_log(State(st): State<Arc<Shared>>, req: Request, next: Next) -
         req.uri().path().to_string(),
         Instant::now(),
     );
+    if let Some(endpoint) = api_endpoint(&path) {
+        st.note_api_call(endpoint);
+    }
     let mut resp = next.run(req).await;
     let what = match resp.extensions().get::<AbortConnection>() {
         Some(_) => "connection reset".to_string(),
@@ -68,6 +71,13 @@ async fn date_and_log(State(st): State<Arc<Shared>>, req: Request, next: Next) -
         resp.headers_mut().insert(header::DATE, v);
     }
     resp
+}
+
+/// The endpoint an API path names (`/api/third/photo/upload` → `upload`); `None` for result
+/// files and the simulator's own `/__sim` routes, which are no API calls.
+fn api_endpoint(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/third/")
+        .and_then(|rest| rest.rsplit('/').next())
 }
 
 fn token_of(headers: &HeaderMap) -> Option<&str> {

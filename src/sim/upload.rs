@@ -146,7 +146,7 @@ async fn validate(st: &Shared, form: Form) -> Result<Valid, Errno> {
 async fn accept(st: &Arc<Shared>, v: Valid) -> Option<(String, Format)> {
     let ext = v.format.ext();
     let dir = st.files_dir.clone();
-    let ready_at = Instant::now() + st.processing;
+    let ready_at = Instant::now() + st.processing_time();
     let passthrough = v.image.is_none();
     let rgb = v.rgb.map(|c| c.to_string());
     let mdf = st.charge(&v.file.sha256, v.repair.wire(), rgb, |mdf| {

@@ -9,11 +9,11 @@ use sqlx::Row;
 
 use super::error::SqlContext;
 use super::jobs::{JOB_COLUMNS, bytes_path, decode_job, path_bytes};
-use super::{Job, JobId, Store, StoreError, now_ms};
+use super::{Job, JobId, SqliteStore, StoreError, now_ms};
 use crate::media::FileId;
 use crate::media::mover::MovePlan;
 
-impl Store {
+impl SqliteStore {
     /// Done, failed or held jobs found under one of `roots` whose source has not been disposed
     /// of yet, oldest first, at most `limit`.
     pub async fn undisposed(

@@ -8,7 +8,7 @@ use sqlx::SqliteConnection;
 
 use super::error::SqlContext;
 use super::jobs::{path_bytes, rgb_text};
-use super::{JobId, State, Store, StoreError, now_ms};
+use super::{JobId, SqliteStore, State, StoreError, now_ms};
 use crate::media::FileId;
 use crate::repair::{Repair, Rgb};
 
@@ -30,7 +30,7 @@ pub struct NewJob {
     pub force: bool,
 }
 
-/// What [`Store::enqueue`] did.
+/// What [`SqliteStore::enqueue`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     /// A new job was created in state queued.
@@ -64,15 +64,7 @@ impl EnqueueOutcome {
     }
 }
 
-impl Store {
-    /// Queues one file; see [`Store::enqueue_many`] for the rules.
-    pub async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
-        let mut out = self.enqueue_many(vec![job]).await?;
-        out.pop().ok_or_else(|| StoreError::Invalid {
-            detail: "enqueue produced no outcome (a bug in hili)".into(),
-        })
-    }
-
+impl SqliteStore {
     /// Queues many files in one transaction; outcomes are in input order.
     ///
     /// Without `force`, a file already known with the same (path, size, mtime, repair, rgb,
@@ -87,7 +79,7 @@ impl Store {
         self.enqueue_many_as(jobs, Known::SameSettings).await
     }
 
-    /// [`Store::enqueue_many`] with the rule for what is already known. Under either rule, a
+    /// [`SqliteStore::enqueue_many`] with the rule for what is already known. Under either rule, a
     /// file at a path where a job wrote its result is hili's own result and is not queued
     /// (`OwnResult`), unless forced.
     pub async fn enqueue_many_as(

@@ -12,7 +12,7 @@ use sqlx::Row;
 use super::error::SqlContext;
 use super::jobs::{JOB_COLUMNS, bytes_path, decode_event, decode_job, path_bytes};
 use super::state::EDGES;
-use super::{Event, Job, State, Store, StoreError};
+use super::{Event, Job, SqliteStore, State, StoreError};
 use crate::repair::Repair;
 
 /// The software that writes events, with its version: each events row carries it.
@@ -20,6 +20,10 @@ pub const AGENT: &str = concat!("hili/", env!("CARGO_PKG_VERSION"));
 
 /// The type of an event that notes what was done with a job's source (its state unchanged).
 pub const SOURCE_DISPOSITION: &str = "source_disposition";
+/// The type of an event that notes how a job's input was prepared (converted, downscaled).
+pub const INPUT: &str = "input_preparation";
+/// The type of any other note (a warning of a stage; the state unchanged).
+pub const NOTE: &str = "note";
 /// The type of the event written when a job is queued.
 pub const ENQUEUE: &str = "enqueue";
 
@@ -38,7 +42,8 @@ pub struct ExportRow {
 #[derive(Debug, Clone)]
 pub struct ProvenanceEvent {
     pub event: Event,
-    /// The edge name (`uploaded`, `finish`, …), [`ENQUEUE`] or [`SOURCE_DISPOSITION`].
+    /// The edge name (`uploaded`, `finish`, …), [`ENQUEUE`], or for a note that changed no
+    /// state [`SOURCE_DISPOSITION`], [`INPUT`] or [`NOTE`].
     pub kind: &'static str,
     /// The software that wrote it ([`AGENT`] of that time); `None` for rows older than the
     /// column.
@@ -49,11 +54,16 @@ pub struct ProvenanceEvent {
     pub repair: Repair,
 }
 
-/// The PREMIS type of an event that moved a job `from` → `to` (see the module comment).
-pub fn event_type(from: Option<State>, to: State) -> &'static str {
+/// The PREMIS type of an event that moved a job `from` → `to` (see the module comment); a
+/// note that changed no state is typed by its detail's prefix.
+pub fn event_type(from: Option<State>, to: State, detail: Option<&str>) -> &'static str {
     match from {
         None => ENQUEUE,
-        Some(f) if f == to => SOURCE_DISPOSITION,
+        Some(f) if f == to => match detail.unwrap_or("") {
+            d if d.starts_with("source: ") => SOURCE_DISPOSITION,
+            d if d.starts_with("input: ") => INPUT,
+            _ => NOTE,
+        },
         Some(f) => EDGES
             .iter()
             .find(|e| e.to == to && e.from.contains(&f))
@@ -61,7 +71,7 @@ pub fn event_type(from: Option<State>, to: State) -> &'static str {
     }
 }
 
-impl Store {
+impl SqliteStore {
     /// Keeps the `agent` the enqueue trigger writes equal to this build's [`AGENT`]. Best
     /// effort: a database this process may not write to is still readable.
     pub(crate) async fn record_agent(&self) {
@@ -157,7 +167,7 @@ impl Store {
                 let repair = Repair::from_wire(&repair_s)
                     .ok_or_else(|| bad(format!("repair type {repair_s:?}")))?;
                 Ok(ProvenanceEvent {
-                    kind: event_type(event.from, event.to),
+                    kind: event_type(event.from, event.to, event.detail.as_deref()),
                     agent: row.try_get("agent").ctx(context)?,
                     source_path: bytes_path(row.try_get("source_path").ctx(context)?),
                     source_sha256: row.try_get("content_sha256").ctx(context)?,

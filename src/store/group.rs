@@ -59,7 +59,7 @@ impl WriteQueue {
     ///
     /// A write whose caller stops waiting (a task cancelled or abandoned at shutdown) is
     /// normally dropped: nobody will act on it. With `keep` it is run anyway, by the next
-    /// writer or at [`Store::close`](super::Store::close): that is for facts the service has
+    /// writer or at [`SqliteStore::close`](super::Store::close): that is for facts the service has
     /// already acted on, such as an upload's answer (the credit is spent; without the mdf on
     /// record the paid result would be lost).
     pub(crate) fn push(
@@ -213,15 +213,18 @@ async fn commit(
 
 #[cfg(test)]
 mod tests {
+    use crate::store::JobStore;
     use std::path::PathBuf;
 
     use crate::repair::Repair;
     use crate::store::sql::Set;
-    use crate::store::{EnqueueOutcome, JobId, NewJob, State, Store, StoreError, Uploaded};
+    use crate::store::{EnqueueOutcome, JobId, NewJob, SqliteStore, State, StoreError, Uploaded};
 
-    async fn store_with(n: usize) -> (tempfile::TempDir, Store, Vec<JobId>) {
+    async fn store_with(n: usize) -> (tempfile::TempDir, SqliteStore, Vec<JobId>) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("q.db")).await.expect("open");
+        let store = SqliteStore::open(&dir.path().join("q.db"))
+            .await
+            .expect("open");
         let jobs = (0..n)
             .map(|i| NewJob {
                 source_path: PathBuf::from(format!("/in/{i}.jpg")),
@@ -250,7 +253,7 @@ mod tests {
 
     /// Holds the writing connection while `n` writes queue behind it, then lets them go.
     async fn queued_while_busy<F, Fut>(
-        store: &Store,
+        store: &SqliteStore,
         n: usize,
         write: F,
     ) -> Vec<Result<(), StoreError>>
@@ -290,7 +293,7 @@ mod tests {
         for (i, r) in results.iter().enumerate().take(3) {
             assert!(r.is_ok(), "write {i}: {r:?}");
             let job = store.get(ids[i]).await.expect("get").expect("job");
-            assert_eq!(job.state, State::Uploading);
+            assert_eq!(job.state(), State::Uploading);
             assert_eq!(job.credits_before, Some(10 + i as u64));
             assert_eq!(store.events(ids[i]).await.expect("events").len(), 2);
         }
@@ -341,10 +344,10 @@ mod tests {
         for i in [0, 2] {
             assert!(results[i].is_ok(), "write {i}: {:?}", results[i]);
             let job = store.get(ids[i]).await.expect("get").expect("job");
-            assert_eq!(job.state, State::Uploading, "job {i}");
+            assert_eq!(job.state(), State::Uploading, "job {i}");
         }
         let job1 = store.get(ids[1]).await.expect("get").expect("job");
-        assert_eq!(job1.state, State::Queued);
+        assert_eq!(job1.state(), State::Queued);
     }
 
     #[tokio::test]
@@ -364,7 +367,7 @@ mod tests {
         // The next write runs the queue, and leaves out the abandoned one.
         store.begin_upload(ids[1], 3).await.expect("a later write");
         let job = store.get(ids[0]).await.expect("get").expect("job");
-        assert_eq!(job.state, State::Queued);
+        assert_eq!(job.state(), State::Queued);
         assert_eq!(store.events(ids[0]).await.expect("events").len(), 1);
         assert!(store.writes.lock().is_empty());
     }
@@ -401,16 +404,18 @@ mod tests {
         drop(busy);
         store.close().await;
 
-        let store = Store::open(&dir.path().join("q.db")).await.expect("reopen");
+        let store = SqliteStore::open(&dir.path().join("q.db"))
+            .await
+            .expect("reopen");
         let job = store.get(answered).await.expect("get").expect("job");
         assert_eq!(
-            (job.state, job.mdf.as_deref(), job.credit_spent),
+            (job.state(), job.mdf(), job.credit_spent),
             (State::Processing, Some("m1"), true),
             "the paid answer is on record"
         );
         let job = store.get(intent).await.expect("get").expect("job");
         assert_eq!(
-            job.state,
+            job.state(),
             State::Queued,
             "an abandoned intent is not written"
         );

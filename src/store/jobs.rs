@@ -27,15 +27,14 @@ pub struct Job {
     pub file_id: Option<FileId>,
     /// Lowercase hex SHA-256 of the content, once hashed.
     pub content_sha256: Option<String>,
-    pub state: State,
+    /// The state, with what it must carry (see [`Stage`]).
+    pub stage: Stage,
     /// Upload attempts so far (each `begin_upload` adds one; a user `retry` resets it).
     pub attempts: u32,
     /// No upload before this instant (backoff).
     pub not_before_ms: i64,
     /// Credits left as seen just before the last upload (for reconciliation).
     pub credits_before: Option<u64>,
-    pub mdf: Option<String>,
-    pub img_url: Option<String>,
     pub output_path: Option<PathBuf>,
     pub output_sha256: Option<String>,
     /// Why the job was last failed, held or requeued.
@@ -52,6 +51,72 @@ pub struct Job {
     pub next_poll_at_ms: Option<i64>,
 }
 
+/// The service's handle on an uploaded photo: its id (`mdf`), and the address of its result
+/// when the service gave one with the upload's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Photo {
+    pub mdf: String,
+    pub img_url: Option<String>,
+}
+
+/// A job's state with what that state must have: a job in `processing` or `downloading` always
+/// has the service's photo, so "downloading without an mdf" cannot be represented (a row that
+/// says so does not decode: [`StoreError::Corrupt`]). `done`, `failed` and `held` keep the photo
+/// when the job had one (a held job's result can still be fetched); the other states have none
+/// (a job back in `queued` has its result columns cleared by the state machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    Queued,
+    Uploading,
+    Processing(Photo),
+    Downloading(Photo),
+    Done(Option<Photo>),
+    Failed(Option<Photo>),
+    Held(Option<Photo>),
+    Skipped,
+}
+
+impl Stage {
+    /// Decodes the `state`, `mdf` and `img_url` columns; `Err` names what is missing.
+    fn decode(state: State, mdf: Option<String>, img_url: Option<String>) -> Result<Stage, String> {
+        let photo = mdf.map(|mdf| Photo { mdf, img_url });
+        let required = |photo: Option<Photo>| photo.ok_or(format!("{state} without an mdf"));
+        Ok(match state {
+            State::Queued => Stage::Queued,
+            State::Uploading => Stage::Uploading,
+            State::Processing => Stage::Processing(required(photo)?),
+            State::Downloading => Stage::Downloading(required(photo)?),
+            State::Done => Stage::Done(photo),
+            State::Failed => Stage::Failed(photo),
+            State::Held => Stage::Held(photo),
+            State::Skipped => Stage::Skipped,
+        })
+    }
+
+    /// The state, without what it carries.
+    pub fn state(&self) -> State {
+        match self {
+            Stage::Queued => State::Queued,
+            Stage::Uploading => State::Uploading,
+            Stage::Processing(_) => State::Processing,
+            Stage::Downloading(_) => State::Downloading,
+            Stage::Done(_) => State::Done,
+            Stage::Failed(_) => State::Failed,
+            Stage::Held(_) => State::Held,
+            Stage::Skipped => State::Skipped,
+        }
+    }
+
+    /// The service's photo, in the states that have one.
+    pub fn photo(&self) -> Option<&Photo> {
+        match self {
+            Stage::Processing(p) | Stage::Downloading(p) => Some(p),
+            Stage::Done(p) | Stage::Failed(p) | Stage::Held(p) => p.as_ref(),
+            Stage::Queued | Stage::Uploading | Stage::Skipped => None,
+        }
+    }
+}
+
 /// What makes two jobs produce the same result: content, repair type and colour.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Identity {
@@ -63,17 +128,17 @@ pub struct Identity {
 impl Job {
     /// The job's state.
     pub fn state(&self) -> State {
-        self.state
+        self.stage.state()
     }
 
     /// The service's id of the uploaded photo, once the upload was answered.
     pub fn mdf(&self) -> Option<&str> {
-        self.mdf.as_deref()
+        self.stage.photo().map(|p| p.mdf.as_str())
     }
 
     /// The service's URL of the result, once known.
     pub fn img_url(&self) -> Option<&str> {
-        self.img_url.as_deref()
+        self.stage.photo().and_then(|p| p.img_url.as_deref())
     }
 
     /// The job's identity, once its content is hashed.
@@ -132,6 +197,12 @@ pub(crate) fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
     };
     let state_s: String = row.try_get("state").map_err(sql)?;
     let state = state_s.parse::<State>().map_err(|e| bad(e.to_string()))?;
+    let stage = Stage::decode(
+        state,
+        row.try_get("mdf").map_err(sql)?,
+        row.try_get("img_url").map_err(sql)?,
+    )
+    .map_err(bad)?;
     let nonneg =
         |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(format!("negative {what} {v}")));
     let size = nonneg(row.try_get("size").map_err(sql)?, "size")?;
@@ -164,12 +235,10 @@ pub(crate) fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
         mtime_ns: row.try_get("mtime_ns").map_err(sql)?,
         file_id,
         content_sha256: row.try_get("content_sha256").map_err(sql)?,
-        state,
+        stage,
         attempts,
         not_before_ms: row.try_get("not_before").map_err(sql)?,
         credits_before,
-        mdf: row.try_get("mdf").map_err(sql)?,
-        img_url: row.try_get("img_url").map_err(sql)?,
         output_path: row
             .try_get::<Option<Vec<u8>>, _>("output_path")
             .map_err(sql)?
@@ -209,4 +278,33 @@ pub(crate) fn decode_event(row: &SqliteRow) -> Result<Event, StoreError> {
         at_ms: row.try_get("at").map_err(sql)?,
         detail: row.try_get("detail").map_err(sql)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_at_the_service_cannot_lack_its_photo() {
+        for state in [State::Processing, State::Downloading] {
+            let err = Stage::decode(state, None, Some("http://x/r.jpg".into())).unwrap_err();
+            assert_eq!(err, format!("{state} without an mdf"));
+        }
+    }
+
+    #[test]
+    fn each_state_decodes_with_what_it_carries() {
+        let photo = || Some("m1".to_string());
+        for state in State::ALL {
+            let stage = Stage::decode(state, photo(), None).expect("decodes");
+            assert_eq!(stage.state(), state);
+            let kept = stage.photo().map(|p| p.mdf.as_str());
+            // A queued, uploading or skipped job has no result at the service to refer to.
+            let expect = match state {
+                State::Queued | State::Uploading | State::Skipped => None,
+                _ => Some("m1"),
+            };
+            assert_eq!(kept, expect, "{state}");
+        }
+    }
 }

@@ -13,7 +13,7 @@ use sqlx::Row;
 use super::error::SqlContext;
 use super::jobs::bytes_path;
 use super::queries::json_array;
-use super::{State, Store, StoreError, now_ms};
+use super::{SqliteStore, State, StoreError, now_ms};
 
 /// Where a group of jobs reads and writes: the output root, the source root and the folder of
 /// the source files. Every job in that group writes into the same output folder.
@@ -24,7 +24,7 @@ pub struct JobFolders {
     pub source_dir: PathBuf,
 }
 
-impl Store {
+impl SqliteStore {
     /// This queue's random id (32 hex digits), stable for the life of the database file.
     pub async fn queue_id(&self) -> Result<String, StoreError> {
         sqlx::query_scalar("SELECT value FROM meta WHERE key = 'queue_id'")

@@ -1,6 +1,10 @@
-//! The persistent, crash-safe job queue in SQLite. This room owns every SQL statement, the
-//! schema (top-level `migrations/`), the job state machine (`state.rs`), the append-only
-//! `events` audit trail and the credit observations. The pipeline only calls methods here.
+//! The persistent, crash-safe job queue. This room owns the store's interface (`backend.rs`:
+//! the [`JobStore`] trait and the [`Store`] handle the rest of hili holds), the job state
+//! machine (`state.rs`) and the decoded rows (`jobs.rs`); and its SQLite implementation,
+//! [`SqliteStore`]: every SQL statement, the schema (top-level `migrations/`), the append-only
+//! `events` audit trail and the credit observations, in the other files. Group commit
+//! (`group.rs`, `write.rs`), the connections (`conn.rs`) and the SQL helpers (`sql.rs`) are the
+//! SQLite side's alone. The pipeline only calls the interface.
 //!
 //! Durability: WAL with `synchronous=FULL`, so a committed transition survives a crash or a
 //! power cut; every write runs in a `BEGIN IMMEDIATE` transaction, so writers queue on the
@@ -8,14 +12,17 @@
 //! transition is one guarded `UPDATE … WHERE id=? AND state=?` plus its events row, so two
 //! workers can never both move a job (and so never both spend a credit on it).
 
+mod backend;
 mod conn;
 mod dispose;
 mod enqueue;
 mod error;
 mod export;
 mod group;
+mod input_notes;
 mod jobs;
 mod meta;
+mod note;
 mod queries;
 mod retry;
 mod runlock;
@@ -38,16 +45,16 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, Connection};
 
+pub use backend::{Committing, JobStore, Store};
 pub use enqueue::{EnqueueOutcome, Known, NewJob};
 pub use error::StoreError;
 pub use export::{AGENT, ExportRow, ProvenanceEvent, event_type};
-pub use jobs::{Event, Identity, Job};
+pub use jobs::{Event, Identity, Job, Photo, Stage};
 pub use meta::JobFolders;
 pub use runlock::{RunLock, RunLockError};
-pub use schedule::{DueLimits, DueWork};
+pub use schedule::{DueLimits, DueWork, Paid};
 pub use state::{IllegalTransition, State, check};
 pub use transitions::{UploadIntent, Uploaded};
-pub use write::QueuedWrite;
 
 use conn::{Conn, Primary, WriteTx};
 use error::SqlContext;
@@ -74,7 +81,7 @@ impl FromStr for JobId {
     }
 }
 
-/// The queue database. Cheap to clone: clones share its two connections.
+/// The queue in SQLite. Cheap to clone: clones share its two connections.
 ///
 /// Every write of this process runs on ONE connection, and every read on one other (the
 /// pool below is only for diagnostics). SQLite serialises writers anyway; one writer keeps its
@@ -84,7 +91,7 @@ impl FromStr for JobId {
 /// processes (the CLI next to a running daemon) have their own connections and queue on the
 /// database lock through busy_timeout.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct SqliteStore {
     pool: SqlitePool,
     path: PathBuf,
     primary: Arc<tokio::sync::Mutex<Primary>>,
@@ -94,10 +101,10 @@ pub struct Store {
     writes: Arc<group::WriteQueue>,
 }
 
-impl Store {
+impl SqliteStore {
     /// Opens (creating if needed, with mode 0600 and parent directories 0700) the database at
     /// `path` and applies pending migrations.
-    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let open_err = |e: std::io::Error| StoreError::Open {
             path: path.to_path_buf(),
             source: Box::new(e),
@@ -124,7 +131,7 @@ impl Store {
 
     /// Opens a database that must already exist (for `status`/`jobs` next to a running
     /// daemon). Errors with [`StoreError::Missing`] instead of creating an empty queue.
-    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
+    pub async fn open_existing(path: &Path) -> Result<SqliteStore, StoreError> {
         if !path.is_file() {
             return Err(StoreError::Missing {
                 path: path.to_path_buf(),
@@ -133,7 +140,7 @@ impl Store {
         Self::connect(path).await
     }
 
-    async fn connect(path: &Path) -> Result<Store, StoreError> {
+    async fn connect(path: &Path) -> Result<SqliteStore, StoreError> {
         // Set through the connect options so that EVERY connection has them.
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -160,25 +167,22 @@ impl Store {
                     source: Box::new(e),
                 },
             })?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|source| {
-                let damaged = match &source {
-                    sqlx::migrate::MigrateError::Execute(e) => not_a_database(e),
-                    _ => None,
-                };
-                match damaged {
-                    Some(detail) => StoreError::NotADatabase {
-                        path: path.to_path_buf(),
-                        detail,
-                    },
-                    None => StoreError::Migrate {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                }
-            })?;
+        migrate(&pool).await.map_err(|source| {
+            let damaged = match &source {
+                sqlx::migrate::MigrateError::Execute(e) => not_a_database(e),
+                _ => None,
+            };
+            match damaged {
+                Some(detail) => StoreError::NotADatabase {
+                    path: path.to_path_buf(),
+                    detail,
+                },
+                None => StoreError::Migrate {
+                    path: path.to_path_buf(),
+                    source,
+                },
+            }
+        })?;
         let connection = || async {
             let conn = options.connect().await.map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
@@ -189,7 +193,7 @@ impl Store {
                 open_tx: false,
             })))
         };
-        let store = Store {
+        let store = SqliteStore {
             pool,
             path: path.to_path_buf(),
             primary: connection().await?,
@@ -285,6 +289,41 @@ pub(crate) fn private_parent(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// How many times a migration that lost a race with another process is tried again.
+const MIGRATE_RACES: u32 = 20;
+
+/// Applies pending migrations. Two processes opening a new queue at once (a daemon starting
+/// while `hili status` runs) both see the same migrations pending: sqlx takes no lock on
+/// SQLite, each migration is one transaction, so the slower one fails on what the faster one
+/// just created ("table jobs already exists"). It then tries again, and finds that migration
+/// applied; each failure means the other process got one further.
+async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
+    let migrator = sqlx::migrate!("./migrations");
+    let mut tries = 0;
+    loop {
+        match migrator.run(pool).await {
+            Err(
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _),
+            ) if tries < MIGRATE_RACES && lost_a_race(&e) => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(tries))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A migration's statement failed because another process had just made the same change.
+fn lost_a_race(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|db| {
+        let m = db.message();
+        m.contains("already exists")
+            || m.contains("duplicate column name")
+            || m.contains("UNIQUE constraint failed: _sqlx_migrations")
+    })
+}
+
 /// SQLite's answer for a file that is not a database or is damaged (SQLITE_NOTADB 26,
 /// SQLITE_CORRUPT 11): a clear "damaged" error, never a generic open failure.
 fn not_a_database(e: &sqlx::Error) -> Option<String> {
@@ -306,13 +345,15 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("q.db")).await.expect("open");
+        let store = SqliteStore::open(&dir.path().join("q.db"))
+            .await
+            .expect("open");
         (dir, store)
     }
 
-    async fn credit_rows(store: &Store) -> i64 {
+    async fn credit_rows(store: &SqliteStore) -> i64 {
         let mut conn = store.conn("test").await.expect("conn");
         sqlx::query_scalar("SELECT COUNT(*) FROM credit_observations")
             .fetch_one(&mut *conn)
@@ -350,7 +391,9 @@ mod tests {
 
     /// The settings of the store's own connection as `(journal_mode, synchronous,
     /// foreign_keys, busy_timeout_ms)`.
-    async fn connection_settings(store: &Store) -> Result<(String, i64, i64, i64), StoreError> {
+    async fn connection_settings(
+        store: &SqliteStore,
+    ) -> Result<(String, i64, i64, i64), StoreError> {
         let ctx = "reading the connection settings";
         let mut conn = store.conn(ctx).await?;
         let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
@@ -374,7 +417,7 @@ mod tests {
     async fn open_creates_a_private_file_and_sets_pragmas_on_every_connection() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("state/hili.db");
-        let store = Store::open(&path).await.expect("open");
+        let store = SqliteStore::open(&path).await.expect("open");
         let mode = |p: &Path| {
             use std::os::unix::fs::PermissionsExt;
             std::fs::metadata(p).unwrap().permissions().mode() & 0o777

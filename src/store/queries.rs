@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use super::error::SqlContext;
 use super::jobs::{JOB_COLUMNS, decode_event, decode_job, path_bytes};
-use super::{Event, Job, JobId, State, Store, StoreError, now_ms};
+use super::{Event, Job, JobId, SqliteStore, State, StoreError, now_ms};
 
-impl Store {
+impl SqliteStore {
     /// Runs a job SELECT (`{cols}` is replaced by every column) and decodes the rows.
     pub(crate) async fn select_jobs<'q>(
         &self,

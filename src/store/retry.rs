@@ -2,9 +2,9 @@
 //! (poll scheduling, upload backoff of a queued job).
 
 use super::sql::{Set, Val};
-use super::{JobId, State, Store, StoreError};
+use super::{JobId, SqliteStore, State, StoreError};
 
-impl Store {
+impl SqliteStore {
     /// Retries a failed, held or (with `reupload`) done job; returns its new state.
     ///
     /// - failed → queued;
@@ -16,10 +16,10 @@ impl Store {
     /// warns about that (see `Job::credit_spent`). Other states → `NotRetryable`.
     pub async fn retry(&self, id: JobId, reupload: bool) -> Result<State, StoreError> {
         let job = self.get(id).await?.ok_or(StoreError::NotFound(id))?;
-        let from = job.state;
+        let from = job.state();
         let to = match from {
             State::Failed => State::Queued,
-            State::Held if job.mdf.is_some() && !reupload => State::Downloading,
+            State::Held if job.mdf().is_some() && !reupload => State::Downloading,
             // Charged with its answer lost: there is nothing to fetch, and only `--reupload`
             // may spend (another) credit on it.
             State::Held if !reupload && self.held_after_a_lost_answer(id).await? => {

@@ -11,10 +11,10 @@ use super::error::SqlContext;
 use super::jobs::{JOB_COLUMNS, bytes_path, decode_job, path_bytes, rgb_text};
 use super::queries::{Bind, json_array};
 use super::sql::{Set, Val};
-use super::{Identity, Job, JobId, State, Store, StoreError};
+use super::{Identity, Job, JobId, Photo, SqliteStore, Stage, State, StoreError};
 use crate::repair::{Repair, Rgb};
 
-impl Store {
+impl SqliteStore {
     /// Every other job with this identity, in any state, by id.
     pub async fn identity_twins(
         &self,
@@ -80,17 +80,29 @@ impl Store {
             }
             let stage: i64 = row.try_get("stage").ctx("finding due work")?;
             let job = decode_job(row)?;
-            match stage {
-                0 => work.polls.push(job),
-                1 => work.downloads.push(job),
-                _ => work.uploads.push(job),
+            match (stage, &job.stage) {
+                (0, Stage::Processing(photo)) => work.polls.push(Paid {
+                    photo: photo.clone(),
+                    job,
+                }),
+                (1, Stage::Downloading(photo)) => work.downloads.push(Paid {
+                    photo: photo.clone(),
+                    job,
+                }),
+                (2, Stage::Queued) => work.uploads.push(job),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        job: job.id,
+                        detail: format!("due as stage {stage} while {}", job.state()),
+                    });
+                }
             }
         }
         // A compound SELECT does not promise to keep its parts' order: restore it.
         work.polls
-            .sort_by_key(|j| (j.next_poll_at_ms.unwrap_or(0), j.id));
+            .sort_by_key(|p| (p.job.next_poll_at_ms.unwrap_or(0), p.job.id));
         work.downloads
-            .sort_by_key(|j| (j.processing_since_ms.unwrap_or(0), j.id));
+            .sort_by_key(|p| (p.job.processing_since_ms.unwrap_or(0), p.job.id));
         work.uploads.sort_by_key(|j| j.id);
         Ok(work)
     }
@@ -178,7 +190,7 @@ fn due_work_sql() -> String {
     )
 }
 
-/// How many due jobs of each stage [`Store::due_work`] may return.
+/// How many due jobs of each stage [`SqliteStore::due_work`] may return.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DueLimits {
     pub polls: usize,
@@ -186,11 +198,19 @@ pub struct DueLimits {
     pub uploads: usize,
 }
 
-/// One look at what is due; see [`Store::due_work`].
+/// A job the service has a photo of (in `processing` or `downloading`), as the poll and download
+/// stages take it: the photo is part of the type, so neither stage checks for it.
+#[derive(Debug, Clone)]
+pub struct Paid {
+    pub job: Job,
+    pub photo: Photo,
+}
+
+/// One look at what is due; see [`SqliteStore::due_work`].
 #[derive(Debug, Default)]
 pub struct DueWork {
-    pub polls: Vec<Job>,
-    pub downloads: Vec<Job>,
+    pub polls: Vec<Paid>,
+    pub downloads: Vec<Paid>,
     pub uploads: Vec<Job>,
     /// The earliest `next_poll_at`/`not_before` of any waiting job; may be in the past.
     pub next_due_ms: Option<i64>,
@@ -205,7 +225,9 @@ mod tests {
     #[tokio::test]
     async fn due_work_walks_indexes_instead_of_sorting_the_backlog() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(&dir.path().join("q.db")).await.expect("open");
+        let store = SqliteStore::open(&dir.path().join("q.db"))
+            .await
+            .expect("open");
         let mut conn = store.reader("test").await.expect("conn");
         let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {}", due_work_sql()))
             .bind(0i64)

@@ -1,5 +1,5 @@
 //! Every state change of a job, as thin wrappers over the state machine's table
-//! (`state::EDGES`): each takes one named edge with [`Store::take`], which is ONE guarded
+//! (`state::EDGES`): each takes one named edge with [`SqliteStore::take`], which is ONE guarded
 //! `UPDATE … WHERE id=? AND state=?from` plus its `events` row in one `BEGIN IMMEDIATE`
 //! transaction (`write.rs`); if the job is no longer in `from`, nothing is written and the
 //! caller gets `Conflict` (so racing workers cannot both win). Fail points `before:from->to` /
@@ -11,7 +11,7 @@ use super::jobs::path_bytes;
 use super::sql::{Set, Val, hash_val, text};
 use super::state::IllegalTransition;
 use super::write::{Extras, QueuedWrite};
-use super::{JobId, State, Store, StoreError, check, now_ms};
+use super::{JobId, SqliteStore, State, StoreError, check, now_ms};
 
 /// The columns an upload's answer sets (edges `uploaded`, `adopt_answer[_held]`).
 fn answer_values(id: JobId, answer: &Uploaded<'_>) -> Result<Vec<(&'static str, Val)>, StoreError> {
@@ -34,7 +34,7 @@ const NO_BUSY_TWIN: &str = "NOT EXISTS (SELECT 1 FROM jobs AS t \
      AND t.id != jobs.id AND (t.state IN ('uploading', 'processing', 'downloading') \
      OR (t.state = 'held' AND t.credit_spent = 1)))";
 
-/// What the pipeline knows when it commits to an upload; see [`Store::begin_upload_with`].
+/// What the pipeline knows when it commits to an upload; see [`SqliteStore::begin_upload_with`].
 #[derive(Debug, Clone, Copy)]
 pub struct UploadIntent<'a> {
     /// The credits left, read just before; a lost answer is reconciled against it.
@@ -46,7 +46,7 @@ pub struct UploadIntent<'a> {
     pub exclusive: bool,
 }
 
-/// An upload's answer; see [`Store::queue_uploaded`].
+/// An upload's answer; see [`SqliteStore::queue_uploaded`].
 #[derive(Debug, Clone, Copy)]
 pub struct Uploaded<'a> {
     pub mdf: &'a str,
@@ -57,17 +57,7 @@ pub struct Uploaded<'a> {
     pub sent_sha256: Option<&'a str>,
 }
 
-impl Store {
-    /// queued → uploading: the upload intent, persisted BEFORE the request is sent.
-    pub async fn begin_upload(&self, id: JobId, credits_before: u64) -> Result<(), StoreError> {
-        let intent = UploadIntent {
-            credits_before,
-            content_sha256: None,
-            exclusive: false,
-        };
-        self.begin_upload_with(id, &intent).await
-    }
-
+impl SqliteStore {
     /// queued → uploading (edge `begin_upload`) with everything the pipeline knows at that
     /// instant, in ONE transaction: the credits seen (also kept as a credit observation), the
     /// content hash, and — when `exclusive` — the guarantee that no identical photo is in
@@ -106,7 +96,7 @@ impl Store {
     /// next upload's intent, say) commits after it, or with it. The credit is spent, so the
     /// answer reaches the database even if the upload task is abandoned (shutdown grace over)
     /// while the write waits for the connection.
-    pub fn queue_uploaded(
+    pub(crate) fn queue_uploaded(
         &self,
         id: JobId,
         answer: &Uploaded<'_>,

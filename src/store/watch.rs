@@ -8,9 +8,9 @@ use sqlx::Row;
 
 use super::error::SqlContext;
 use super::jobs::{bytes_path, path_bytes};
-use super::{JobId, Store, StoreError};
+use super::{JobId, SqliteStore, StoreError};
 
-impl Store {
+impl SqliteStore {
     /// path → (size, mtime_ns) of the latest job found under `source_root` (any state, any
     /// settings: a watch folder processes a file version once, whatever its repair type is
     /// later changed to). Whether a file is new is still decided by `enqueue_many_as`; this

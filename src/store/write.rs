@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::sql::{Set, Val};
-use super::{JobId, State, Store, StoreError, now_ms};
+use super::{JobId, SqliteStore, State, StoreError, now_ms};
 use crate::failpoint;
 
 /// Parts of a write beyond the guarded UPDATE and its event.
@@ -20,7 +20,7 @@ pub(crate) struct Extras {
     pub keep_if_abandoned: bool,
 }
 
-impl Store {
+impl SqliteStore {
     /// Updates columns of a job that must still be in `state`, without a transition (no
     /// event): scheduling, backoff, hashes.
     pub(crate) async fn update_in(
@@ -142,10 +142,10 @@ fn guarded_write(
 }
 
 /// A write queued on the store, behind every write queued before it; see
-/// [`Store::queue_uploaded`].
+/// [`SqliteStore::queue_uploaded`].
 #[must_use = "a queued write must be awaited to know that it was committed"]
 pub struct QueuedWrite<'a> {
-    store: &'a Store,
+    store: &'a SqliteStore,
     done: tokio::sync::oneshot::Receiver<Result<super::group::Report, StoreError>>,
     id: JobId,
     from: State,

@@ -240,7 +240,7 @@ async fn chaos_kills_and_faults_never_pay_twice_nor_lose_a_photo() {
     let fault_total: u64 = ledger.faults.values().sum();
     let charge_drops = ledger.faults.get("charge_drop").copied().unwrap_or(0);
     let store = env.store().await;
-    assert_eq!(integrity(&store).await, Ok(()));
+    assert_eq!(integrity(&env.db).await, Ok(()));
     let jobs = store.all_jobs(None).await.unwrap();
     let mut sources = HashSet::new();
     let (mut done, mut held) = (0usize, 0usize);
@@ -252,7 +252,7 @@ async fn chaos_kills_and_faults_never_pay_twice_nor_lose_a_photo() {
             "two jobs for one file"
         );
         let sha = j.content_sha256.clone().unwrap_or_default();
-        match j.state {
+        match j.state() {
             State::Done => {
                 done += 1;
                 let out = j.output_path.clone().expect("a done job has an output");
@@ -290,7 +290,7 @@ async fn chaos_kills_and_faults_never_pay_twice_nor_lose_a_photo() {
             hili::store::check(w[0].to, w[1].to)
                 .unwrap_or_else(|e| panic!("job {}: illegal step in its trail: {e}", j.id));
         }
-        assert_eq!(events.last().map(|e| e.to), Some(j.state), "job {}", j.id);
+        assert_eq!(events.last().map(|e| e.to), Some(j.state()), "job {}", j.id);
     }
     store.close().await;
     if accounted.len() != jobs.len() {
@@ -301,7 +301,7 @@ async fn chaos_kills_and_faults_never_pay_twice_nor_lose_a_photo() {
                 .push(format!(
                     "{} {:?} {}",
                     j.id,
-                    j.state,
+                    j.state(),
                     j.source_path.display()
                 ));
         }

@@ -239,8 +239,9 @@ async fn add_takes_files_and_directories_recursively_and_only_once() {
     want.sort();
     assert_eq!(sources, want);
     assert!(
-        jobs.iter()
-            .all(|j| j.state == State::Queued && j.repair == Repair::Sr && j.output_dir == env.out)
+        jobs.iter().all(|j| j.state() == State::Queued
+            && j.repair == Repair::Sr
+            && j.output_dir == env.out)
     );
 
     // The same add again: nothing new, nothing duplicated.

@@ -39,7 +39,7 @@ async fn assert_safe(env: &Env, step: &str, photos: usize) -> (usize, usize) {
     assert_eq!(jobs.len(), photos, "{step}");
     let (mut done, mut held) = (0, 0);
     for j in &jobs {
-        match j.state {
+        match j.state() {
             State::Done => {
                 done += 1;
                 let out = j.output_path.clone().unwrap();
@@ -61,7 +61,7 @@ async fn assert_safe(env: &Env, step: &str, photos: usize) -> (usize, usize) {
             other => panic!("{step}: job {} ended {other:?}: {:?}", j.id, j.reason),
         }
     }
-    assert_eq!(integrity(&store).await, Ok(()));
+    assert_eq!(integrity(&env.db).await, Ok(()));
     store.close().await;
     let outputs = env.outputs();
     for o in &outputs {
@@ -94,6 +94,7 @@ async fn a_crash_at_every_step_never_charges_twice_nor_leaves_partial_output() {
         ("after:uploading->processing", false),
         ("before:processing->downloading", false),
         ("after:processing->downloading", false),
+        ("before-metadata-copy", false),
         ("before-output-rename", false),
         ("before:downloading->done", false),
         ("after:downloading->done", false),

@@ -115,7 +115,7 @@ async fn a_source_replaced_during_processing_is_processed_as_its_own_job_not_dis
                 jobs(&env)
                     .await
                     .iter()
-                    .any(|j| j.state == State::Processing)
+                    .any(|j| j.state() == State::Processing)
             },
         )
         .await;
@@ -135,7 +135,7 @@ async fn a_source_replaced_during_processing_is_processed_as_its_own_job_not_dis
             "both versions done and disposed of",
             async || {
                 let js = jobs(&env).await;
-                js.len() == 2 && js.iter().all(|j| j.state == State::Done) && !scan.exists()
+                js.len() == 2 && js.iter().all(|j| j.state() == State::Done) && !scan.exists()
             },
         )
         .await;
@@ -198,7 +198,7 @@ async fn a_symlinked_subfolder_with_delete_leaves_the_link_target_alone() {
 
     let js = jobs(&env).await;
     assert_eq!(js.len(), 2, "{stderr}");
-    assert!(js.iter().all(|j| j.state == State::Done), "{js:?}");
+    assert!(js.iter().all(|j| j.state() == State::Done), "{js:?}");
     assert_eq!(env.outputs().len(), 2);
     // Its own photo was deleted; the one behind the link was processed and left alone.
     assert!(!env.inbox.join("own.jpg").exists());
@@ -304,7 +304,7 @@ async fn a_kill_at_each_step_of_a_cross_filesystem_move_leaves_no_duplicate_or_o
         let js = store.all_jobs(None).await.unwrap();
         store.close().await;
         assert_eq!(js.len(), 1, "{step}");
-        assert_eq!(js[0].state, State::Done, "{step}");
+        assert_eq!(js[0].state(), State::Done, "{step}");
         let notes = event_notes(&env, &js[0]).await;
         assert!(notes.contains("moved"), "{step}: {notes}");
         assert_eq!(env.sim.ledger().total_charges, 1, "{step}: paid twice");

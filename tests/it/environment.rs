@@ -128,7 +128,7 @@ async fn a_full_output_disk_keeps_the_job_downloading_until_space_returns() {
     until(
         Duration::from_secs(10),
         "the job is processing",
-        async || only_job(&env).await.state == State::Processing,
+        async || only_job(&env).await.state() == State::Processing,
     )
     .await;
     let filler = fill(&env.out);
@@ -137,14 +137,14 @@ async fn a_full_output_disk_keeps_the_job_downloading_until_space_returns() {
     until(
         Duration::from_secs(10),
         "the job reaches downloading",
-        async || only_job(&env).await.state == State::Downloading,
+        async || only_job(&env).await.state() == State::Downloading,
     )
     .await;
     until(Duration::from_secs(10), "two failed writes", async || {
         logs.text().matches("No space left on device").count() >= 2
     })
     .await;
-    assert_eq!(only_job(&env).await.state, State::Downloading);
+    assert_eq!(only_job(&env).await.state(), State::Downloading);
     assert!(temps_under(&env.out).is_empty(), "no temp file is left");
     let log = logs.text();
     assert!(
@@ -188,7 +188,7 @@ async fn a_result_that_expires_while_the_output_is_unwritable_is_held() {
     until(
         Duration::from_secs(10),
         "the job is processing",
-        async || only_job(&env).await.state == State::Processing,
+        async || only_job(&env).await.state() == State::Processing,
     )
     .await;
     block_output(&env);
@@ -198,7 +198,7 @@ async fn a_result_that_expires_while_the_output_is_unwritable_is_held() {
         .unwrap();
     assert_eq!(summary.held, 1, "{summary:?}");
     let j = only_job(&env).await;
-    assert_eq!(j.state, State::Held);
+    assert_eq!(j.state(), State::Held);
     let reason = j.reason.unwrap_or_default();
     assert!(reason.contains("result expired, credit lost"), "{reason}");
     assert!(reason.contains("p.jpg"), "{reason}");
@@ -283,7 +283,7 @@ fn block_output(env: &Env) {
 
 async fn open_state(env: &Env) -> Option<State> {
     let store = hili::store::Store::open_existing(&env.db).await.ok()?;
-    let s = store.all_jobs(None).await.ok()?.first().map(|j| j.state);
+    let s = store.all_jobs(None).await.ok()?.first().map(|j| j.state());
     store.close().await;
     s
 }
@@ -514,7 +514,7 @@ async fn outputs_stay_in_the_output_directory() {
     until(
         Duration::from_secs(10),
         "the `..` job is done",
-        async || jobs(&env).await.iter().any(|j| j.state == State::Done),
+        async || jobs(&env).await.iter().any(|j| j.state() == State::Done),
     )
     .await;
     until(Duration::from_secs(10), "a refused write", async || {
@@ -531,7 +531,7 @@ async fn outputs_stay_in_the_output_directory() {
     assert!(env.out.join("outside.sr.jpg").is_file());
     let all = jobs(&env).await;
     let linked = all.iter().find(|j| j.source_path == linked_src).unwrap();
-    assert_eq!(linked.state, State::Downloading, "waits for a person");
+    assert_eq!(linked.state(), State::Downloading, "waits for a person");
     let escaped: Vec<_> = walkdir::WalkDir::new(&elsewhere)
         .into_iter()
         .filter_map(Result::ok)

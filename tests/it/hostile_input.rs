@@ -157,11 +157,11 @@ async fn broken_inputs_fail_clearly_without_a_charge_and_the_run_goes_on() {
     );
 
     let all = jobs(&env).await;
-    assert_eq!(job_for(&all, &good).state, State::Done);
+    assert_eq!(job_for(&all, &good).state(), State::Done);
     for (p, expect) in &bad {
         let j = job_for(&all, p);
         let reason = j.reason.clone().unwrap_or_default();
-        assert_eq!(j.state, State::Failed, "{}: {reason}", p.display());
+        assert_eq!(j.state(), State::Failed, "{}: {reason}", p.display());
         assert!(!j.credit_spent, "{}: {reason}", p.display());
         assert!(
             reason.contains(&p.display().to_string()),
@@ -296,9 +296,9 @@ async fn an_unreadable_file_fails_clearly_for_the_daemon_user() {
     assert!(log.contains("locked.jpg: cannot be read"), "{log}");
 
     let all = jobs(&env).await;
-    assert_eq!(job_for(&all, &good).state, State::Done);
+    assert_eq!(job_for(&all, &good).state(), State::Done);
     let j = job_for(&all, &locked);
-    assert_eq!(j.state, State::Failed);
+    assert_eq!(j.state(), State::Failed);
     assert!(
         j.reason
             .as_deref()

@@ -98,11 +98,11 @@ fn hostile_count(env: &Env, mode: &str) -> u64 {
 /// with that reason, no second charge, nothing written.
 async fn assert_charged_and_held(env: &Env, mode: &str) {
     let (summary, job) = run(env).await;
-    assert_eq!(job.state, State::Held, "{summary:?} {job:?}");
+    assert_eq!(job.state(), State::Held, "{summary:?} {job:?}");
     let reason = job.reason.clone().unwrap();
     assert!(reason.starts_with("charged, result unknown"), "{reason}");
     assert!(reason.len() < 500, "reason stays short: {reason}");
-    assert!(job.credit_spent && job.mdf.is_none(), "{job:?}");
+    assert!(job.credit_spent && job.mdf().is_none(), "{job:?}");
     let l = env.sim.ledger();
     assert_eq!((l.total_charges, l.duplicate_charges), (1, 0));
     assert_eq!(hostile_count(env, mode), 1);
@@ -113,7 +113,7 @@ async fn assert_charged_and_held(env: &Env, mode: &str) {
 /// reason containing `why`, one charge, nothing written.
 async fn assert_download_held(env: &Env, why: &str) -> Job {
     let (summary, job) = run(env).await;
-    assert_eq!(job.state, State::Held, "{summary:?} {job:?}");
+    assert_eq!(job.state(), State::Held, "{summary:?} {job:?}");
     let reason = job.reason.clone().unwrap();
     assert!(
         reason.starts_with("could not download the result after 2 attempts"),
@@ -136,7 +136,7 @@ async fn assert_download_held(env: &Env, why: &str) -> Job {
 /// the source.
 async fn assert_done(env: &Env) {
     let (summary, job) = run(env).await;
-    assert_eq!(job.state, State::Done, "{summary:?} {job:?}");
+    assert_eq!(job.state(), State::Done, "{summary:?} {job:?}");
     assert_eq!(env.sim.ledger().total_charges, 1);
     assert_eq!(written_only_to_output(env), ["a.sr.jpg"]);
     let out = env.out.join("a.sr.jpg");
@@ -185,7 +185,7 @@ hostile_cases! {
         Hostile::new(HostileMode::NotJson).on(ApiSite::Status)
         => |env| {
             let (summary, job) = run(&env).await;
-            assert_eq!(job.state, State::Held, "{summary:?} {job:?}");
+            assert_eq!(job.state(), State::Held, "{summary:?} {job:?}");
             let reason = job.reason.clone().unwrap();
             assert!(reason.contains("malformed"), "{reason}");
             assert!(reason.contains(&format!("hili retry {}", job.id)), "{reason}");

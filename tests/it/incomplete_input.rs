@@ -79,7 +79,7 @@ async fn truncated_png_and_jpegs_never_reach_the_upload_endpoint() {
     };
     for p in [&good_jpeg, &good_png, &trailing] {
         assert_eq!(
-            job(p).state,
+            job(p).state(),
             State::Done,
             "{}: {:?}",
             p.display(),
@@ -89,7 +89,7 @@ async fn truncated_png_and_jpegs_never_reach_the_upload_endpoint() {
     for (p, what) in &bad {
         let j = job(p);
         let reason = j.reason.clone().unwrap_or_default();
-        assert_eq!(j.state, State::Failed, "{}: {reason}", p.display());
+        assert_eq!(j.state(), State::Failed, "{}: {reason}", p.display());
         assert!(!j.credit_spent, "{reason}");
         assert!(
             reason.starts_with(&format!("{}: {what}", p.display())),

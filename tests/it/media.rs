@@ -152,7 +152,7 @@ fn probe_refuses_oversized_by_header_alone() {
     assert_eq!(
         e.to_string(),
         format!(
-            "{}: is 7000×10 px; the service accepts at most 6000 px per side: resize it and add it again",
+            "{}: is 7000×10 px; the service accepts at most 6000 px per side: resize it and add it again, or set [input] oversize = \"downscale\" to let hili fit it within 6000 px",
             d.path().join("photo.jpg").display()
         )
     );

@@ -49,7 +49,7 @@ async fn job(env: &Env, id: i64) -> hili::store::Job {
 async fn wait_state(env: &Env, id: i64, state: State) {
     let deadline = Instant::now() + WAIT;
     loop {
-        if job(env, id).await.state == state {
+        if job(env, id).await.state() == state {
             return;
         }
         assert!(Instant::now() < deadline, "job {id} never reached {state}");
@@ -111,7 +111,7 @@ async fn a_second_run_once_is_refused_while_the_first_uploads(after_charge: bool
     );
     assert_eq!(ledger.upload_requests, 1);
     let j = job(&env, 1).await;
-    assert_eq!((j.state, j.charges), (State::Done, 1));
+    assert_eq!((j.state(), j.charges), (State::Done, 1));
 }
 
 #[tokio::test]
@@ -190,7 +190,7 @@ async fn an_answer_that_arrives_for_a_job_taken_for_lost_is_recorded_not_dropped
     });
     env.run_once(env.settings()).await;
     let j = job(&env, 1).await;
-    assert_eq!(j.state, State::Done, "{:?}", j.reason);
+    assert_eq!(j.state(), State::Done, "{:?}", j.reason);
     // The hold counted the charge; adopting the answer did not count it again.
     assert_eq!((j.charges, j.credit_spent), (1, true));
     let store = env.store().await;
@@ -223,7 +223,7 @@ async fn retry_of_a_charged_unknown_hold_needs_reupload_and_says_what_it_costs()
     env.add(Repair::Sr, None).await;
     env.run_hili(["run", "--once"]).await.expect_code(3);
     let j = job(&env, 1).await;
-    assert_eq!(j.state, State::Held);
+    assert_eq!(j.state(), State::Held);
     assert!(
         j.reason
             .as_deref()
@@ -241,7 +241,7 @@ async fn retry_of_a_charged_unknown_hold_needs_reupload_and_says_what_it_costs()
             "{args:?}\n{}",
             out.both()
         );
-        assert_eq!(job(&env, 1).await.state, State::Held);
+        assert_eq!(job(&env, 1).await.state(), State::Held);
     }
     env.run_hili(["run", "--once"]).await.expect_code(0);
     assert_eq!(env.sim.ledger().total_charges, 1, "a plain retry spent");
@@ -254,7 +254,7 @@ async fn retry_of_a_charged_unknown_hold_needs_reupload_and_says_what_it_costs()
         out.both()
     );
     env.run_hili(["run", "--once"]).await.expect_code(0);
-    assert_eq!(job(&env, 1).await.state, State::Done);
+    assert_eq!(job(&env, 1).await.state(), State::Done);
     // Asked for, so paid: the second charge of the same content is the person's choice.
     assert_eq!(env.sim.ledger().total_charges, 2);
 }
@@ -305,7 +305,7 @@ async fn a_result_copied_back_into_a_watch_folder_is_skipped_unpaid() {
     out.expect_code(0);
     assert!(out.stdout.contains("1 skipped"), "{}", out.both());
     let j = job(&env, 2).await;
-    assert_eq!(j.state, State::Skipped);
+    assert_eq!(j.state(), State::Skipped);
     assert!(
         j.reason
             .as_deref()
@@ -418,7 +418,7 @@ async fn run_once_ends_refused(env: &Env) -> String {
     );
     let ledger = env.sim.ledger();
     assert_eq!((ledger.total_charges, ledger.upload_requests), (0, 0));
-    assert_eq!(job(env, 1).await.state, State::Queued);
+    assert_eq!(job(env, 1).await.state(), State::Queued);
     out.stderr
 }
 
@@ -490,7 +490,7 @@ async fn errno_9006_again_and_again_fails_the_photo_after_three_tries() {
     env.add(Repair::Sr, None).await;
     env.run_hili(["run", "--once"]).await.expect_code(3);
     let j = job(&env, 1).await;
-    assert_eq!(j.state, State::Failed);
+    assert_eq!(j.state(), State::Failed);
     assert!(
         j.reason
             .as_deref()
@@ -525,7 +525,7 @@ async fn a_file_over_max_upload_bytes_is_never_sent() {
     let jobs = store.all_jobs(None).await.unwrap();
     store.close().await;
     let big_job = jobs.iter().find(|j| j.source_path == big_path).unwrap();
-    assert_eq!(big_job.state, State::Failed);
+    assert_eq!(big_job.state(), State::Failed);
     assert!(
         big_job
             .reason

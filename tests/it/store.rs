@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use hili::repair::{Repair, Rgb};
 use hili::store::{
-    DueLimits, EnqueueOutcome, Job, JobId, NewJob, State, Store, StoreError, UploadIntent, Uploaded,
+    DueLimits, EnqueueOutcome, Job, JobId, NewJob, Paid, State, Store, StoreError, UploadIntent,
+    Uploaded,
 };
 
 fn job(name: &str) -> NewJob {
@@ -52,7 +53,7 @@ async fn record_uploaded(store: &Store, id: JobId, mdf: &str, url: &str) -> Resu
         first_poll_at: None,
         sent_sha256: None,
     };
-    store.queue_uploaded(id, &answer)?.committed().await
+    store.queue_uploaded(id, &answer)?.await
 }
 
 /// Takes a fresh job through upload to processing.
@@ -77,6 +78,10 @@ fn ids(jobs: &[Job]) -> Vec<JobId> {
     jobs.iter().map(|j| j.id).collect()
 }
 
+fn paid_ids(work: &[Paid]) -> Vec<JobId> {
+    work.iter().map(|w| w.job.id).collect()
+}
+
 #[tokio::test]
 async fn open_existing_refuses_a_missing_file_and_reads_a_live_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,7 +98,10 @@ async fn open_existing_refuses_a_missing_file_and_reads_a_live_one() {
         o => panic!("{o:?}"),
     };
     let reader = Store::open_existing(&path).await.unwrap();
-    assert_eq!(reader.get(id).await.unwrap().unwrap().state, State::Queued);
+    assert_eq!(
+        reader.get(id).await.unwrap().unwrap().state(),
+        State::Queued
+    );
 }
 
 #[tokio::test]
@@ -192,7 +200,7 @@ async fn each_transition_writes_exactly_one_event_and_its_columns() {
     store.begin_upload(id, 42).await.unwrap();
     let j = store.get(id).await.unwrap().unwrap();
     assert_eq!(
-        (j.state, j.attempts, j.credits_before, j.credit_spent),
+        (j.state(), j.attempts, j.credits_before, j.credit_spent),
         (State::Uploading, 1, Some(42), false)
     );
     record_uploaded(&store, id, "mdf1", "https://x/1.jpg")
@@ -200,13 +208,13 @@ async fn each_transition_writes_exactly_one_event_and_its_columns() {
         .unwrap();
     let j = store.get(id).await.unwrap().unwrap();
     assert_eq!(
-        (j.mdf.as_deref(), j.credit_spent, j.charges),
+        (j.mdf(), j.credit_spent, j.charges),
         (Some("mdf1"), true, 1)
     );
     assert!(j.processing_since_ms.is_some());
     store.set_next_poll(id, 5_000).await.unwrap();
     assert!(due(&store, 4_999).await.polls.is_empty());
-    assert_eq!(ids(&due(&store, 5_000).await.polls), vec![id]);
+    assert_eq!(paid_ids(&due(&store, 5_000).await.polls), vec![id]);
     store.begin_download(id).await.unwrap();
     store
         .finish(id, State::Downloading, Path::new("/o/a.sr.jpg"), &hash('b'))
@@ -251,7 +259,7 @@ async fn illegal_and_stale_transitions_change_nothing() {
         Err(StoreError::NotFound(JobId(999)))
     ));
     assert_eq!(store.events(id).await.unwrap().len(), 1);
-    assert_eq!(store.get(id).await.unwrap().unwrap().state, State::Queued);
+    assert_eq!(store.get(id).await.unwrap().unwrap().state(), State::Queued);
 }
 
 #[tokio::test]
@@ -318,7 +326,12 @@ async fn retry_rules() {
     assert_eq!(store.retry(b, true).await.unwrap(), State::Queued);
     let j = store.get(b).await.unwrap().unwrap();
     assert_eq!(
-        (j.mdf, j.img_url, j.credit_spent, j.charges),
+        (
+            j.mdf().map(str::to_string),
+            j.img_url().map(str::to_string),
+            j.credit_spent,
+            j.charges
+        ),
         (None, None, true, 1)
     );
     // held without mdf (answer lost, charged): nothing to fetch, so a plain retry is refused
@@ -342,7 +355,7 @@ async fn retry_rules() {
             && err.to_string().contains("another credit"),
         "{err}"
     );
-    assert_eq!(store.get(c).await.unwrap().unwrap().state, State::Held);
+    assert_eq!(store.get(c).await.unwrap().unwrap().state(), State::Held);
     assert_eq!(store.retry(c, true).await.unwrap(), State::Queued);
     // done: only with --reupload, and the output is forgotten.
     let d = add(&store, "d.jpg").await;
@@ -387,7 +400,7 @@ async fn the_content_hash_comes_with_the_intent_and_twins_are_found_by_identity(
         store.begin_upload_with(a, &with_hash("abc")).await,
         Err(StoreError::Invalid { .. })
     ));
-    assert_eq!(store.get(a).await.unwrap().unwrap().state, State::Queued);
+    assert_eq!(store.get(a).await.unwrap().unwrap().state(), State::Queued);
 
     let upper = hash('E');
     for id in [a, b, other_repair] {
@@ -419,7 +432,11 @@ async fn the_content_hash_comes_with_the_intent_and_twins_are_found_by_identity(
         .unwrap();
     let twins = store.identity_twins(&ident, b).await.unwrap();
     assert_eq!(
-        (twins[0].id, twins[0].state, twins[0].output_path.as_deref()),
+        (
+            twins[0].id,
+            twins[0].state(),
+            twins[0].output_path.as_deref()
+        ),
         (a, State::Done, Some(Path::new("/o/a.jpg")))
     );
 }
@@ -466,9 +483,9 @@ async fn queue_views_credits_and_integrity_survive_reopen() {
     store.close().await;
 
     let store = Store::open(&path).await.unwrap();
-    assert_eq!(store.get(a).await.unwrap().unwrap().state, State::Failed);
+    assert_eq!(store.get(a).await.unwrap().unwrap().state(), State::Failed);
     assert_eq!(store.events(b).await.unwrap().len(), 3);
-    assert_eq!(crate::helpers::integrity(&store).await, Ok(()));
+    assert_eq!(crate::helpers::integrity(&path).await, Ok(()));
 }
 
 #[tokio::test]
@@ -486,7 +503,7 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
             assert_eq!(ev.len(), n_events, "{:?} -> {:?}", $from, $to);
             let last = ev.last().unwrap();
             assert_eq!((last.from, last.to), (Some($from), $to));
-            assert_eq!(store.get(id).await.unwrap().unwrap().state, $to);
+            assert_eq!(store.get(id).await.unwrap().unwrap().state(), $to);
             seen.insert(($from, $to));
         }};
     }
@@ -629,9 +646,9 @@ async fn crash_before_commit_loses_the_step_and_after_commit_keeps_it() {
         assert!(!status.success(), "{at}: the child should have aborted");
         let store = Store::open(&db).await.unwrap();
         let j = store.get(id).await.unwrap().unwrap();
-        assert_eq!(j.state, expect_state, "{at}");
+        assert_eq!(j.state(), expect_state, "{at}");
         assert_eq!(store.events(id).await.unwrap().len(), expect_events, "{at}");
-        assert_eq!(crate::helpers::integrity(&store).await, Ok(()));
+        assert_eq!(crate::helpers::integrity(&db).await, Ok(()));
     }
 }
 
@@ -678,7 +695,7 @@ async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
     ));
     // Nothing of the refused intent was written.
     let got = store.get(b).await.unwrap().unwrap();
-    assert_eq!((got.state, got.content_sha256), (State::Queued, None));
+    assert_eq!((got.state(), got.content_sha256), (State::Queued, None));
     assert_eq!(store.events(b).await.unwrap().len(), events_before);
 
     // Held after a charge blocks too (paying again would double the charge); a twin that
@@ -708,7 +725,10 @@ async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
         .await
         .unwrap();
     store.begin_upload_with(g, &other_intent).await.unwrap();
-    assert_eq!(store.get(g).await.unwrap().unwrap().state, State::Uploading);
+    assert_eq!(
+        store.get(g).await.unwrap().unwrap().state(),
+        State::Uploading
+    );
 }
 
 #[tokio::test]
@@ -730,14 +750,17 @@ async fn due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs() {
         uploads: 10,
     };
     let due = store.due_work(6_000, all, &[]).await.unwrap();
-    assert_eq!(ids(&due.polls), vec![p]);
-    assert_eq!(ids(&due.downloads), vec![d]);
+    assert_eq!(paid_ids(&due.polls), vec![p]);
+    assert_eq!(paid_ids(&due.downloads), vec![d]);
     assert_eq!(ids(&due.uploads), vec![q1]);
     assert_eq!(due.next_due_ms, Some(0), "q1 and d are due since 0");
 
     // Busy jobs are left out; a zero limit skips the stage.
     let due = store.due_work(6_000, all, &[q1, d]).await.unwrap();
-    assert_eq!((ids(&due.uploads), ids(&due.downloads)), (vec![], vec![]));
+    assert_eq!(
+        (ids(&due.uploads), paid_ids(&due.downloads)),
+        (vec![], vec![])
+    );
     let none = DueLimits { polls: 0, ..all };
     assert!(
         store
@@ -852,4 +875,24 @@ async fn a_reused_inode_is_not_taken_for_a_renamed_file() {
         store.successor(&a_job).await.unwrap().map(|j| j.id),
         Some(c)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_opening_a_new_queue_at_once_all_open_it() {
+    // A daemon starting while `hili status` runs: each sees every migration pending. Here, 8
+    // stores with their own connections open one new file at once, 10 times over.
+    for round in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hili.db");
+        let opens = (0..8).map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move { Store::open(&db).await.map(|_| ()) })
+        });
+        for (i, open) in opens.collect::<Vec<_>>().into_iter().enumerate() {
+            let opened = open.await.unwrap();
+            assert!(opened.is_ok(), "round {round}, store {i}: {opened:?}");
+        }
+        let store = Store::open(&db).await.unwrap();
+        assert_eq!(store.job_count().await.unwrap(), 0);
+    }
 }

@@ -33,13 +33,13 @@ async fn a_photo_renamed_while_queued_is_superseded_not_failed() {
     let out = env.run_hili(["run", "--once"]).await;
     out.expect_code(0);
     let all = jobs(&env).await;
-    assert_eq!(all[0].state, State::Skipped, "{:?}", all[0].reason);
+    assert_eq!(all[0].state(), State::Skipped, "{:?}", all[0].reason);
     let reason = all[0].reason.clone().unwrap();
     assert!(
         reason.starts_with("superseded by job 2") && reason.contains("wedding.jpg"),
         "{reason}"
     );
-    assert_eq!(all[1].state, State::Done);
+    assert_eq!(all[1].state(), State::Done);
     let ledger = env.sim.ledger();
     assert_eq!((ledger.total_charges, ledger.upload_requests), (1, 1));
     assert_eq!(env.outputs().len(), 1, "one result");
@@ -63,7 +63,7 @@ async fn a_photo_saved_again_while_hili_was_stopped_is_processed_once_in_its_new
     );
     env.run_hili(["run", "--once"]).await.expect_code(0);
     let all = jobs(&env).await;
-    assert_eq!(all[0].state, State::Skipped);
+    assert_eq!(all[0].state(), State::Skipped);
     assert!(
         all[0]
             .reason
@@ -73,7 +73,7 @@ async fn a_photo_saved_again_while_hili_was_stopped_is_processed_once_in_its_new
         "{:?}",
         all[0].reason
     );
-    assert_eq!(all[1].state, State::Done);
+    assert_eq!(all[1].state(), State::Done);
     let ledger = env.sim.ledger();
     assert_eq!(ledger.total_charges, 1);
     // What was paid for is the new version.
@@ -117,10 +117,10 @@ async fn a_folder_renamed_while_its_photos_are_processed_gets_each_result_once()
     std::fs::rename(env.inbox.join("roll-1"), env.inbox.join("1962 Lisbon")).unwrap();
     loop {
         let all = jobs(&env).await;
-        let done = all.iter().filter(|j| j.state == State::Done).count();
-        let skipped = all.iter().filter(|j| j.state == State::Skipped).count();
+        let done = all.iter().filter(|j| j.state() == State::Done).count();
+        let skipped = all.iter().filter(|j| j.state() == State::Skipped).count();
         if done == 2 && skipped == 2 && all.len() == 4 {
-            for j in all.iter().filter(|j| j.state == State::Skipped) {
+            for j in all.iter().filter(|j| j.state() == State::Skipped) {
                 assert!(
                     j.reason.as_deref().unwrap().contains("renamed from"),
                     "{:?}",

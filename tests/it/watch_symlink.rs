@@ -23,7 +23,7 @@ async fn wait_state(ctx: &Ctx, path: &PathBuf, state: Option<State>, limit: Dura
         let jobs = ctx.store.all_jobs(None).await.unwrap();
         let hit = jobs
             .iter()
-            .any(|j| &j.source_path == path && state.is_none_or(|s| j.state == s));
+            .any(|j| &j.source_path == path && state.is_none_or(|s| j.state() == s));
         if hit {
             return t0.elapsed();
         }
@@ -33,7 +33,7 @@ async fn wait_state(ctx: &Ctx, path: &PathBuf, state: Option<State>, limit: Dura
             path.display(),
             state.map_or("queued".to_string(), |s| s.to_string()),
             jobs.iter()
-                .map(|j| (j.source_path.clone(), j.state, j.reason.clone()))
+                .map(|j| (j.source_path.clone(), j.state(), j.reason.clone()))
                 .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(25)).await;

@@ -9,19 +9,27 @@ use std::path::Path;
 use crate::media;
 use crate::store::{Job, State};
 
-use crate::pipeline::{Ctx, PipelineError, blocking};
+use crate::pipeline::{Ctx, Oversize, PipelineError, blocking};
 
 /// The file as it is now: whether it changed since it was queued (gone, or another size or
 /// time), and the input check with its hash.
 pub(super) struct Inspected {
     pub changed: bool,
-    pub checked: Result<std::io::Result<String>, String>,
+    pub checked: Result<std::io::Result<Checked>, String>,
+}
+
+/// A file that may be sent: its content hash (the job's identity) and, when the service does
+/// not take it as it is, how it is converted first.
+pub(super) struct Checked {
+    pub sha: String,
+    pub plan: Option<media::Plan>,
 }
 
 /// Reads the file once for everything step 1 needs.
 pub(super) async fn inspect(ctx: &Ctx, job: &Job) -> Result<Inspected, PipelineError> {
     let src = job.source_path.clone();
     let limit = ctx.settings.max_upload_bytes;
+    let downscale = ctx.settings.oversize == Oversize::Downscale;
     let (recorded_size, recorded_mtime) = (job.size, job.mtime_ns);
     blocking(move || {
         let changed = match std::fs::metadata(&src) {
@@ -30,7 +38,7 @@ pub(super) async fn inspect(ctx: &Ctx, job: &Job) -> Result<Inspected, PipelineE
         };
         Inspected {
             changed,
-            checked: check_and_hash(&src, limit),
+            checked: check_and_hash(&src, limit, downscale),
         }
     })
     .await
@@ -42,11 +50,11 @@ pub(super) async fn inspect(ctx: &Ctx, job: &Job) -> Result<Inspected, PipelineE
 pub(super) async fn hash_or_fail(
     ctx: &Ctx,
     job: &Job,
-    checked: Result<std::io::Result<String>, String>,
-) -> Result<Option<String>, PipelineError> {
+    checked: Result<std::io::Result<Checked>, String>,
+) -> Result<Option<Checked>, PipelineError> {
     let id = job.id;
     let reason = match checked {
-        Ok(Ok(sha)) => return Ok(Some(sha)),
+        Ok(Ok(c)) => return Ok(Some(c)),
         Err(reason) => {
             tracing::warn!(job = %id, "{reason}");
             reason
@@ -61,15 +69,25 @@ pub(super) async fn hash_or_fail(
 }
 
 /// The input check and the content hash: `Err(reason)` for a file that must not be sent,
-/// `Ok(Err(_))` for one that could not be read.
-fn check_and_hash(src: &Path, limit: u64) -> Result<std::io::Result<String>, String> {
+/// `Ok(Err(_))` for one that could not be read. A file to convert is checked by its decode
+/// (`prepare`), and the size limit applies to the converted copy.
+fn check_and_hash(
+    src: &Path,
+    limit: u64,
+    downscale: bool,
+) -> Result<std::io::Result<Checked>, String> {
     // What is wrong with the file itself first (it says more), then the size limit.
-    let probe = media::probe(src).map_err(|e| e.to_string())?;
-    media::check_size(src, &probe).map_err(|e| e.to_string())?;
-    if let Some(reason) = too_large(src, probe.size, limit) {
-        return Err(reason);
-    }
-    Ok(media::sha256_file(src))
+    let plan = match media::examine(src, downscale).map_err(|e| e.to_string())? {
+        media::Input::Direct(probe) => {
+            media::check_size(src, &probe).map_err(|e| e.to_string())?;
+            if let Some(reason) = too_large(src, probe.size, limit) {
+                return Err(reason);
+            }
+            None
+        }
+        media::Input::Convert(plan) => Some(plan),
+    };
+    Ok(media::sha256_file(src).map(|sha| Checked { sha, plan }))
 }
 
 /// The size limit, checked before any byte is sent: `Some(reason)` for a file of `size` bytes

@@ -11,7 +11,6 @@ use crate::api::error::ApiError;
 use crate::media;
 use crate::store::{Job, State};
 
-use crate::pipeline::backoff::retry_delay;
 use crate::pipeline::control::Pause;
 use crate::pipeline::gate::Priority;
 use crate::pipeline::{Ctx, PipelineError, blocking, now_ms};
@@ -93,12 +92,7 @@ async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, Pipelin
                 );
                 return Ok(None);
             }
-            let wait = retry_delay(
-                failures,
-                ctx.settings.retry_base,
-                Duration::from_secs(60),
-                job.id,
-            );
+            let wait = ctx.retry_wait(failures, Duration::from_secs(60), job.id);
             tracing::warn!(job = %job.id, "could not read the credits left before the upload, again in {wait:?}: {e}");
             let at = now_ms() + wait.as_millis() as i64;
             ctx.store.defer(job.id, State::Queued, at).await?;

@@ -3,7 +3,10 @@
 //! 1. [`check`]: the file is still what was queued, is a photo the service takes (no credit is
 //!    spent on input bound to fail), and its content hash;
 //! 2. [`skip`]: no upload when a later job took the file over, it is hili's own result, or the
-//!    same photo is done, in flight or held (dedupe by identity);
+//!    same photo is done, in flight or held (dedupe by identity, the SOURCE's content);
+//!    then [`prepare`]: a source the service does not take as it is (TIFF, WebP, BMP, over
+//!    6000 px) is converted into a copy in the state directory, which the send uploads and
+//!    removes once its answer is handled;
 //! 3. [`credits`]: a send slot, room for the result, credits on the account, the budget;
 //! 4. to 6. [`send`]: the intent persisted as `uploading` with the credits seen, the request,
 //!    and its answer recorded before anything else happens; a lost answer is reconciled by the
@@ -11,6 +14,7 @@
 
 mod check;
 mod credits;
+mod prepare;
 mod send;
 mod skip;
 
@@ -30,7 +34,8 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     if seen.changed && skip::superseded(ctx, &job).await? {
         return Ok(());
     }
-    let Some(sha) = check::hash_or_fail(ctx, &job, seen.checked).await? else {
+    let Some(check::Checked { sha, plan }) = check::hash_or_fail(ctx, &job, seen.checked).await?
+    else {
         return Ok(());
     };
     // The hash is recorded with the upload intent (one commit); until then it lives here.
@@ -46,10 +51,22 @@ pub async fn run(ctx: &Ctx, job: Job) -> Result<(), PipelineError> {
     {
         return Ok(());
     }
+    // The copy to send, when the source is not sent as it is; the identity stays the source's.
+    let converted = match plan {
+        None => None,
+        Some(plan) => match prepare::convert(ctx, &job, &sha, plan).await? {
+            Some(c) => Some(c),
+            None => return Ok(()),
+        },
+    };
     // 3. Credit.
     let Some(go) = credits::reserve(ctx, &job).await? else {
+        prepare::discard(&job, converted).await;
         return Ok(());
     };
-    // 4.-6. Intent, request, answer.
-    send::send(ctx, &job, &sha, go).await
+    // 4.-6. Intent, request, answer. The copy goes whatever happened: a later attempt (or the
+    // restart after a crash) rebuilds it identically.
+    let sent = send::send(ctx, &job, &sha, converted.as_ref(), go).await;
+    prepare::discard(&job, converted).await;
+    sent
 }

@@ -7,17 +7,30 @@ use std::time::Duration;
 
 use crate::api::error::{ApiError, ErrorClass};
 use crate::failpoint;
+use crate::media::Converted;
 use crate::store::{Job, State, StoreError, UploadIntent, Uploaded};
 
 use super::credits::Go;
 use super::{REFUSALS_BEFORE_FAILING, TWIN_WAIT_MS};
-use crate::pipeline::backoff::retry_delay;
 use crate::pipeline::control::Pause;
+use crate::pipeline::gate::Priority;
 use crate::pipeline::{Ctx, PipelineError, now_ms, recover};
 
 /// Records the intent, sends the photo and records the answer (or reconciles its loss).
-pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<(), PipelineError> {
+/// `converted`: the copy sent instead of the source (see `prepare`); the job's identity stays
+/// the source's content, `sha`.
+pub(super) async fn send(
+    ctx: &Ctx,
+    job: &Job,
+    sha: &str,
+    converted: Option<&Converted>,
+    go: Go<'_>,
+) -> Result<(), PipelineError> {
     let id = job.id;
+    // The upload is an API call like any other: it takes its permit from the one limiter
+    // (after the polls and downloads waiting), before the intent, so a permit's wait never
+    // stands between a durable intent and its request.
+    ctx.gate.acquire(Priority::Low).await;
     // 4. The intent, durable before a byte is sent, with the hash and the credits seen. The
     //    store refuses it while an identical photo is in flight (checked atomically with the
     //    state change), so racing workers never pay twice for one photo.
@@ -42,27 +55,31 @@ pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<
         }
     }
     failpoint::hit_for("before-upload-request", &job.source_path);
-    let answer = ctx.api.upload(&job.source_path, job.repair, job.rgb).await;
+    let file = converted.map_or(&job.source_path, |c| &c.path);
+    let answer = ctx.api.upload(file, job.repair, job.rgb).await;
     failpoint::hit("after-upload-response");
 
     match answer {
         Ok(up) => {
-            let changed = !up.sent_sha256.eq_ignore_ascii_case(sha);
-            let first_poll = now_ms() + ctx.settings.poll_interval.as_millis() as i64;
+            let expected = converted.map_or(sha, |c| c.sha256.as_str());
+            let changed = !up.sent_sha256.eq_ignore_ascii_case(expected);
+            let first_wait = ctx.poll_clock.first_wait(ctx.settings.poll_interval);
+            let first_poll = now_ms() + first_wait.as_millis() as i64;
             let recorded = Uploaded {
                 mdf: &up.mdf,
                 img_url: &up.img_url,
                 first_poll_at: Some(first_poll),
                 // The result is of the bytes sent, so they are the job's identity: dedupe and
-                // `hili status` must not claim the result is of the file as hashed.
-                sent_sha256: changed.then_some(up.sent_sha256.as_str()),
+                // `hili status` must not claim the result is of the file as hashed. A converted
+                // copy is not the photo: the identity stays the source's content.
+                sent_sha256: (changed && converted.is_none()).then_some(up.sent_sha256.as_str()),
             };
             let recorded = ctx.store.queue_uploaded(id, &recorded)?;
             // The answer is queued ahead of anything the next upload writes (its intent commits
             // after it or with it, and its request is sent only then), and the charge is
             // already counted by the service: the next photo may ask for the credits now.
             drop(go.slot);
-            match recorded.committed().await {
+            match recorded.await {
                 Ok(()) => {}
                 Err(StoreError::Conflict { found, .. }) => {
                     adopt_late_answer(ctx, job, found, &up.mdf, &up.img_url, first_poll).await?
@@ -70,7 +87,15 @@ pub(super) async fn send(ctx: &Ctx, job: &Job, sha: &str, go: Go<'_>) -> Result<
                 Err(e) => return Err(e.into()),
             }
             ctx.control.settle(true);
-            if changed {
+            if changed && converted.is_some() {
+                tracing::warn!(
+                    job = %id,
+                    "the converted copy of {} changed while it was being uploaded (sent {}); \
+                     the job keeps the source's identity",
+                    job.source_path.display(),
+                    up.sent_sha256
+                );
+            } else if changed {
                 tracing::warn!(
                     job = %id,
                     "{} changed while it was being uploaded; recorded the hash of the bytes \
@@ -170,12 +195,7 @@ async fn on_upload_error(
             ctx.store.fail(id, State::Uploading, &reason, false).await?;
         }
         ErrorClass::Transient => {
-            let wait = retry_delay(
-                attempts,
-                ctx.settings.retry_base,
-                Duration::from_secs(300),
-                id,
-            );
+            let wait = ctx.retry_wait(attempts, Duration::from_secs(300), id);
             tracing::info!(job = %id, "upload failed, not charged; retrying in {wait:?}: {e}");
             let at = now_ms() + wait.as_millis() as i64;
             ctx.store

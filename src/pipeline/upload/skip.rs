@@ -87,14 +87,14 @@ pub(super) async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> 
         return Ok(false);
     };
     let twins = ctx.store.identity_twins(&identity, job.id).await?;
-    if let Some(done) = twins.iter().find(|t| t.state == State::Done)
+    if let Some(done) = twins.iter().find(|t| t.state() == State::Done)
         && copy_from_twin(ctx, job, done).await?
     {
         return Ok(true);
     }
     if let Some(held) = twins
         .iter()
-        .find(|t| t.state == State::Held && t.credit_spent)
+        .find(|t| t.state() == State::Held && t.credit_spent)
     {
         let reason = format!(
             "same photo as job {} which is held ({}); resolve that job first, then `hili retry {}`",
@@ -107,7 +107,7 @@ pub(super) async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> 
             .await?;
         return Ok(true);
     }
-    if twins.iter().any(|t| t.state.in_flight()) {
+    if twins.iter().any(|t| t.state().in_flight()) {
         // A twin is being processed: wait for it and copy its result instead of paying twice.
         ctx.store
             .defer(job.id, State::Queued, now_ms() + TWIN_WAIT_MS)

@@ -1,6 +1,6 @@
 //! The simulator's books: every charge, which (content, repair type, colour) keys were
 //! charged before (so a wasted credit shows as a duplicate), the injected faults by kind and
-//! the upload requests that reached the handler. [`super::Shared`] keeps them under its one
+//! the upload requests that reached the handler, and every API call by endpoint and time. [`super::Shared`] keeps them under its one
 //! lock; this file only knows how to record and how to show them as the [`Ledger`] served at
 //! `GET /__sim/ledger`.
 
@@ -39,6 +39,35 @@ pub struct Ledger {
     /// answer 500 before the handler are not counted): "was this file ever sent?".
     #[serde(default)]
     pub upload_requests: u64,
+    /// API calls by endpoint (`upload`, `status`, `download`, `nums`), counted on arrival,
+    /// faulted or not: what an account's request rate is spent on.
+    #[serde(default)]
+    pub api_calls: BTreeMap<String, u64>,
+    /// When each API call arrived, in milliseconds since the simulator started, in order: a
+    /// test checks a rate limit against it.
+    #[serde(default)]
+    pub api_call_ms: Vec<u64>,
+}
+
+impl Ledger {
+    /// The most API calls that arrived within any one second.
+    pub fn peak_calls_per_second(&self) -> usize {
+        let t = &self.api_call_ms;
+        let mut first = 0;
+        let mut peak = 0;
+        for (i, &at) in t.iter().enumerate() {
+            while at - t[first] >= 1000 {
+                first += 1;
+            }
+            peak = peak.max(i + 1 - first);
+        }
+        peak
+    }
+
+    /// All API calls.
+    pub fn total_api_calls(&self) -> u64 {
+        self.api_calls.values().sum()
+    }
 }
 
 /// The running totals behind a [`Ledger`].
@@ -48,6 +77,8 @@ pub(super) struct Books {
     duplicate_charges: u64,
     fault_counts: BTreeMap<String, u64>,
     upload_requests: u64,
+    api_calls: BTreeMap<String, u64>,
+    api_call_ms: Vec<u64>,
 }
 
 impl Books {
@@ -59,6 +90,8 @@ impl Books {
             duplicate_charges: 0,
             fault_counts: FAULT_KINDS.iter().map(|k| (k.to_string(), 0)).collect(),
             upload_requests: 0,
+            api_calls: BTreeMap::new(),
+            api_call_ms: Vec::new(),
         }
     }
 
@@ -80,6 +113,12 @@ impl Books {
         *self.fault_counts.entry(kind).or_insert(0) += 1;
     }
 
+    /// Counts one API call to `endpoint`, arrived `at_ms` after the start.
+    pub(super) fn note_api_call(&mut self, endpoint: &str, at_ms: u64) {
+        *self.api_calls.entry(endpoint.to_string()).or_insert(0) += 1;
+        self.api_call_ms.push(at_ms);
+    }
+
     pub(super) fn note_upload_request(&mut self) {
         self.upload_requests += 1;
     }
@@ -93,6 +132,8 @@ impl Books {
             credits_left,
             faults: self.fault_counts.clone(),
             upload_requests: self.upload_requests,
+            api_calls: self.api_calls.clone(),
+            api_call_ms: self.api_call_ms.clone(),
         }
     }
 }

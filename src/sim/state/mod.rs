@@ -45,6 +45,8 @@ struct Inner {
     hostile: Option<Hostile>,
     mdf_rng: ChaCha8Rng,
     fault_rng: ChaCha8Rng,
+    /// Draws each upload's processing time when a range is set.
+    processing_rng: ChaCha8Rng,
     books: Books,
     jobs: JobTable,
     stall: Option<Stall>,
@@ -54,10 +56,14 @@ struct Inner {
 pub(crate) struct Shared {
     pub third_code: String,
     secret: String,
-    pub processing: Duration,
+    processing: Duration,
+    /// With a value, each upload's processing time is drawn from `processing..=this`.
+    processing_up_to: Option<Duration>,
     pub retention: Duration,
     pub latency: Duration,
     clock_offset_secs: i64,
+    /// When the simulator started (API call times in the ledger count from it).
+    started: Instant,
     pub passthrough: bool,
     /// Where uploads stream to and results live.
     pub files_dir: PathBuf,
@@ -78,6 +84,8 @@ impl Shared {
             third_code: opts.third_code.clone(),
             secret: opts.secret.clone(),
             processing: opts.processing,
+            processing_up_to: opts.processing_up_to,
+            started: Instant::now(),
             retention: opts.retention,
             latency: opts.latency,
             clock_offset_secs: opts.clock_offset_secs,
@@ -92,6 +100,11 @@ impl Shared {
                 hostile: opts.hostile,
                 mdf_rng: ChaCha8Rng::seed_from_u64(opts.seed),
                 fault_rng,
+                processing_rng: {
+                    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+                    rng.set_stream(2);
+                    rng
+                },
                 books: Books::new(),
                 jobs: JobTable::new(),
                 stall: None,
@@ -271,6 +284,27 @@ impl Shared {
         g.books.ledger(g.credits)
     }
 
+    /// How long the next accepted upload stays processing: fixed, or drawn (seeded) from the
+    /// configured range.
+    pub fn processing_time(&self) -> Duration {
+        match self.processing_up_to {
+            Some(max) if max > self.processing => {
+                let ms = self
+                    .lock()
+                    .processing_rng
+                    .gen_range(self.processing.as_millis()..=max.as_millis());
+                Duration::from_millis(ms as u64)
+            }
+            _ => self.processing,
+        }
+    }
+
+    /// Counts an API call on arrival (see [`Ledger::api_calls`]).
+    pub fn note_api_call(&self, endpoint: &str) {
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        self.lock().books.note_api_call(endpoint, at_ms);
+    }
+
     /// Counts an upload request that reached the handler; returns the stall in force.
     pub fn note_upload_request(&self) -> Option<Stall> {
         let mut g = self.lock();
@@ -294,6 +328,34 @@ mod tests {
             ..SimOptions::default()
         };
         Shared::new(&opts, PathBuf::from("/nonexistent"), "http://x".into())
+    }
+
+    #[test]
+    fn processing_times_are_drawn_from_the_range_and_repeat_with_the_seed() {
+        let opts = SimOptions {
+            processing: Duration::from_secs(2),
+            processing_up_to: Some(Duration::from_secs(12)),
+            seed: 7,
+            ..SimOptions::default()
+        };
+        let draw = || {
+            let st = Shared::new(&opts, PathBuf::from("/nonexistent"), "http://x".into());
+            (0..50).map(|_| st.processing_time()).collect::<Vec<_>>()
+        };
+        let times = draw();
+        assert!(
+            times.iter().all(|t| (2..=12).contains(&t.as_secs())),
+            "{times:?}"
+        );
+        assert!(
+            times.iter().min() < Some(&Duration::from_secs(4)),
+            "{times:?}"
+        );
+        assert!(
+            times.iter().max() > Some(&Duration::from_secs(10)),
+            "{times:?}"
+        );
+        assert_eq!(times, draw(), "the same seed gives the same times");
     }
 
     fn tok(_: &Shared, secs: i64) -> String {

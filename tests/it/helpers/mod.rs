@@ -368,14 +368,14 @@ pub async fn job_states(env: &Env) -> Vec<hili::store::State> {
     let store = env.store().await;
     let jobs = store.all_jobs(None).await.unwrap();
     store.close().await;
-    jobs.iter().map(|j| j.state).collect()
+    jobs.iter().map(|j| j.state()).collect()
 }
 
-/// `PRAGMA integrity_check` of the store's database, on a connection of its own: `Ok(())` when
+/// `PRAGMA integrity_check` of the queue database at `db`, on a connection of its own: `Ok(())` when
 /// SQLite answers "ok", else what it found.
-pub async fn integrity(store: &Store) -> Result<(), String> {
+pub async fn integrity(db: &std::path::Path) -> Result<(), String> {
     use sqlx::Connection;
-    let url = format!("sqlite://{}?mode=ro", store.path().display());
+    let url = format!("sqlite://{}?mode=ro", db.display());
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let rows: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
         .fetch_all(&mut conn)

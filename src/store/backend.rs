@@ -1,0 +1,242 @@
+//! The store's interface: [`JobStore`], every operation the pipeline, the watcher and the CLI
+//! call, and [`Store`], the cheap handle they hold. The queue in SQLite ([`SqliteStore`]) is
+//! one implementation; a second backend (a shared queue on another database) implements this
+//! trait and nothing in `pipeline/`, `watch/` or `cli/` changes. How a backend makes its
+//! writes durable (SQLite: group commit, `BEGIN IMMEDIATE`, its pragmas) stays behind it.
+//!
+//! Every transition method is one guarded move of the state machine (`state::EDGES`): it
+//! succeeds only from the state the caller names and writes the job's events row with it, or
+//! fails with [`StoreError::Conflict`] and changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::{
+    DueLimits, DueWork, EnqueueOutcome, Event, ExportRow, Identity, Job, JobFolders, JobId, Known,
+    NewJob, ProvenanceEvent, SqliteStore, State, StoreError, UploadIntent, Uploaded,
+};
+use crate::media::mover::MovePlan;
+use crate::repair::{Repair, Rgb};
+
+/// An accepted write whose commit may still be under way (see [`JobStore::queue_uploaded`]).
+pub type Committing<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
+/// Declares the async operations of [`JobStore`] once, and implements them for the SQLite
+/// queue by calling its inherent methods of the same name: one list, no forwarding copies.
+macro_rules! operations {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        /// The operations of a job queue; see the module documentation.
+        #[async_trait]
+        pub trait JobStore: Send + Sync + fmt::Debug + 'static {
+            $( $(#[$doc])* async fn $name(&self $(, $arg: $ty)*) -> $ret; )*
+
+            /// Records an upload's answer (`uploading` → `processing`, one credit counted)
+            /// without waiting for it to be durable: the write is ordered before every write
+            /// this store accepts after the call returns, so the next upload's intent cannot
+            /// overtake it; the returned future resolves once it is durable (or was refused).
+            fn queue_uploaded<'a>(
+                &'a self,
+                id: JobId,
+                answer: &Uploaded<'_>,
+            ) -> Result<Committing<'a>, StoreError>;
+
+            /// Ends the store's connections (pending writes are committed first).
+            async fn close(&self);
+
+            /// Where this queue keeps the converted copies of its inputs on this machine.
+            fn converted_dir(&self) -> PathBuf;
+
+            /// Adds one job; see [`JobStore::enqueue_many`].
+            async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
+                let mut outcomes = self.enqueue_many(vec![job]).await?;
+                outcomes.pop().ok_or_else(|| StoreError::Invalid {
+                    detail: "enqueue produced no outcome (a bug in hili)".into(),
+                })
+            }
+
+            /// `queued` → `uploading`: the upload intent, persisted BEFORE the request is sent,
+            /// with the credits seen and no hash (a twin may go too).
+            async fn begin_upload(&self, id: JobId, credits_before: u64) -> Result<(), StoreError> {
+                let intent = UploadIntent {
+                    credits_before,
+                    content_sha256: None,
+                    exclusive: false,
+                };
+                self.begin_upload_with(id, &intent).await
+            }
+        }
+
+        #[async_trait]
+        impl JobStore for SqliteStore {
+            $( async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                SqliteStore::$name(self $(, $arg)*).await
+            } )*
+
+            async fn close(&self) {
+                SqliteStore::close(self).await
+            }
+
+            fn converted_dir(&self) -> PathBuf {
+                SqliteStore::converted_dir(self)
+            }
+
+            fn queue_uploaded<'a>(
+                &'a self,
+                id: JobId,
+                answer: &Uploaded<'_>,
+            ) -> Result<Committing<'a>, StoreError> {
+                let write = SqliteStore::queue_uploaded(self, id, answer)?;
+                Ok(Box::pin(write.committed()))
+            }
+        }
+    };
+}
+
+operations! {
+    // Adding work.
+    /// Adds jobs in one transaction; a version already queued is reported, not added twice.
+    fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<EnqueueOutcome>, StoreError>;
+    /// [`JobStore::enqueue_many`] with the rule for what counts as already known.
+    fn enqueue_many_as(&self, jobs: Vec<NewJob>, known: Known)
+        -> Result<Vec<EnqueueOutcome>, StoreError>;
+
+    // The state machine's moves.
+    /// `queued` → `uploading`: the intent, durable before a byte is sent.
+    fn begin_upload_with(&self, id: JobId, intent: &UploadIntent<'_>) -> Result<(), StoreError>;
+    /// A late upload answer for a job taken for lost: back to `processing`.
+    fn adopt_answer(&self, id: JobId, found: State, answer: &Uploaded<'_>)
+        -> Result<(), StoreError>;
+    /// Back to `queued`, no earlier than `not_before_ms`.
+    fn requeue(&self, id: JobId, from: State, reason: &str, not_before_ms: i64)
+        -> Result<(), StoreError>;
+    /// To `failed`, with the reason a person reads.
+    fn fail(&self, id: JobId, from: State, reason: &str, credit_spent: bool)
+        -> Result<(), StoreError>;
+    /// `queued` → `skipped`: nothing to do, nothing spent.
+    fn skip(&self, id: JobId, reason: &str) -> Result<(), StoreError>;
+    /// To `held`: a person decides.
+    fn hold(&self, id: JobId, from: State, reason: &str, credit_spent: bool)
+        -> Result<(), StoreError>;
+    /// `processing` → `downloading`.
+    fn begin_download(&self, id: JobId) -> Result<(), StoreError>;
+    /// To `done`, with the result's path and hash.
+    fn finish(&self, id: JobId, from: State, output_path: &Path, output_sha256: &str)
+        -> Result<(), StoreError>;
+    /// A person's `hili retry`: the state the job went to.
+    fn retry(&self, id: JobId, reupload: bool) -> Result<State, StoreError>;
+
+    // Scheduling (no state change, no event).
+    /// The due jobs of each stage, and when the next one falls due.
+    fn due_work(&self, now_ms: i64, limits: DueLimits, skip: &[JobId]) -> Result<DueWork, StoreError>;
+    /// Delays a queued or downloading job.
+    fn defer(&self, id: JobId, state: State, at_ms: i64) -> Result<(), StoreError>;
+    /// When to ask the service about a processing job next.
+    fn set_next_poll(&self, id: JobId, at_ms: i64) -> Result<(), StoreError>;
+
+    // Reading jobs.
+    fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+    fn jobs_in(&self, state: State) -> Result<Vec<Job>, StoreError>;
+    fn all_jobs(&self, filter: Option<State>) -> Result<Vec<Job>, StoreError>;
+    fn oldest_queued(&self) -> Result<Option<Job>, StoreError>;
+    fn counts(&self) -> Result<BTreeMap<State, u64>, StoreError>;
+    fn job_count(&self) -> Result<u64, StoreError>;
+    fn events(&self, id: JobId) -> Result<Vec<Event>, StoreError>;
+    /// Jobs that reached a final state since `since_ms`, by state.
+    fn outcomes_since(&self, since_ms: i64) -> Result<BTreeMap<State, u64>, StoreError>;
+    /// Every other job with this identity.
+    fn identity_twins(&self, ident: &Identity, excluding: JobId) -> Result<Vec<Job>, StoreError>;
+    /// A later job for the same file (same path, or same file renamed in place).
+    fn successor(&self, job: &Job) -> Result<Option<Job>, StoreError>;
+    /// The job of the file this job's file was renamed from.
+    fn renamed_from(&self, job: &Job) -> Result<Option<Job>, StoreError>;
+    /// What `hili add --dry-run` compares against.
+    fn source_index(&self, repair: Repair, rgb: Option<Rgb>, output_dir: &Path)
+        -> Result<HashMap<(PathBuf, u64, i64), State>, StoreError>;
+
+    // Watch folders and hili's own results.
+    fn known_versions(&self, source_root: &Path) -> Result<HashMap<PathBuf, (u64, i64)>, StoreError>;
+    fn result_paths(&self) -> Result<HashSet<PathBuf>, StoreError>;
+    fn result_with_hash(&self, sha256: &str, except: JobId)
+        -> Result<Option<(JobId, Option<PathBuf>)>, StoreError>;
+    fn output_dirs(&self) -> Result<Vec<PathBuf>, StoreError>;
+    fn job_folders(&self, states: &[State]) -> Result<BTreeSet<JobFolders>, StoreError>;
+
+    // What happens to sources after their jobs.
+    fn undisposed(&self, roots: &[PathBuf], limit: usize) -> Result<Vec<Job>, StoreError>;
+    fn later_job_at(&self, id: JobId, path: &Path) -> Result<Option<JobId>, StoreError>;
+    fn mark_disposed(&self, id: JobId, note: Option<&str>) -> Result<(), StoreError>;
+    fn record_move(&self, id: JobId, plan: &MovePlan) -> Result<(), StoreError>;
+    fn pending_move(&self, id: JobId) -> Result<Option<MovePlan>, StoreError>;
+    fn pending_moves(&self) -> Result<Vec<(JobId, MovePlan)>, StoreError>;
+    fn clear_move(&self, id: JobId) -> Result<(), StoreError>;
+    fn finish_move(&self, id: JobId, note: Option<&str>) -> Result<(), StoreError>;
+
+    // The account and the queue itself.
+    fn record_credits(&self, credits_left: u64) -> Result<(), StoreError>;
+    fn latest_credits(&self) -> Result<Option<(i64, u64)>, StoreError>;
+    fn credits_spent(&self) -> Result<u64, StoreError>;
+    fn paid_waiting(&self) -> Result<(u64, Option<i64>), StoreError>;
+    fn queue_id(&self) -> Result<String, StoreError>;
+    fn set_pause_note(&self, note: Option<&str>) -> Result<(), StoreError>;
+    fn pause_note(&self) -> Result<Option<(i64, String)>, StoreError>;
+
+    // Notes in a job's events that change no state.
+    /// Adds a note a person should see (a warning of a stage), once.
+    fn note(&self, id: JobId, detail: &str) -> Result<(), StoreError>;
+    /// Records a note in a job's events (state unchanged), once.
+    fn note_input(&self, id: JobId, note: &str) -> Result<(), StoreError>;
+    /// The latest input note of every job that has one.
+    fn input_notes(&self) -> Result<HashMap<JobId, String>, StoreError>;
+
+    // Provenance and fixity (`hili export`, `hili verify`, output manifests).
+    /// Jobs changed at or after the instant (all without it), with upload time and credits.
+    fn export_jobs(&self, since_ms: Option<i64>) -> Result<Vec<ExportRow>, StoreError>;
+    /// Events written at or after the instant, with what a PREMIS event needs.
+    fn export_events(&self, since_ms: Option<i64>) -> Result<Vec<ProvenanceEvent>, StoreError>;
+    /// The done results of an output folder, as (path, SHA-256) sorted by path.
+    fn done_results_in(&self, output_dir: &Path) -> Result<Vec<(PathBuf, String)>, StoreError>;
+    /// Every output folder holding at least one done result.
+    fn result_dirs(&self) -> Result<Vec<PathBuf>, StoreError>;
+}
+
+/// The queue as the rest of hili holds it: cheap to clone, one backend behind it. Derefs to
+/// [`JobStore`], so `store.get(id)` is a call of the interface.
+#[derive(Clone)]
+pub struct Store(Arc<dyn JobStore>);
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: impl JobStore) -> Store {
+        Store(Arc::new(backend))
+    }
+
+    /// Opens (creating if needed) the SQLite queue at `path`; see [`SqliteStore::open`].
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store::new(SqliteStore::open(path).await?))
+    }
+
+    /// Opens a SQLite queue that must already exist; see [`SqliteStore::open_existing`].
+    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        Ok(Store::new(SqliteStore::open_existing(path).await?))
+    }
+}
+
+impl Deref for Store {
+    type Target = dyn JobStore;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
