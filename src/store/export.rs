@@ -227,18 +227,25 @@ mod tests {
                 );
             }
         }
+        let t = |from, to, detail| event_type(from, to, detail);
         assert_eq!(
-            event_type(Some(State::Uploading), State::Processing),
+            t(Some(State::Uploading), State::Processing, None),
             "uploaded"
         );
         assert_eq!(
-            event_type(Some(State::Held), State::Processing),
+            t(Some(State::Held), State::Processing, None),
             "adopt_answer_held"
         );
-        assert_eq!(event_type(None, State::Queued), ENQUEUE);
+        assert_eq!(t(None, State::Queued, Some("enqueued")), ENQUEUE);
+        let done = Some(State::Done);
         assert_eq!(
-            event_type(Some(State::Done), State::Done),
+            t(done, State::Done, Some("source: moved")),
             SOURCE_DISPOSITION
         );
+        assert_eq!(
+            t(Some(State::Queued), State::Queued, Some("input: TIFF")),
+            INPUT
+        );
+        assert_eq!(t(done, State::Done, Some("metadata: not copied")), NOTE);
     }
 }
