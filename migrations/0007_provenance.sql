@@ -4,9 +4,9 @@
 -- photo; none of those needs a column. Rows written before this migration have no agent.
 ALTER TABLE events ADD COLUMN agent TEXT;
 
--- The software that writes through this database, kept current by each process that opens
--- it (`store::export`), so that the enqueue trigger below can name it: a trigger cannot be
--- handed a value by the statement that fires it.
+-- The software that enqueues, set by each enqueue in its own transaction (`store::export`), so
+-- that the trigger below can name it: a trigger cannot be handed a value by the statement
+-- that fires it.
 INSERT OR IGNORE INTO meta (key, value) VALUES ('agent', 'hili');
 
 DROP TRIGGER jobs_created;

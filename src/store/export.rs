@@ -71,37 +71,21 @@ pub fn event_type(from: Option<State>, to: State, detail: Option<&str>) -> &'sta
     }
 }
 
-impl SqliteStore {
-    /// Keeps the `agent` the enqueue trigger writes equal to this build's [`AGENT`]. Best
-    /// effort: a database this process may not write to is still readable.
-    pub(crate) async fn record_agent(&self) {
-        let context = "recording hili's version in the queue database";
-        let write = async {
-            let current: Option<String> =
-                sqlx::query_scalar("SELECT value FROM meta WHERE key = 'agent'")
-                    .fetch_optional(&mut *self.reader(context).await?)
-                    .await
-                    .ctx(context)?;
-            if current.as_deref() == Some(AGENT) {
-                return Ok(());
-            }
-            let mut tx = self.begin_write(context).await?;
-            sqlx::query(
-                "INSERT INTO meta (key, value) VALUES ('agent', ?) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(AGENT)
-            .execute(&mut *tx)
-            .await
-            .ctx(context)?;
-            tx.commit().await.ctx(context)
-        };
-        if let Err(e) = write.await {
-            let e: StoreError = e;
-            tracing::debug!("{e}");
-        }
-    }
+/// Makes the `agent` the enqueue trigger writes this build's [`AGENT`], inside the enqueue's
+/// own transaction (so its rows name the process that wrote them); a no-op when it already is.
+pub(crate) async fn set_agent(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO meta (key, value) VALUES ('agent', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE value != ?1",
+    )
+    .bind(AGENT)
+    .execute(conn)
+    .await
+    .ctx("recording hili's version with the enqueued files")?;
+    Ok(())
+}
 
+impl SqliteStore {
     /// Every job changed (`updated_at`) at or after `since_ms` (all without it), by id, with
     /// its upload time and the credits seen after it.
     pub async fn export_jobs(&self, since_ms: Option<i64>) -> Result<Vec<ExportRow>, StoreError> {

@@ -193,15 +193,13 @@ impl SqliteStore {
                 open_tx: false,
             })))
         };
-        let store = SqliteStore {
+        Ok(SqliteStore {
             pool,
             path: path.to_path_buf(),
             primary: connection().await?,
             reads: connection().await?,
             writes: Arc::default(),
-        };
-        store.record_agent().await;
-        Ok(store)
+        })
     }
 
     /// How many times two or more writes waiting at once were committed together (one wait
