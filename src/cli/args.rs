@@ -48,6 +48,11 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Queue failed or held jobs again.
     Retry(RetryArgs),
+    /// Re-hash every result (and every source still present) against the queue's SHA-256s,
+    /// and check the output folders' manifests: exit 3 when anything changed or is missing.
+    Verify(VerifyArgs),
+    /// One row per job (or per event, with --events) as CSV or JSON, for the archive's records.
+    Export(ExportArgs),
     /// Print the credits left on the account.
     Credits,
     /// Check the configuration, the secret, the clock and the service, one line each.
@@ -118,6 +123,33 @@ pub struct RetryArgs {
     /// Upload again even if the service already has the photo: spends a credit per job.
     #[arg(long)]
     pub reupload: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Only the results written below this folder (and their sources).
+    #[arg(long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// csv (a header line, then one line per row) or json (an array of objects).
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Only jobs changed (or events written) at or after this moment: RFC 3339
+    /// (2026-11-30T08:00:00Z, 2026-11-30T09:00:00+01:00) or a day, YYYY-MM-DD (from 00:00 UTC).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// One row per event (PREMIS: type, UTC time, object, agent, outcome) instead of per job.
+    #[arg(long)]
+    pub events: bool,
 }
 
 #[derive(Debug, Args)]

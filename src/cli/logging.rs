@@ -18,7 +18,12 @@ pub(super) fn init(format: LogFormat, verbose: u8, command: &Command) {
     let default = match verbose {
         0 => match command {
             // Reports print their own output; only problems are logged.
-            Command::Status(_) | Command::Jobs(_) | Command::Credits | Command::Doctor => "warn",
+            Command::Status(_)
+            | Command::Jobs(_)
+            | Command::Credits
+            | Command::Doctor
+            | Command::Verify(_)
+            | Command::Export(_) => "warn",
             // The demo shows hili's progress, not each simulated request.
             Command::Demo(_) => "info,hili::sim=warn",
             _ => "info",

@@ -5,9 +5,11 @@ mod add;
 pub mod args;
 mod demo;
 pub mod doctor;
+mod export;
 mod logging;
 mod report;
 mod run;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -102,6 +104,8 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => report::status(&load_config(config_path)?, args).await,
         Command::Jobs(args) => report::jobs(&load_config(config_path)?, args).await,
         Command::Retry(args) => report::retry(&load_config(config_path)?, args).await,
+        Command::Verify(args) => verify::verify(&load_config(config_path)?, args).await,
+        Command::Export(args) => export::export(&load_config(config_path)?, args).await,
         Command::Demo(args) => demo::demo(args).await,
     }
 }

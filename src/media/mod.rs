@@ -7,8 +7,9 @@
 //! `hili add` ([`walk`]), keeps the `.hili-queue` marker of output directories
 //! ([`ensure_marker`]), and moves sources the way `mv` does, crash-safely ([`mover`]). It
 //! decides whether a file is sent as it is, converted first or refused ([`examine`]), and
-//! converts it ([`convert()`]). Everything here blocks (std::fs): async callers run it
-//! through [`blocking`].
+//! converts it ([`convert()`]). It keeps output folders' fixity manifests ([`manifest`]) and
+//! re-hashes many files at once for `hili verify` ([`sha256_files`]). Everything here blocks
+//! (std::fs): async callers run it through [`blocking`].
 
 mod atomic;
 mod complete;
@@ -17,6 +18,7 @@ mod hash;
 mod header;
 mod input;
 mod kind;
+pub mod manifest;
 mod marker;
 pub mod metadata;
 pub mod mover;
@@ -28,7 +30,7 @@ mod walk;
 pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
 pub use complete::{Incomplete, check_complete, check_complete_bytes};
 pub use convert::{ConvertError, Converted, JPEG_QUALITY, clear_converted, convert};
-pub use hash::{sha256_bytes, sha256_file, sha256_reader};
+pub use hash::{sha256_bytes, sha256_file, sha256_files, sha256_reader};
 pub use input::{Format, Input, Plan, examine, fit_within};
 pub use kind::{ImageKind, sniff, sniff_file};
 pub use marker::{MARKER_NAME, ensure_marker, marker_path, read_marker};

@@ -60,6 +60,7 @@ pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
                     ctx.store
                         .finish(id, State::Downloading, &path, &sha)
                         .await?;
+                    super::manifest::result_landed(ctx, &job).await;
                     ctx.control.clear_failures(id);
                     tracing::info!(job = %id, "done: {}", path.display());
                 }

@@ -16,6 +16,7 @@ pub mod dispose;
 pub mod download;
 mod fetch_error;
 pub mod gate;
+pub mod manifest;
 pub mod pause_note;
 pub mod poll;
 mod poll_clock;

@@ -45,6 +45,8 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
         tracing::info!("removed {removed} partial output file(s) left by an interrupted run");
     }
     clear_converted(ctx).await?;
+    // Results recorded done whose manifest line a crash cut off are listed again.
+    super::manifest::refresh_all(ctx).await?;
 
     for job in ctx.store.jobs_in(State::Uploading).await? {
         tracing::warn!(

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    DueLimits, DueWork, EnqueueOutcome, Event, Identity, Job, JobFolders, JobId, Known, NewJob,
-    SqliteStore, State, StoreError, UploadIntent, Uploaded,
+    DueLimits, DueWork, EnqueueOutcome, Event, ExportRow, Identity, Job, JobFolders, JobId, Known,
+    NewJob, ProvenanceEvent, SqliteStore, State, StoreError, UploadIntent, Uploaded,
 };
 use crate::media::mover::MovePlan;
 use crate::repair::{Repair, Rgb};
@@ -193,6 +193,16 @@ operations! {
     fn note_input(&self, id: JobId, note: &str) -> Result<(), StoreError>;
     /// The latest input note of every job that has one.
     fn input_notes(&self) -> Result<HashMap<JobId, String>, StoreError>;
+
+    // Provenance and fixity (`hili export`, `hili verify`, output manifests).
+    /// Jobs changed at or after the instant (all without it), with upload time and credits.
+    fn export_jobs(&self, since_ms: Option<i64>) -> Result<Vec<ExportRow>, StoreError>;
+    /// Events written at or after the instant, with what a PREMIS event needs.
+    fn export_events(&self, since_ms: Option<i64>) -> Result<Vec<ProvenanceEvent>, StoreError>;
+    /// The done results of an output folder, as (path, SHA-256) sorted by path.
+    fn done_results_in(&self, output_dir: &Path) -> Result<Vec<(PathBuf, String)>, StoreError>;
+    /// Every output folder holding at least one done result.
+    fn result_dirs(&self) -> Result<Vec<PathBuf>, StoreError>;
 }
 
 /// The queue as the rest of hili holds it: cheap to clone, one backend behind it. Derefs to

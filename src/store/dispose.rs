@@ -175,11 +175,12 @@ async fn mark(
         && let Some(note) = note
     {
         sqlx::query(
-            "INSERT INTO events (job_id, from_state, to_state, at, detail) \
-             SELECT id, state, state, ?, ? FROM jobs WHERE id = ?",
+            "INSERT INTO events (job_id, from_state, to_state, at, detail, agent) \
+             SELECT id, state, state, ?, ?, ? FROM jobs WHERE id = ?",
         )
         .bind(now_ms())
         .bind(format!("source: {note}"))
+        .bind(super::AGENT)
         .bind(id.0)
         .execute(&mut *conn)
         .await

@@ -91,6 +91,7 @@ impl SqliteStore {
             validate(j)?;
         }
         let mut tx = self.begin_write("enqueueing files").await?;
+        super::export::set_agent(&mut tx).await?;
         let now = now_ms();
         let mut out = Vec::with_capacity(jobs.len());
         for j in &jobs {

@@ -11,12 +11,13 @@ impl SqliteStore {
         let context = format!("noting an event of job {id}");
         let mut tx = self.begin_write(&context).await?;
         sqlx::query(
-            "INSERT INTO events (job_id, from_state, to_state, at, detail) \
-             SELECT id, state, state, ?, ? FROM jobs WHERE id = ? AND NOT EXISTS \
+            "INSERT INTO events (job_id, from_state, to_state, at, detail, agent) \
+             SELECT id, state, state, ?, ?, ? FROM jobs WHERE id = ? AND NOT EXISTS \
              (SELECT 1 FROM events WHERE job_id = ? AND detail = ?)",
         )
         .bind(now_ms())
         .bind(detail)
+        .bind(super::AGENT)
         .bind(id.0)
         .bind(id.0)
         .bind(detail)

@@ -108,8 +108,8 @@ fn guarded_write(
     }
     if event.is_some() {
         sql.push_str(
-            "; INSERT INTO events (job_id, from_state, to_state, at, detail) \
-             SELECT ?, ?, ?, ?, ? WHERE changes() = 1",
+            "; INSERT INTO events (job_id, from_state, to_state, at, detail, agent) \
+             SELECT ?, ?, ?, ?, ?, ? WHERE changes() = 1",
         );
     }
     // Exactly one row, so the reports of writes committed together line up with them.
@@ -134,6 +134,7 @@ fn guarded_write(
             text(to.as_str()),
             Val::Int(Some(now)),
             Val::Text(detail.clone()),
+            text(super::AGENT),
         ]);
     }
     binds.push(Val::Int(Some(id.0)));

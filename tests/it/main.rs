@@ -9,6 +9,7 @@ mod crash;
 mod daemon;
 mod dispose;
 mod environment;
+mod fixity;
 mod helpers;
 mod hostile_input;
 mod hostile_server;

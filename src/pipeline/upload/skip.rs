@@ -153,6 +153,7 @@ async fn copy_from_twin(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, Pipeli
                     &twin.output_sha256.clone().unwrap_or_default(),
                 )
                 .await?;
+            crate::pipeline::manifest::result_landed(ctx, job).await;
             tracing::info!(job = %job.id, "same photo as job {}: result copied to {}, no credit spent", twin.id, path.display());
             Ok(true)
         }
