@@ -62,7 +62,7 @@ pub enum WalkError {
 /// (`.DS_Store`, `._*` AppleDouble, `.Trashes`, `.hili-tmp-*`), Windows and NAS debris
 /// (`Thumbs.db`, `desktop.ini`, `$RECYCLE.BIN`, `System Volume Information`, `@eaDir`),
 /// `__MACOSX` from zip files, Office lock files (`~$*`) and unfinished downloads (`*.tmp`,
-/// `*.part`, `*.crdownload`).
+/// `*.part`, `*.crdownload`), and the manifest hili keeps in an output folder.
 pub fn is_ignored_name(name: &OsStr) -> bool {
     let b = name.as_bytes();
     let ends_with_ci = |suffix: &[u8]| {
@@ -79,6 +79,7 @@ pub fn is_ignored_name(name: &OsStr) -> bool {
         || ends_with_ci(b".tmp")
         || ends_with_ci(b".part")
         || ends_with_ci(b".crdownload")
+        || b == super::manifest::MANIFEST_NAME.as_bytes()
 }
 
 /// A file's modification time in nanoseconds since the epoch, as the queue records it.

@@ -465,6 +465,7 @@ fn walk_skips_the_ignore_list_and_keeps_odd_names() {
         ".hidden/a.jpg",
         "sub/.hili-tmp-1234",
         "sub/@eaDir/SYNOPHOTO_THUMB_XL.jpg",
+        "out/manifest-sha256.txt",
     ];
     for i in ignored {
         write(&root, i, b"x");
