@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 
 use hili::api::client::{ApiClient, ClientOptions};
 use hili::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot};
-use hili::repair::Repair;
 use hili::secret::Secret;
 use hili::sim::SimOptions;
-use hili::store::{NewJob, SqliteStore, Store};
+use hili::store::{SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
 const THIRD: &str = "bench";
@@ -138,22 +137,7 @@ async fn run_once(inbox: &Path, work: &Path, url: &str, upload_concurrency: usiz
     // The SQLite queue itself, kept for its group-commit count after the run.
     let sqlite = SqliteStore::open(&db).await.expect("opening the store");
     let store = Store::new(sqlite.clone());
-    let jobs: Vec<NewJob> = hili::media::walk(&[inbox.to_path_buf()])
-        .map(|f| f.expect("walking the inbox"))
-        .map(|f| NewJob {
-            source_path: f.path,
-            source_root: f.root,
-            output_dir: out.clone(),
-            repair: Repair::Sr,
-            rgb: None,
-            size: f.size,
-            mtime_ns: f.mtime_ns,
-            file_id: Some(f.file_id),
-            force: false,
-        })
-        .collect();
-    let n = jobs.len();
-    store.enqueue_many(jobs).await.expect("enqueuing");
+    let n = inbox::queue_inbox(&store, inbox, &out).await;
 
     let api = ApiClient::new(ClientOptions {
         base_url: url.to_string(),

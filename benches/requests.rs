@@ -17,10 +17,9 @@ use std::time::{Duration, Instant};
 
 use hili::api::client::{ApiClient, ClientOptions};
 use hili::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot};
-use hili::repair::Repair;
 use hili::secret::Secret;
 use hili::sim::{Faults, SimOptions};
-use hili::store::{NewJob, Store};
+use hili::store::Store;
 use tokio_util::sync::CancellationToken;
 
 const THIRD: &str = "bench";
@@ -68,21 +67,7 @@ async fn one_run(photos: usize, rate: f64, upload_concurrency: usize) {
     let store = Store::open(&dir.path().join("state/hili.db"))
         .await
         .expect("opening the store");
-    let jobs: Vec<NewJob> = hili::media::walk(std::slice::from_ref(&inbox))
-        .map(|f| f.expect("walking the inbox"))
-        .map(|f| NewJob {
-            source_path: f.path,
-            source_root: f.root,
-            output_dir: dir.path().join("out"),
-            repair: Repair::Sr,
-            rgb: None,
-            size: f.size,
-            mtime_ns: f.mtime_ns,
-            file_id: Some(f.file_id),
-            force: false,
-        })
-        .collect();
-    store.enqueue_many(jobs).await.expect("enqueuing");
+    inbox::queue_inbox(&store, &inbox, &dir.path().join("out")).await;
     let api = ApiClient::new(ClientOptions {
         base_url: sim.base_url(),
         third_code: THIRD.into(),

@@ -4,6 +4,9 @@
 
 use std::path::Path;
 
+use hili::repair::Repair;
+use hili::store::{NewJob, Store};
+
 fn base_jpeg() -> Vec<u8> {
     let img = image::RgbImage::from_fn(64, 48, |x, y| {
         image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x ^ y) * 7) as u8])
@@ -37,4 +40,25 @@ pub(crate) fn write_inbox(inbox: &Path, n: usize) {
     // The bench photos must pass the same input check as real ones.
     let probe = hili::media::probe(&inbox.join("d00/IMG_00000.jpg"));
     assert!(probe.is_ok(), "bench JPEG fails the probe: {probe:?}");
+}
+
+/// Queues every photo under `inbox` for super-resolution into `out`; returns how many.
+pub(crate) async fn queue_inbox(store: &Store, inbox: &Path, out: &Path) -> usize {
+    let jobs: Vec<NewJob> = hili::media::walk(&[inbox.to_path_buf()])
+        .map(|f| f.expect("walking the inbox"))
+        .map(|f| NewJob {
+            source_path: f.path,
+            source_root: f.root,
+            output_dir: out.to_path_buf(),
+            repair: Repair::Sr,
+            rgb: None,
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            file_id: Some(f.file_id),
+            force: false,
+        })
+        .collect();
+    let n = jobs.len();
+    store.enqueue_many(jobs).await.expect("enqueuing");
+    n
 }
