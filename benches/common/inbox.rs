@@ -46,17 +46,7 @@ pub(crate) fn write_inbox(inbox: &Path, n: usize) {
 pub(crate) async fn queue_inbox(store: &Store, inbox: &Path, out: &Path) -> usize {
     let jobs: Vec<NewJob> = hili::media::walk(&[inbox.to_path_buf()])
         .map(|f| f.expect("walking the inbox"))
-        .map(|f| NewJob {
-            source_path: f.path,
-            source_root: f.root,
-            output_dir: out.to_path_buf(),
-            repair: Repair::Sr,
-            rgb: None,
-            size: f.size,
-            mtime_ns: f.mtime_ns,
-            file_id: Some(f.file_id),
-            force: false,
-        })
+        .map(|f| NewJob::from_found(f, out.to_path_buf(), Repair::Sr, None))
         .collect();
     let n = jobs.len();
     store.enqueue_many(jobs).await.expect("enqueuing");

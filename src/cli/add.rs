@@ -49,15 +49,8 @@ pub(super) async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> 
     let mut jobs: Vec<NewJob> = found
         .into_iter()
         .map(|f| NewJob {
-            source_path: f.path,
-            source_root: f.root,
-            output_dir: output.clone(),
-            repair: args.repair,
-            rgb: args.rgb,
-            size: f.size,
-            mtime_ns: f.mtime_ns,
-            file_id: Some(f.file_id),
             force: args.force,
+            ..NewJob::from_found(f, output.clone(), args.repair, args.rgb)
         })
         .collect();
     while !jobs.is_empty() {

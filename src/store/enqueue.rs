@@ -9,7 +9,7 @@ use sqlx::SqliteConnection;
 use super::error::SqlContext;
 use super::jobs::{path_bytes, rgb_text};
 use super::{JobId, SqliteStore, State, StoreError, now_ms};
-use crate::media::FileId;
+use crate::media::{FileId, Found};
 use crate::repair::{Repair, Rgb};
 
 /// A file to queue.
@@ -28,6 +28,24 @@ pub struct NewJob {
     pub file_id: Option<FileId>,
     /// Process again even if the same file (or content) was already done.
     pub force: bool,
+}
+
+impl NewJob {
+    /// A file found by a walk (`hili add`, a scan), to be processed with `repair` (and `rgb`)
+    /// into `output_dir`.
+    pub fn from_found(f: Found, output_dir: PathBuf, repair: Repair, rgb: Option<Rgb>) -> NewJob {
+        NewJob {
+            source_path: f.path,
+            source_root: f.root,
+            output_dir,
+            repair,
+            rgb,
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            file_id: Some(f.file_id),
+            force: false,
+        }
+    }
 }
 
 /// What [`SqliteStore::enqueue`] did.

@@ -143,17 +143,7 @@ impl Env {
         let store = self.store().await;
         let jobs: Vec<NewJob> = hili::media::walk(std::slice::from_ref(&self.inbox))
             .map(|f| f.unwrap())
-            .map(|f| NewJob {
-                source_path: f.path,
-                source_root: f.root,
-                output_dir: self.out.clone(),
-                repair,
-                rgb,
-                size: f.size,
-                mtime_ns: f.mtime_ns,
-                file_id: Some(f.file_id),
-                force: false,
-            })
+            .map(|f| NewJob::from_found(f, self.out.clone(), repair, rgb))
             .collect();
         let n = jobs.len();
         store.enqueue_many(jobs).await.unwrap();
