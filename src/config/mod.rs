@@ -26,6 +26,9 @@ pub use watch::{After, PollMode, WatchConfig};
 use crate::api::client::ClientOptions;
 use crate::secret::Secret;
 
+/// The longest `api.poll_interval` accepted (results live one hour after processing).
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(600);
+
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -315,6 +318,15 @@ impl Config {
             if d.is_zero() {
                 return Err(invalid(key, "must be longer than 0s, e.g. \"60s\""));
             }
+        }
+        // The service deletes a result an hour after processing: a photo asked about less often
+        // than this could be ready, then gone before hili looked, its credit lost.
+        if a.poll_interval > MAX_POLL_INTERVAL {
+            return Err(invalid(
+                "api.poll_interval",
+                "must be at most \"10m\": results are deleted one hour after processing, and a \
+                 photo asked about less often could expire before it is fetched",
+            ));
         }
         if q.upload_concurrency < 1 {
             return Err(invalid("queue.upload_concurrency", "must be at least 1"));

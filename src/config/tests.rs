@@ -125,6 +125,7 @@ fn durations_and_validation() {
             "api.requests_per_second",
         ),
         ("[api]\nburst = 0\n", "api.burst"),
+        ("[api]\npoll_interval = \"2h\"\n", "api.poll_interval"),
         ("[api]\nbase_url = \"ftp://x\"\n", "api.base_url"),
         (
             "[queue]\nupload_concurrency = 0\n",
