@@ -14,6 +14,7 @@ mod carry;
 pub mod control;
 pub mod dispose;
 pub mod download;
+pub mod epochs;
 mod fetch_error;
 pub mod gate;
 pub mod manifest;
@@ -67,6 +68,8 @@ pub struct Ctx {
     pub control: Control,
     /// When to ask about a processing photo, learned from recent processing times.
     pub poll_clock: poll_clock::PollClock,
+    /// The credit epochs uploads are admitted into (see `epochs`).
+    pub epochs: epochs::Epochs,
     pub shutdown: CancellationToken,
     /// What to do with watched sources after their jobs (replaced on SIGHUP).
     dispositions: std::sync::RwLock<Vec<dispose::Disposition>>,
@@ -93,6 +96,7 @@ impl Ctx {
             api,
             control: Control::default(),
             poll_clock: poll_clock::PollClock::default(),
+            epochs: epochs::Epochs::new(settings.credits_recheck),
             shutdown,
             dispositions: std::sync::RwLock::new(Vec::new()),
             queue_id: tokio::sync::OnceCell::new(),

@@ -1,8 +1,7 @@
 //! Start-up recovery and the reconciliation of lost upload answers. A job found in `uploading`
-//! may or may not have been charged: the credit count decides. Unchanged since the intent was
-//! recorded → nothing was charged, upload again. Lower → it was charged and the result is
-//! unknown: hold it for a person rather than pay twice. Unreachable → keep asking; never
-//! re-upload blindly. Temp files left by a crash in output directories are removed, and so are
+//! may or may not have been charged: the credit count decides, by the arithmetic of its credit
+//! epoch (`epochs`): not charged → upload again; charged, or cannot tell → hold it for a
+//! person rather than pay twice. Unreachable → keep asking; never re-upload blindly. Temp files left by a crash in output directories are removed, and so are
 //! converted copies of sources.
 
 use std::collections::BTreeSet;
@@ -12,7 +11,7 @@ use crate::media;
 use crate::store::{JobId, State};
 
 use super::gate::Priority;
-use super::{Ctx, PipelineError, blocking, now_ms};
+use super::{Ctx, PipelineError, blocking};
 
 /// Runs before any stage starts: reconciles interrupted uploads, cleans temp files. With
 /// `give_up` (`run --once`), an upload that cannot be reconciled after `max_attempts` tries to
@@ -48,20 +47,33 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
     // Results recorded done whose manifest line a crash cut off are listed again.
     super::manifest::refresh_all(ctx).await?;
 
-    for job in ctx.store.jobs_in(State::Uploading).await? {
-        tracing::warn!(
-            job = %job.id,
-            "{} was being uploaded when hili stopped; reconciling by the credit count",
-            job.source_path.display()
-        );
-        let tries = give_up.then_some(ctx.settings.max_attempts);
-        match reconcile(ctx, job.id, job.credits_before, tries).await {
-            Ok(true) => ctx.control.settle(true),
-            Ok(false) => {}
-            Err(PipelineError::Unreconciled) => tracing::warn!(
+    // Lost uploads whose verdict a crash kept from being carried out, then those that lost
+    // their answers in the epoch that was open: nothing is in flight now, so one reading
+    // closes it (see `epochs`).
+    let moved = super::epochs::finish_closed(&ctx.store).await?;
+    account(
+        ctx,
+        &super::epochs::Settled {
+            closed: None,
+            moved,
+        },
+    );
+    let lost = ctx.store.jobs_in(State::Uploading).await?;
+    if let Some(first) = lost.first() {
+        for job in &lost {
+            tracing::warn!(
                 job = %job.id,
-                "left in uploading: the credits could not be read to reconcile it; the next \
-                 start tries again (it is never uploaded again blindly)"
+                "{} was being uploaded when hili stopped; reconciling by the credit count",
+                job.source_path.display()
+            );
+        }
+        let tries = give_up.then_some(ctx.settings.max_attempts);
+        match settle_now(ctx, first.id, tries).await {
+            Ok(()) => {}
+            Err(PipelineError::Unreconciled) => tracing::warn!(
+                "{} upload(s) left in uploading: the credits could not be read to reconcile \
+                 them; the next start tries again (they are never uploaded again blindly)",
+                lost.len()
             ),
             Err(e) => return Err(e),
         }
@@ -85,23 +97,74 @@ async fn clear_converted(ctx: &Ctx) -> Result<(), PipelineError> {
     Ok(())
 }
 
-/// Decides the fate of a job in `uploading` whose answer was lost. Returns whether a credit was
-/// (probably) spent. Returns `Err(Shutdown)`, leaving the job in `uploading`, when stopped
-/// before the service could be asked: the next start reconciles it.
-///
-/// `tries`: give up after that many failed reads with `Err(Unreconciled)`, leaving the job in
-/// `uploading`; `None` keeps asking until stopped.
-pub async fn reconcile(
-    ctx: &Ctx,
-    id: JobId,
-    credits_before: Option<u64>,
-    tries: Option<u32>,
-) -> Result<bool, PipelineError> {
+/// An upload's answer was lost (its ticket ended as lost): once every other upload in flight
+/// has ended, one reading of the credits decides the fate of every upload lost meanwhile —
+/// unless another task already did. Returns `Err(Shutdown)`, leaving the job in `uploading`,
+/// when stopped first: the next start reconciles it.
+pub(super) async fn settle_lost(ctx: &Ctx, id: JobId) -> Result<(), PipelineError> {
+    let turn = tokio::select! {
+        t = ctx.epochs.settle_turn() => t,
+        _ = ctx.shutdown.cancelled() => return Err(PipelineError::Shutdown),
+    };
+    if !ctx.epochs.has_lost() {
+        return Ok(());
+    }
+    let now = read_credits(ctx, id, None).await?;
+    let settled = ctx.epochs.settle(&turn, &ctx.store, now).await?;
+    account(ctx, &settled);
+    Ok(())
+}
+
+/// Closes the open epoch now (at start, with nothing in flight), moving the uploads lost in it.
+async fn settle_now(ctx: &Ctx, id: JobId, tries: Option<u32>) -> Result<(), PipelineError> {
+    let turn = ctx.epochs.settle_turn().await;
+    let now = read_credits(ctx, id, tries).await?;
+    let settled = ctx.epochs.settle(&turn, &ctx.store, now).await?;
+    account(ctx, &settled);
+    Ok(())
+}
+
+/// What a closing reading means for the run: the budget reservations of the lost uploads it
+/// moved, and credits spent (or added) elsewhere, said once.
+pub(super) fn account(ctx: &Ctx, settled: &super::epochs::Settled) {
+    for &(_, charged, mine) in &settled.moved {
+        // A lost upload of this run held its budget reservation until now; one found at start
+        // had none, and counts only if it was charged.
+        if mine || charged {
+            ctx.control.settle(charged);
+        }
+    }
+    if let Some((t, d)) = settled.closed {
+        if d.spent_elsewhere > 0 {
+            tracing::warn!(
+                "credits spent elsewhere: the account lost {} credit(s) during credit epoch {} \
+                 beyond what hili's uploads explain ({} when it opened, {} answered, {} now) — \
+                 another program or a person using the same account? `hili status` counts them",
+                d.spent_elsewhere,
+                t.epoch,
+                t.start,
+                t.answered,
+                t.now
+            );
+        }
+        if d.added > 0 {
+            tracing::info!(
+                "the account gained {} credit(s) during credit epoch {}",
+                d.added,
+                t.epoch
+            );
+        }
+    }
+}
+
+/// Reads the credits to reconcile lost answers, asking again until it works or hili stops.
+/// `tries`: give up after that many failed reads with `Err(Unreconciled)`.
+async fn read_credits(ctx: &Ctx, id: JobId, tries: Option<u32>) -> Result<u64, PipelineError> {
     let mut failures = 0;
-    let now = loop {
+    loop {
         ctx.gate.acquire(Priority::High).await;
         match ctx.api.credits().await {
-            Ok(n) => break n,
+            Ok(n) => return Ok(n),
             Err(e) => {
                 failures += 1;
                 if tries.is_some_and(|t| failures >= t) {
@@ -116,30 +179,6 @@ pub async fn reconcile(
                     _ = ctx.shutdown.cancelled() => return Err(PipelineError::Shutdown),
                 }
             }
-        }
-    };
-    ctx.store.record_credits(now).await?;
-    match credits_before {
-        Some(before) if before == now => {
-            let reason = format!(
-                "the upload got no answer; credits unchanged ({now}), so it was not charged: uploading again"
-            );
-            tracing::info!(job = %id, "{reason}");
-            ctx.store
-                .requeue(id, State::Uploading, &reason, now_ms())
-                .await?;
-            Ok(false)
-        }
-        before => {
-            let seen = before.map_or("unknown".to_string(), |b| b.to_string());
-            let reason = format!(
-                "charged, result unknown: the upload got no answer and the credits went from {seen} \
-                 to {now}; the result cannot be fetched without the service's answer. \
-                 `hili retry --reupload {id}` uploads it again (spends a credit)"
-            );
-            tracing::warn!(job = %id, "{reason}");
-            ctx.store.hold(id, State::Uploading, &reason, true).await?;
-            Ok(true)
         }
     }
 }

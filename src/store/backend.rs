@@ -19,8 +19,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{
-    DueLimits, DueWork, EnqueueOutcome, Event, ExportRow, Identity, Job, JobFolders, JobId, Known,
-    NewJob, ProvenanceEvent, SqliteStore, State, StoreError, UploadIntent, Uploaded,
+    Closing, DueLimits, DueWork, EnqueueOutcome, Epoch, EpochId, Event, ExportRow, Identity, Job,
+    JobFolders, JobId, Known, NewJob, ProvenanceEvent, SqliteStore, State, StoreError,
+    UploadIntent, Uploaded,
 };
 use crate::media::mover::MovePlan;
 use crate::repair::{Repair, Rgb};
@@ -65,6 +66,7 @@ macro_rules! operations {
             /// with the credits seen and no hash (a twin may go too).
             async fn begin_upload(&self, id: JobId, credits_before: u64) -> Result<(), StoreError> {
                 let intent = UploadIntent {
+                    epoch: None,
                     credits_before,
                     content_sha256: None,
                     exclusive: false,
@@ -180,6 +182,11 @@ operations! {
     // The account and the queue itself.
     fn record_credits(&self, credits_left: u64) -> Result<(), StoreError>;
     fn latest_credits(&self) -> Result<Option<(i64, u64)>, StoreError>;
+    fn open_epoch(&self) -> Result<Option<Epoch>, StoreError>;
+    fn epoch(&self, id: EpochId) -> Result<Option<Epoch>, StoreError>;
+    fn uploading_in(&self, epoch: EpochId) -> Result<Vec<JobId>, StoreError>;
+    fn roll_epoch(&self, closing: Option<(EpochId, Closing)>, start_credits: u64) -> Result<EpochId, StoreError>;
+    fn credits_spent_elsewhere(&self) -> Result<u64, StoreError>;
     fn credits_spent(&self) -> Result<u64, StoreError>;
     fn paid_waiting(&self) -> Result<(u64, Option<i64>), StoreError>;
     fn queue_id(&self) -> Result<String, StoreError>;

@@ -33,8 +33,10 @@ pub struct Job {
     pub attempts: u32,
     /// No upload before this instant (backoff).
     pub not_before_ms: i64,
-    /// Credits left as seen just before the last upload (for reconciliation).
+    /// Credits left when the last upload's credit epoch opened (for reconciliation).
     pub credits_before: Option<u64>,
+    /// The credit epoch of the last upload intent (`None` before epochs existed).
+    pub epoch: Option<super::EpochId>,
     pub output_path: Option<PathBuf>,
     pub output_sha256: Option<String>,
     /// Why the job was last failed, held or requeued.
@@ -166,7 +168,7 @@ pub struct Event {
 pub(crate) const JOB_COLUMNS: &str = "id, source_path, source_root, output_dir, repair, rgb, \
     size, mtime_ns, content_sha256, state, attempts, not_before, credits_before, mdf, img_url, \
     output_path, output_sha256, reason, credit_spent, charges, force, created_at, updated_at, \
-    processing_since, next_poll_at, source_dev, source_ino";
+    processing_since, next_poll_at, source_dev, source_ino, epoch";
 
 pub(crate) fn path_bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_bytes().to_vec()
@@ -239,6 +241,10 @@ pub(crate) fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
         attempts,
         not_before_ms: row.try_get("not_before").map_err(sql)?,
         credits_before,
+        epoch: row
+            .try_get::<Option<i64>, _>("epoch")
+            .map_err(sql)?
+            .map(super::EpochId),
         output_path: row
             .try_get::<Option<Vec<u8>>, _>("output_path")
             .map_err(sql)?

@@ -16,6 +16,7 @@ mod backend;
 mod conn;
 mod dispose;
 mod enqueue;
+mod epochs;
 mod error;
 mod export;
 mod group;
@@ -46,6 +47,7 @@ use sqlx::{ConnectOptions, Connection};
 
 pub use backend::{Committing, JobStore, Store};
 pub use enqueue::{EnqueueOutcome, Known, NewJob};
+pub use epochs::{Closing, Epoch, EpochId, Verdict};
 pub use error::StoreError;
 pub use export::{AGENT, ExportRow, ProvenanceEvent, event_type};
 pub use jobs::{Event, Identity, Job, Photo, Stage};

@@ -171,7 +171,7 @@ pub const EDGES: &[Edge] = &[
         name: "begin_upload",
         from: &[Queued],
         to: Uploading,
-        given: &["credits_before", "content_sha256"],
+        given: &["credits_before", "content_sha256", "epoch"],
         fixed: &["attempts = attempts + 1", "reason = NULL"],
         why: "the upload's intent, persisted before a byte is sent, with the credits seen",
     },

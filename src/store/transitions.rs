@@ -37,8 +37,11 @@ const NO_BUSY_TWIN: &str = "NOT EXISTS (SELECT 1 FROM jobs AS t \
 /// What the pipeline knows when it commits to an upload; see [`SqliteStore::begin_upload_with`].
 #[derive(Debug, Clone, Copy)]
 pub struct UploadIntent<'a> {
-    /// The credits left, read just before; a lost answer is reconciled against it.
+    /// The credits left when its epoch opened; a lost answer is reconciled against it.
     pub credits_before: u64,
+    /// The credit epoch the upload is counted in (`None`: none, as for tests and benches that
+    /// drive the store alone).
+    pub epoch: Option<super::EpochId>,
     /// The content hash, recorded with the intent.
     pub content_sha256: Option<&'a str>,
     /// Refuse (with [`StoreError::TwinBusy`]) while an identical photo is in flight or held
@@ -70,7 +73,10 @@ impl SqliteStore {
         intent: &UploadIntent<'_>,
     ) -> Result<(), StoreError> {
         let credits = i64::try_from(intent.credits_before).unwrap_or(i64::MAX);
-        let mut given = vec![("credits_before", Val::Int(Some(credits)))];
+        let mut given = vec![
+            ("credits_before", Val::Int(Some(credits))),
+            ("epoch", Val::Int(intent.epoch.map(|e| e.0))),
+        ];
         let mut extras = Extras {
             credits_seen: Some(credits),
             ..Extras::default()

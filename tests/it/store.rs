@@ -385,6 +385,7 @@ async fn the_content_hash_comes_with_the_intent_and_twins_are_found_by_identity(
     colour.repair = Repair::Colour;
     let other_repair = store.enqueue(colour).await.unwrap().id();
     let with_hash = |sha| UploadIntent {
+        epoch: None,
         credits_before: 10,
         content_sha256: Some(sha),
         exclusive: false,
@@ -661,6 +662,7 @@ async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
     let c = add(&store, "c.jpg").await;
     let h = hash('A');
     let intent = |exclusive| UploadIntent {
+        epoch: None,
         credits_before: 50,
         content_sha256: Some(&h),
         exclusive,
@@ -828,6 +830,7 @@ async fn a_reused_inode_is_not_taken_for_a_renamed_file() {
     };
     let a = store.enqueue(enqueue("a.jpg", 100, 1)).await.unwrap().id();
     let intent = UploadIntent {
+        epoch: None,
         credits_before: 5,
         content_sha256: Some(&hash('a')),
         exclusive: false,

@@ -1,7 +1,8 @@
 //! Step 3 of an upload, the credit: a send slot (at most `upload_concurrency` uploads between
-//! here and their recorded answer), no pause in force, room for the result, credits on the
-//! account (the count is kept with the intent, to reconcile a lost answer), the run's budget,
-//! and the output folder marked as this queue's before a credit is spent on it.
+//! here and their recorded answer), no pause in force, room for the result, the run's budget,
+//! a place in the open credit epoch (whose opening reading says credits are left, and against
+//! which a lost answer is reconciled), and the output folder marked as this queue's before a
+//! credit is spent on it.
 
 use std::time::Duration;
 
@@ -12,13 +13,14 @@ use crate::media;
 use crate::store::{Job, State};
 
 use crate::pipeline::control::Pause;
+use crate::pipeline::epochs::{Entry, Ticket};
 use crate::pipeline::gate::Priority;
 use crate::pipeline::{Ctx, PipelineError, blocking, now_ms};
 
-/// What step 3 hands to the send: the slot, and the credits seen just before.
+/// What step 3 hands to the send: the slot, and the upload's place in the open credit epoch.
 pub(super) struct Go<'a> {
     pub slot: SemaphorePermit<'a>,
-    pub credits_before: u64,
+    pub ticket: Ticket<'a>,
 }
 
 /// Everything that must hold before a credit is committed to this job; `None` leaves it queued
@@ -39,42 +41,59 @@ pub(super) async fn reserve<'a>(ctx: &'a Ctx, job: &Job) -> Result<Option<Go<'a>
             .pause(Pause::NoRoom(why), crate::pipeline::control::ROOM_RECHECK);
         return Ok(None);
     }
-    let Some(credits_before) = credits_for_upload(ctx, job).await? else {
-        return Ok(None);
-    };
     if !ctx.control.reserve(ctx.settings.budget) {
         ctx.control
             .pause(Pause::Budget, Duration::from_secs(365 * 24 * 3600));
         return Ok(None);
     }
+    let Some(ticket) = admit(ctx, job).await? else {
+        ctx.control.settle(false);
+        return Ok(None);
+    };
     // The output directory is marked as this queue's before a credit is spent on it, so a
     // lost database is noticed at the next start instead of re-uploading everything.
     mark_output_dir(ctx, job).await;
-    Ok(Some(Go {
-        slot,
-        credits_before,
-    }))
+    Ok(Some(Go { slot, ticket }))
 }
 
-/// Reads the credits left before an upload. `None` means "do not upload now": the account
-/// has no credits or rejected the token (uploads are paused), or the service could not be
-/// asked (this job waits a little).
+/// A place for this upload in the open credit epoch, opening one first when it must (see
+/// `pipeline::epochs`): with nothing in flight, one reading of the credits closes the last
+/// epoch and opens the next. `None` means "do not upload now": stopping, the account has no
+/// credits or rejected the token (uploads are paused), or the service could not be asked (this
+/// job waits a little).
+async fn admit<'a>(ctx: &'a Ctx, job: &Job) -> Result<Option<Ticket<'a>>, PipelineError> {
+    loop {
+        let entry = tokio::select! {
+            e = ctx.epochs.enter() => e,
+            _ = ctx.shutdown.cancelled() => return Ok(None),
+        };
+        let turn = match entry {
+            Entry::Go(ticket) => return Ok(Some(ticket)),
+            Entry::Settle(turn) => turn,
+        };
+        let Some(now) = credits_for_upload(ctx, job).await? else {
+            return Ok(None);
+        };
+        let settled = ctx.epochs.settle(&turn, &ctx.store, now).await?;
+        drop(turn);
+        crate::pipeline::recover::account(ctx, &settled);
+        if now == 0 {
+            ctx.control
+                .pause(Pause::NoCredits, ctx.settings.credits_recheck);
+            return Ok(None);
+        }
+        if matches!(ctx.control.paused(), Some((Pause::NoCredits, _))) {
+            ctx.control.resume();
+        }
+    }
+}
+
+/// Reads the credits left to open an epoch. `None`: the token was rejected (uploads are
+/// paused), or the service could not be asked (this job waits a little).
 async fn credits_for_upload(ctx: &Ctx, job: &Job) -> Result<Option<u64>, PipelineError> {
     ctx.gate.acquire(Priority::Low).await;
     match ctx.api.credits().await {
-        Ok(n) => {
-            // A count that leads to an upload is recorded with the upload intent.
-            if n == 0 {
-                ctx.store.record_credits(n).await?;
-                ctx.control
-                    .pause(Pause::NoCredits, ctx.settings.credits_recheck);
-                return Ok(None);
-            }
-            if matches!(ctx.control.paused(), Some((Pause::NoCredits, _))) {
-                ctx.control.resume();
-            }
-            Ok(Some(n))
-        }
+        Ok(n) => Ok(Some(n)),
         Err(e) if ctx.control.pause_if_refused(&e) => Ok(None),
         Err(e) => {
             let failures = ctx.control.note_failure(job.id);

@@ -1,7 +1,7 @@
 //! Steps 4 to 6 of an upload: the intent, durable before a byte is sent (with the hash and the
 //! credits seen; refused while an identical photo is in flight), the request, and its answer
-//! recorded before anything else happens. A lost answer is reconciled by the credit count,
-//! never by a blind re-upload; an answer that arrives for a job taken for lost is adopted.
+//! recorded before anything else happens. A lost answer is reconciled by the credit count of
+//! its epoch (`pipeline::epochs`), never by a blind re-upload; an answer that arrives for a job taken for lost is adopted.
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::sync::SemaphorePermit;
 use super::credits::Go;
 use super::{REFUSALS_BEFORE_FAILING, TWIN_WAIT_MS};
 use crate::pipeline::control::Pause;
+use crate::pipeline::epochs::Ticket;
 use crate::pipeline::gate::Priority;
 use crate::pipeline::{Ctx, PipelineError, now_ms, recover};
 
@@ -31,7 +32,11 @@ pub(super) async fn send(
     // (after the polls and downloads waiting), before the intent, so a permit's wait never
     // stands between a durable intent and its request.
     ctx.gate.acquire(Priority::Low).await;
-    if !intend(ctx, job, sha, go.credits_before).await? {
+    let Go { slot, ticket } = go;
+    // An intent that errors may or may not be on the books: the ticket, dropped unended, has
+    // the next reading look at the store.
+    if !intend(ctx, job, sha, &ticket).await? {
+        ticket.not_charged();
         return Ok(());
     }
     failpoint::hit_for("before-upload-request", &job.source_path);
@@ -39,12 +44,8 @@ pub(super) async fn send(
     let answer = ctx.api.upload(file, job.repair, job.rgb).await;
     failpoint::hit("after-upload-response");
     match answer {
-        Ok(up) => record_answer(ctx, job, sha, converted, &up, go.slot).await,
-        Err(e) => {
-            let charged = on_upload_error(ctx, job, go.credits_before, e).await?;
-            ctx.control.settle(charged);
-            Ok(())
-        }
+        Ok(up) => record_answer(ctx, job, sha, converted, &up, slot, ticket).await,
+        Err(e) => on_upload_error(ctx, job, e, ticket).await,
     }
 }
 
@@ -56,11 +57,12 @@ async fn intend(
     ctx: &Ctx,
     job: &Job,
     sha: &str,
-    credits_before: u64,
+    ticket: &Ticket<'_>,
 ) -> Result<bool, PipelineError> {
     let id = job.id;
     let intent = UploadIntent {
-        credits_before,
+        epoch: Some(ticket.epoch),
+        credits_before: ticket.start,
         content_sha256: Some(sha),
         exclusive: !job.force,
     };
@@ -90,6 +92,7 @@ async fn record_answer(
     converted: Option<&Converted>,
     up: &api::client::Uploaded,
     slot: SemaphorePermit<'_>,
+    ticket: Ticket<'_>,
 ) -> Result<(), PipelineError> {
     let id = job.id;
     let expected = converted.map_or(sha, |c| c.sha256.as_str());
@@ -110,6 +113,9 @@ async fn record_answer(
     // after it or with it, and its request is sent only then), and the charge is
     // already counted by the service: the next photo may ask for the credits now.
     drop(slot);
+    // The ticket ends once the answer is durable: an epoch closes only after it, so the
+    // answer is counted in it. If it cannot be recorded, the ticket dropped unended has the
+    // next reading count the charge from the store (the job is still `uploading` there).
     match recorded.await {
         Ok(()) => {}
         Err(StoreError::Conflict { found, .. }) => {
@@ -117,6 +123,7 @@ async fn record_answer(
         }
         Err(e) => return Err(e.into()),
     }
+    ticket.answered();
     ctx.control.settle(true);
     if changed && converted.is_some() {
         tracing::warn!(
@@ -189,13 +196,14 @@ async fn adopt_late_answer(
     }
 }
 
-/// Handles a failed upload; returns whether a credit was (or may have been) spent.
+/// Handles a failed upload: not charged (queued again, or failed), or its answer lost —
+/// reconciled with every other upload lost in its credit epoch once none is in flight.
 async fn on_upload_error(
     ctx: &Ctx,
     job: &Job,
-    credits_before: u64,
     e: ApiError,
-) -> Result<bool, PipelineError> {
+    ticket: Ticket<'_>,
+) -> Result<(), PipelineError> {
     let id = job.id;
     let attempts = job.attempts + 1;
     let refused = matches!(e, ApiError::UploadFailed { .. });
@@ -246,9 +254,16 @@ async fn on_upload_error(
                 .await?;
         }
         ErrorClass::Ambiguous => {
-            tracing::warn!(job = %id, "the upload's answer was lost ({e}); reconciling by the credit count");
-            return recover::reconcile(ctx, id, Some(credits_before), None).await;
+            tracing::warn!(
+                job = %id,
+                "the upload's answer was lost ({e}); reconciling by the credit count once no \
+                 other upload is in flight"
+            );
+            ticket.lost(id);
+            return recover::settle_lost(ctx, id).await;
         }
     }
-    Ok(false)
+    ticket.not_charged();
+    ctx.control.settle(false);
+    Ok(())
 }
