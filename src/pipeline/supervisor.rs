@@ -423,13 +423,18 @@ async fn drain(ctx: &Ctx, tasks: &mut JoinSet<TaskResult>) {
 }
 
 /// Reads the credits once more at the end of a run that spent some, so `hili status` shows
-/// what the account has now. Best effort: a failure only leaves an older figure.
+/// what the account has now. Nothing is in flight any more, so the reading closes the credit
+/// epoch (see `epochs`): what the account lost beyond this run's uploads is counted as spent
+/// elsewhere now, not mixed into the next run's. Best effort: a failure only leaves an older
+/// figure.
 async fn record_final_credits(ctx: &Ctx) {
     ctx.gate.acquire(super::gate::Priority::High).await;
     match tokio::time::timeout(ctx.settings.timeout, ctx.api.credits()).await {
         Ok(Ok(n)) => {
-            if let Err(e) = ctx.store.record_credits(n).await {
-                tracing::warn!("could not record the credits left: {e}");
+            let turn = ctx.epochs.settle_turn().await;
+            match ctx.epochs.settle(&turn, &ctx.store, n).await {
+                Ok(settled) => super::recover::account(ctx, &settled),
+                Err(e) => tracing::warn!("could not record the credits left: {e}"),
             }
         }
         Ok(Err(e)) => tracing::info!("could not read the credits left at the end of the run: {e}"),

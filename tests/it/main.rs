@@ -9,6 +9,7 @@ mod crash;
 mod daemon;
 mod dispose;
 mod environment;
+mod epochs;
 mod fixity;
 mod helpers;
 mod hostile_input;
