@@ -19,6 +19,7 @@ pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<
     let counts = store.counts().await?;
     let credits = store.latest_credits().await?;
     let spent = store.credits_spent().await?;
+    let elsewhere = store.credits_spent_elsewhere().await?;
     let oldest = store.oldest_queued().await?;
     let held = store.jobs_in(State::Held).await?;
     let paused = store.pause_note().await?;
@@ -39,6 +40,7 @@ pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<
             "credits_left": credits.map(|c| c.1),
             "credits_seen_at_ms": credits.map(|c| c.0),
             "credits_spent": spent,
+            "credits_spent_elsewhere": elsewhere,
             "paused": paused.as_ref().map(|(at, why)| json!({"since_ms": at, "why": why})),
             "oldest_queued": oldest.as_ref().map(job_json),
             "held": held.iter().map(|j| json!({
@@ -64,6 +66,12 @@ pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<
         None => println!("credits left: not seen yet (run `hili credits`)"),
     }
     println!("credits spent: {spent}");
+    if elsewhere > 0 {
+        println!(
+            "credits spent elsewhere: {elsewhere} (the account lost them while hili ran, beyond \
+             its own uploads: another program or person on the same account)"
+        );
+    }
     if let Some((at, why)) = &paused {
         println!("{why} (noted {} by the running hili)", ago(*at));
     }

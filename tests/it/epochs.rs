@@ -84,4 +84,10 @@ async fn credits_spent_elsewhere_are_counted_not_taken_for_hilis() {
     assert_eq!(elsewhere, 5);
     assert!(held.is_empty(), "{held:?}");
     assert_eq!(env.sim.ledger().total_charges, 4);
+    let out = env.hili().args(["status", "--json"]).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["credits_spent_elsewhere"], 5, "{st}");
+    let text = env.hili().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("credits spent elsewhere: 5"), "{text}");
 }
