@@ -161,11 +161,16 @@ impl Control {
     }
 
     /// Settles a reservation: `charged` says whether a credit was (or may have been) spent.
+    /// A reservation given back lifts a budget pause: the budget was full only while it was
+    /// held (an answer lost, its epoch not yet closed), and the pause was put in force then.
     pub fn settle(&self, charged: bool) {
         if charged {
             self.spent.fetch_add(1, Ordering::SeqCst);
-        } else {
-            self.reserved.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        self.reserved.fetch_sub(1, Ordering::SeqCst);
+        if matches!(self.paused(), Some((Pause::Budget, _))) {
+            self.resume();
         }
     }
 

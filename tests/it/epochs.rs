@@ -91,3 +91,37 @@ async fn credits_spent_elsewhere_are_counted_not_taken_for_hilis() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("credits spent elsewhere: 5"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_stays_exact_with_four_in_flight_and_answers_lost_before_a_charge() {
+    // A lost answer keeps its budget reservation until its epoch closes; one that was not
+    // charged gives it back, so the run still spends exactly its budget.
+    let sim = SimOptions {
+        faults: Faults {
+            reset: 0.15,
+            ..Faults::default()
+        },
+        ..fast_sim()
+    };
+    let env = Env::with_queue(
+        sim,
+        "upload_concurrency = 4\nmax_attempts = 100\nbudget = 7",
+    )
+    .await;
+    photos(&env, 12, 0);
+    env.add(Repair::Sr, None).await;
+    let mut settings = env.settings();
+    settings.upload_concurrency = 4;
+    settings.max_attempts = 100;
+    let summary = tokio::time::timeout(Duration::from_secs(90), env.run_once(settings))
+        .await
+        .expect("the run took over 90 s");
+    let ledger = env.sim.ledger();
+    assert!(
+        ledger.faults.get("reset").copied().unwrap_or(0) > 0,
+        "{:?}",
+        ledger.faults
+    );
+    assert_eq!(ledger.total_charges, 7, "{summary:?}");
+    assert_eq!((summary.done, summary.credits_spent), (7, 7), "{summary:?}");
+}
