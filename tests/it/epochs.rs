@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use hili::pipeline::Summary;
 use hili::repair::Repair;
 use hili::sim::{Faults, SimOptions};
 use hili::store::State;
@@ -32,11 +33,10 @@ async fn the_credits_are_read_once_an_epoch_not_before_every_upload() {
     assert_eq!(calls.get("nums"), Some(&2), "{calls:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_four_uploads_in_flight_answers_lost_before_a_charge_are_sent_again_not_held() {
-    // Connections reset before the service does anything: never charged. With four uploads in
-    // flight, the credit count moves with the others' charges meanwhile; the epoch's
-    // arithmetic still sees that the lost ones were not charged.
+/// A run of `n` photos with four uploads in flight, where 15 % of requests have their
+/// connection reset before the service does anything (never charged). `queue_extra` is added
+/// to the `[queue]` section.
+async fn four_in_flight_with_resets(n: u32, queue_extra: &str) -> (Env, Summary) {
     let sim = SimOptions {
         faults: Faults {
             reset: 0.15,
@@ -44,21 +44,26 @@ async fn with_four_uploads_in_flight_answers_lost_before_a_charge_are_sent_again
         },
         ..fast_sim()
     };
-    let env = Env::with_queue(sim, "upload_concurrency = 4\nmax_attempts = 100").await;
-    photos(&env, 16, 0);
+    let queue = format!("upload_concurrency = 4\nmax_attempts = 100\n{queue_extra}");
+    let env = Env::with_queue(sim, &queue).await;
+    photos(&env, n, 0);
     env.add(Repair::Sr, None).await;
-    let mut settings = env.settings();
-    settings.upload_concurrency = 4;
-    settings.max_attempts = 100;
+    let settings = env.settings();
+    assert_eq!(settings.upload_concurrency, 4);
     let summary = tokio::time::timeout(Duration::from_secs(90), env.run_once(settings))
         .await
         .expect("the run took over 90 s");
+    let resets = env.sim.ledger().faults.get("reset").copied().unwrap_or(0);
+    assert!(resets > 0, "no reset happened");
+    (env, summary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_four_uploads_in_flight_answers_lost_before_a_charge_are_sent_again_not_held() {
+    // With four uploads in flight, the credit count moves with the others' charges while an
+    // answer is lost; the epoch's arithmetic still sees that the lost ones were not charged.
+    let (env, summary) = four_in_flight_with_resets(16, "").await;
     let ledger = env.sim.ledger();
-    assert!(
-        ledger.faults.get("reset").copied().unwrap_or(0) > 0,
-        "no reset happened: {:?}",
-        ledger.faults
-    );
     assert_eq!((summary.done, summary.held), (16, 0), "{summary:?}");
     assert_eq!(ledger.total_charges, 16);
     assert_eq!(ledger.duplicate_charges, 0);
@@ -96,32 +101,7 @@ async fn credits_spent_elsewhere_are_counted_not_taken_for_hilis() {
 async fn the_budget_stays_exact_with_four_in_flight_and_answers_lost_before_a_charge() {
     // A lost answer keeps its budget reservation until its epoch closes; one that was not
     // charged gives it back, so the run still spends exactly its budget.
-    let sim = SimOptions {
-        faults: Faults {
-            reset: 0.15,
-            ..Faults::default()
-        },
-        ..fast_sim()
-    };
-    let env = Env::with_queue(
-        sim,
-        "upload_concurrency = 4\nmax_attempts = 100\nbudget = 7",
-    )
-    .await;
-    photos(&env, 12, 0);
-    env.add(Repair::Sr, None).await;
-    let mut settings = env.settings();
-    settings.upload_concurrency = 4;
-    settings.max_attempts = 100;
-    let summary = tokio::time::timeout(Duration::from_secs(90), env.run_once(settings))
-        .await
-        .expect("the run took over 90 s");
-    let ledger = env.sim.ledger();
-    assert!(
-        ledger.faults.get("reset").copied().unwrap_or(0) > 0,
-        "{:?}",
-        ledger.faults
-    );
-    assert_eq!(ledger.total_charges, 7, "{summary:?}");
+    let (env, summary) = four_in_flight_with_resets(12, "budget = 7").await;
+    assert_eq!(env.sim.ledger().total_charges, 7, "{summary:?}");
     assert_eq!((summary.done, summary.credits_spent), (7, 7), "{summary:?}");
 }

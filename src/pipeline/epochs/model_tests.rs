@@ -126,16 +126,7 @@ impl World {
                     self.in_flight.push((job.id, ticket));
                     return;
                 }
-                Entry::Settle(turn) => {
-                    let settled = self
-                        .epochs
-                        .settle(&turn, &self.store, self.credits)
-                        .await
-                        .expect("settle");
-                    self.log
-                        .push(format!("settle at {} credits: {settled:?}", self.credits));
-                    self.check(&settled);
-                }
+                Entry::Settle(turn) => self.settle(turn, "admission").await,
             }
         }
     }
@@ -258,13 +249,18 @@ impl World {
         let turn = tokio::time::timeout(Duration::from_secs(5), self.epochs.settle_turn())
             .await
             .expect("the turn is free with nothing in flight");
+        self.settle(turn, "lost answer").await;
+    }
+
+    /// Closes the epoch with the service's count now, and checks the verdicts.
+    async fn settle(&mut self, turn: super::SettleTurn<'static>, by: &str) {
         let settled = self
             .epochs
             .settle(&turn, &self.store, self.credits)
             .await
             .expect("settle");
         self.log
-            .push(format!("settle now at {}: {settled:?}", self.credits));
+            .push(format!("settle ({by}) at {}: {settled:?}", self.credits));
         self.check(&settled);
     }
 
