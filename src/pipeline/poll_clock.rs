@@ -69,7 +69,8 @@ impl PollClock {
         (elapsed / 4).max(MIN_WAIT).min(interval)
     }
 
-    /// The photo was found ready `elapsed` after its upload.
+    /// The photo was found ready by the call due `elapsed` after its upload (when the call was
+    /// due, not when a busy rate limiter let it go: see `poll::due_elapsed`).
     pub fn ready(&self, id: JobId, elapsed: Duration) {
         let mut g = self.lock();
         let first = !g.asked_again.remove(&id);
@@ -130,6 +131,30 @@ mod tests {
         settled.sort_unstable();
         assert!(calls <= 60 + 9, "{calls} calls for 60 photos");
         assert!(settled[settled.len() / 2] <= secs(0.5), "{settled:?}");
+    }
+
+    #[test]
+    fn calls_held_back_by_the_rate_limiter_do_not_make_the_waits_grow() {
+        // 10 s processing; every call goes out 3 s after it was due (a saturated limiter).
+        // Learning from when calls were due, the first wait settles near 10 s; learning from
+        // when they were made, each wait would teach a longer one (0.85 × (w + 3) > w).
+        let clock = PollClock::default();
+        let delay = secs(3.0);
+        let mut waits = Vec::new();
+        for id in 0..80 {
+            let id = JobId(id);
+            let mut due = clock.first_wait(INTERVAL);
+            while due + delay < secs(10.0) {
+                due += clock.still_processing(id, due + delay, INTERVAL);
+            }
+            clock.ready(id, due);
+            waits.push(clock.first_wait(INTERVAL));
+        }
+        let last = waits[waits.len() - 1];
+        assert!(
+            last <= secs(12.0),
+            "the first wait grew to {last:?}: {waits:?}"
+        );
     }
 
     #[test]
