@@ -19,7 +19,7 @@ pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
     match ctx.api.status(mdf).await {
         Ok(JobStatus::Done) => {
             ctx.control.clear_failures(id);
-            ctx.poll_clock.ready(id, due_elapsed(&job));
+            ctx.poll_clock.ready(id, due_elapsed(&job), elapsed(&job));
             ctx.store.begin_download(id).await?;
         }
         Ok(JobStatus::Processing) => {
@@ -67,11 +67,7 @@ pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
     Ok(())
 }
 
-/// How long after its upload this call was due: what the clock learns from. Not when it was
-/// made: a call the rate limiter held back must not teach the clock that the service got
-/// slower — it would wait longer for the next photo, which waits in the same queue, and the
-/// waits would grow without end (the request bench found results fetched 30 s after they were
-/// ready at a saturated 2 requests/s).
+/// How long after its upload this call was due (when it was made is [`elapsed`]).
 fn due_elapsed(job: &Job) -> Duration {
     let actual = elapsed(job);
     match (job.next_poll_at_ms, job.processing_since_ms) {

@@ -69,9 +69,14 @@ impl PollClock {
         (elapsed / 4).max(MIN_WAIT).min(interval)
     }
 
-    /// The photo was found ready by the call due `elapsed` after its upload (when the call was
-    /// due, not when a busy rate limiter let it go: see `poll::due_elapsed`).
-    pub fn ready(&self, id: JobId, elapsed: Duration) {
+    /// The photo was found ready by the call due `due` after its upload and made `made` after
+    /// it. A call made late (the rate limiter busy) is learned as at most [`MIN_WAIT`] late:
+    /// the whole delay would teach the clock that the service got slower, the next photo would
+    /// be asked later, wait in the same queue, and the waits would grow without end (the
+    /// request bench saw results fetched 32 s after they were ready at a saturated 2/s). A
+    /// little of it is kept: on a quiet limiter it is the time the call really took.
+    pub fn ready(&self, id: JobId, due: Duration, made: Duration) {
+        let elapsed = made.min(due + MIN_WAIT);
         let mut g = self.lock();
         let first = !g.asked_again.remove(&id);
         let seen = if first {
@@ -105,8 +110,8 @@ mod tests {
     fn without_enough_history_the_first_call_waits_the_interval() {
         let clock = PollClock::default();
         assert_eq!(clock.first_wait(INTERVAL), INTERVAL);
-        clock.ready(JobId(1), secs(1.0));
-        clock.ready(JobId(2), secs(1.0));
+        clock.ready(JobId(1), secs(1.0), secs(1.0));
+        clock.ready(JobId(2), secs(1.0), secs(1.0));
         assert_eq!(clock.first_wait(INTERVAL), INTERVAL);
     }
 
@@ -123,7 +128,7 @@ mod tests {
                 at += clock.still_processing(id, at, INTERVAL);
                 calls += 1;
             }
-            clock.ready(id, at);
+            clock.ready(id, at, at);
             late.push(at - secs(2.0));
         }
         // About one call each, learning included, and once learned fetched promptly.
@@ -136,8 +141,8 @@ mod tests {
     #[test]
     fn calls_held_back_by_the_rate_limiter_do_not_make_the_waits_grow() {
         // 10 s processing; every call goes out 3 s after it was due (a saturated limiter).
-        // Learning from when calls were due, the first wait settles near 10 s; learning from
-        // when they were made, each wait would teach a longer one (0.85 × (w + 3) > w).
+        // Learning the delay as at most MIN_WAIT, the first wait settles near 10 s; learning
+        // all of it, each wait would teach a longer one (0.85 × (w + 3) > w).
         let clock = PollClock::default();
         let delay = secs(3.0);
         let mut waits = Vec::new();
@@ -147,7 +152,7 @@ mod tests {
             while due + delay < secs(10.0) {
                 due += clock.still_processing(id, due + delay, INTERVAL);
             }
-            clock.ready(id, due);
+            clock.ready(id, due, due + delay);
             waits.push(clock.first_wait(INTERVAL));
         }
         let last = waits[waits.len() - 1];
@@ -161,7 +166,7 @@ mod tests {
     fn waits_stay_within_their_bounds() {
         let clock = PollClock::default();
         for id in 0..10 {
-            clock.ready(JobId(id), secs(6000.0));
+            clock.ready(JobId(id), secs(6000.0), secs(6000.0));
         }
         // The first call waits for what was seen (longer than the interval), up to the cap.
         assert_eq!(clock.first_wait(INTERVAL), MAX_FIRST_WAIT);
