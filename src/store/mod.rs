@@ -30,6 +30,7 @@ mod runlock;
 mod schedule;
 mod sql;
 pub mod state;
+mod tally;
 mod transitions;
 mod watch;
 mod write;
@@ -53,6 +54,7 @@ pub use meta::JobFolders;
 pub use runlock::{RunLock, RunLockError};
 pub use schedule::{DueLimits, DueWork, Paid};
 pub use state::{IllegalTransition, State, check};
+pub use tally::RunTally;
 pub use transitions::{UploadIntent, Uploaded};
 
 use conn::{Conn, Primary, WriteTx};
