@@ -197,3 +197,21 @@ async fn wait_for_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_and_help_list_the_one_exit_code_table() {
+        let readme = include_str!("../../README.md");
+        let help = exit_codes_help();
+        for e in Exit::ALL {
+            let row = format!("| {} | {} |", e.code(), e.meaning());
+            assert!(readme.contains(&row), "README lacks the row {row}");
+            assert!(help.contains(&format!("  {}  {}", e.code(), e.meaning())));
+        }
+        let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, [0, 1, 2, 3]);
+    }
+}

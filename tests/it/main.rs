@@ -23,5 +23,6 @@ mod room;
 mod sim;
 mod store;
 mod superseded;
+mod terminal;
 mod watch;
 mod watch_symlink;
