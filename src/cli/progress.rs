@@ -90,14 +90,11 @@ pub(super) fn eta(count: &RunCount, elapsed: Duration) -> Option<Duration> {
     Some(Duration::from_secs(secs.ceil() as u64))
 }
 
-/// The bar's text beside the bar itself.
+/// The bar's text beside the bar itself, most important first: a narrow terminal cuts the end.
 fn message(count: &RunCount, snap: Option<&Snapshot>, elapsed: Duration) -> String {
-    let mut msg = count.outcomes();
+    let mut msg = format!("ended: {}", count.outcomes());
     if let Some(s) = snap {
-        msg.push_str(&format!(
-            " · {} in flight · {} credit(s) spent",
-            s.in_flight, s.credits_spent
-        ));
+        msg.push_str(&format!(" · {} credit(s) spent", s.credits_spent));
     }
     if let Some(left) = eta(count, elapsed) {
         msg.push_str(&format!(
@@ -105,9 +102,12 @@ fn message(count: &RunCount, snap: Option<&Snapshot>, elapsed: Duration) -> Stri
             humantime::format_duration(left)
         ));
     }
-    if let Some(p) = snap.and_then(|s| s.paused.as_deref()) {
-        msg.push_str(" — ");
-        msg.push_str(p);
+    if let Some(s) = snap {
+        msg.push_str(&format!(" · {} in flight", s.in_flight));
+        if let Some(p) = &s.paused {
+            msg.push_str(" — ");
+            msg.push_str(p);
+        }
     }
     msg
 }
@@ -176,7 +176,7 @@ impl Bar {
     /// Starts counting the jobs that end after event `mark` (taken before the run began).
     pub(super) fn start(store: Store, mark: i64) -> Bar {
         let bar = ProgressBar::hidden();
-        let style = ProgressStyle::with_template("{bar:30} {pos}/{len} ended  {msg}")
+        let style = ProgressStyle::with_template("{bar:24} {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         let shared = Arc::new(Shared {
@@ -207,10 +207,8 @@ impl Bar {
         if bar.is_hidden() {
             return;
         }
-        bar.set_style(
-            ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.finish_with_message(final_line(summary));
+        bar.finish_and_clear();
+        eprintln!("{}", final_line(summary));
     }
 }
 
@@ -252,7 +250,7 @@ mod tests {
         assert_eq!((c.ended(), c.total()), (3, 5));
         assert_eq!(
             message(&c, None, Duration::from_secs(3)),
-            "1 done, 1 failed, 1 held · about 2s left"
+            "ended: 1 done, 1 failed, 1 held · about 2s left"
         );
         // Nothing yet: nothing to draw.
         assert_eq!(RunCount::from_tally(&RunTally::default()).total(), 0);
