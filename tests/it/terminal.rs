@@ -316,12 +316,4 @@ async fn status_names_the_failed_jobs_reasons_and_where_to_see_them_all() {
 
     let st = json(&env.run_hili(["status", "--json"]).await);
     assert_eq!(st["failed_reasons"][0]["jobs"], 2, "{st}");
-    // Not before anything was added: no --db flag offered, the config key instead.
-    let empty = Env::new(fast_sim()).await;
-    let out = empty.run_hili(["status"]).await;
-    assert!(
-        !out.stderr.contains("--db") && out.stderr.contains("[queue] database"),
-        "{}",
-        out.both()
-    );
 }
