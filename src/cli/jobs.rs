@@ -51,7 +51,8 @@ pub(super) async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit
     for j in &jobs {
         let mut detail = match (&j.output_path, &j.reason) {
             (Some(out), _) if j.state() == State::Done => out.display().to_string(),
-            (_, Some(r)) => r.clone(),
+            // The source has its own column: the reason need not name it again.
+            (_, Some(r)) => without_path(r, j),
             _ => String::new(),
         };
         if let Some(n) = note(j) {
@@ -110,6 +111,18 @@ pub(super) fn local(ms: i64, tz: &TimeZone) -> String {
     }
 }
 
+/// A job's reason without its file's name: `/scans/a.jpg: not a JPEG or PNG` → `not a JPEG or
+/// PNG`. Reasons that say nothing more than the name are kept whole.
+pub(super) fn without_path(reason: &str, j: &Job) -> String {
+    let path = j.source_path.display().to_string();
+    let stripped = reason.replace(&path, "");
+    let stripped = stripped.trim_start_matches([':', ' ']).trim();
+    match stripped.is_empty() {
+        true => reason.to_string(),
+        false => stripped.to_string(),
+    }
+}
+
 /// A table without borders, its columns two spaces apart, under a header row when given one.
 pub(super) fn plain_table(header: &[&str]) -> Table {
     let mut t = Table::new();
@@ -120,10 +133,15 @@ pub(super) fn plain_table(header: &[&str]) -> Table {
     t
 }
 
-/// Prints a [`plain_table`], lines flush left and without trailing blanks.
+/// Prints a [`plain_table`], lines flush left and without trailing blanks. A reader that
+/// stops early (`hili jobs | head`) ends the listing quietly.
 pub(super) fn print_table(t: &Table) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     for line in table_lines(t) {
-        println!("{line}");
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Exit;
 use super::args::{RetryArgs, StatusArgs};
-use super::jobs::{job_json, plain_table, table_lines};
+use super::jobs::{job_json, plain_table, table_lines, without_path};
 use crate::config::Config;
 use crate::store::{Job, JobId, State, Store};
 
@@ -144,17 +144,6 @@ fn top_reasons(failed: &[Job], n: usize) -> Vec<(String, u64)> {
     all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     all.truncate(n);
     all
-}
-
-/// `/scans/a.jpg: not a JPEG or PNG` → `not a JPEG or PNG`.
-fn without_path(reason: &str, j: &Job) -> String {
-    let path = j.source_path.display().to_string();
-    let stripped = reason.replace(&path, "");
-    let stripped = stripped.trim_start_matches([':', ' ']).trim();
-    match stripped.is_empty() {
-        true => reason.to_string(),
-        false => stripped.to_string(),
-    }
 }
 
 pub(super) async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {

@@ -188,6 +188,8 @@ async fn every_command_exits_by_the_one_table() {
         (&["credits", "--config", &unreachable], 1),
         (&["doctor", "--json"], 0),
         (&["doctor", "--config", &unreachable], 1),
+        (&["export", "--format", "csv", "--since", "2026-11-30"], 0),
+        (&["export", "--format", "csv", "--since", "yesterday"], 2),
         (&["retry", "999"], 1),
         (&["retry"], 2),
         (&["run", "--json"], 2),
