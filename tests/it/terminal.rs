@@ -109,19 +109,19 @@ fn pty() -> (std::fs::File, std::fs::File) {
     }
 }
 
-/// `hili jobs` with debug logging (the database's statements), its stderr a terminal; `env`
-/// extra environment. Returns what reached the terminal.
-fn log_on_a_terminal(env: &Env, vars: &[(&str, &str)]) -> Vec<u8> {
+/// `hili ARGS` with debug logging (for `jobs`: the database's statements), its stdout and
+/// stderr a terminal, `vars` added to its environment. Returns what reached the terminal.
+fn on_a_terminal(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Vec<u8> {
     let (mut master, child_end) = pty();
     let mut cmd = env.hili();
-    cmd.args(["jobs"])
+    cmd.args(args)
         .current_dir(env.dir.path())
         .env("HILI_LOG", "debug")
         .env("TERM", "xterm")
         .env_remove("NO_COLOR")
         .envs(vars.iter().copied())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(child_end.try_clone().unwrap())
         .stderr(child_end);
     let mut child = cmd.spawn().unwrap();
     // Our copy of the child's end goes with `cmd`: the read below ends when the child exits.
@@ -143,17 +143,24 @@ fn log_on_a_terminal(env: &Env, vars: &[(&str, &str)]) -> Vec<u8> {
 async fn no_colour_with_no_color_or_a_dumb_terminal_even_on_a_terminal() {
     let env = Env::new(fast_sim()).await;
     env.store().await.close().await;
-    let plain = log_on_a_terminal(&env, &[]);
-    assert!(plain.len() > 100, "{}", String::from_utf8_lossy(&plain));
-    assert!(
-        plain.contains(&0x1b),
-        "a terminal gets colour: the test can see it"
-    );
-    for vars in [&[("NO_COLOR", "1")][..], &[("TERM", "dumb")]] {
-        let seen = log_on_a_terminal(&env, vars);
-        let text = String::from_utf8_lossy(&seen);
-        assert!(text.contains("DEBUG"), "{vars:?}: {text}");
-        assert!(!seen.contains(&0x1b), "{vars:?} still coloured: {text:?}");
+    // The log (tracing's colours), and clap's help (its own).
+    for (args, shown) in [(&["jobs"][..], "DEBUG"), (&["--help"], "Exit codes")] {
+        let plain = on_a_terminal(&env, args, &[]);
+        let text = String::from_utf8_lossy(&plain);
+        assert!(text.contains(shown), "{args:?}: {text}");
+        assert!(
+            plain.contains(&0x1b),
+            "{args:?}: a terminal gets colour: the test sees it"
+        );
+        for vars in [&[("NO_COLOR", "1")][..], &[("TERM", "dumb")]] {
+            let seen = on_a_terminal(&env, args, vars);
+            let text = String::from_utf8_lossy(&seen);
+            assert!(text.contains(shown), "{args:?} {vars:?}: {text}");
+            assert!(
+                !seen.contains(&0x1b),
+                "{args:?} {vars:?} still coloured: {text:?}"
+            );
+        }
     }
 }
 
