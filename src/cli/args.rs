@@ -5,11 +5,18 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::repair::{Repair, Rgb};
+use crate::store::State;
 
 /// hili feeds photos through the Hili PhotoEnhance cloud API (super-resolution, old-photo
 /// repair, colourisation, ID-photo background) without ever paying twice for a photo.
 #[derive(Debug, Parser)]
-#[command(name = "hili", version, about, max_term_width = 100)]
+#[command(
+    name = "hili",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = super::exit_codes_help()
+)]
 pub struct Cli {
     /// Configuration file (default: $HILI_CONFIG, ./hili.toml, $XDG_CONFIG_HOME/hili/hili.toml,
     /// /etc/hili/hili.toml).
@@ -54,9 +61,9 @@ pub enum Command {
     /// One row per job (or per event, with --events) as CSV or JSON, for the archive's records.
     Export(ExportArgs),
     /// Print the credits left on the account.
-    Credits,
+    Credits(CreditsArgs),
     /// Check the configuration, the secret, the clock and the service, one line each.
-    Doctor,
+    Doctor(DoctorArgs),
     /// Try hili end to end on generated photos against the built-in simulator.
     Demo(DemoArgs),
     /// Run the built-in simulator of the Hili API (offline stand-in, not the real AI).
@@ -90,6 +97,23 @@ pub struct RunArgs {
     /// Process everything queued, then exit (0: all done, 3: some failed or held).
     #[arg(long)]
     pub once: bool,
+    /// With --once: print the run's summary as one JSON object on stdout.
+    #[arg(long, requires = "once")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreditsArgs {
+    /// Machine-readable output: {"credits_left": N}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Machine-readable output: every check with its outcome and detail.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -101,9 +125,10 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// Only jobs in this state (queued, uploading, processing, downloading, done, failed, held).
-    #[arg(long)]
-    pub state: Option<String>,
+    /// Only jobs in this state (queued, uploading, processing, downloading, done, failed, held,
+    /// skipped).
+    #[arg(long, value_parser = clap::value_parser!(State))]
+    pub state: Option<State>,
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,

@@ -13,9 +13,37 @@ use crate::api::error::ApiError;
 use crate::config::{Config, Env, SecretSource};
 use crate::secret::Secret;
 
-/// Runs every check, writing one line per check to `out`. Returns true if all passed.
-pub async fn run(config_path: Option<&Path>, out: &mut dyn Write) -> bool {
-    run_in(config_path, &Env::from_process(), out).await
+/// Runs every check, writing one line per check to `out` (or, with `json`, one JSON object
+/// listing them). Returns true if all passed.
+pub async fn run(config_path: Option<&Path>, out: &mut dyn Write, json: bool) -> bool {
+    let env = Env::from_process();
+    if !json {
+        return run_in(config_path, &env, out).await;
+    }
+    let mut lines = Vec::new();
+    let ok = run_in(config_path, &env, &mut lines).await;
+    let _ = writeln!(out, "{}", as_json(&String::from_utf8_lossy(&lines), ok));
+    ok
+}
+
+/// The report's lines (`✔ what: detail`, `✘ …`, `- what: skipped (why)`) as
+/// `{"ok": bool, "checks": [{"check", "outcome": "ok"|"failed"|"skipped", "detail"}]}`.
+fn as_json(text: &str, ok: bool) -> serde_json::Value {
+    let checks: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| {
+            let (mark, rest) = line.split_once(' ')?;
+            let outcome = match mark {
+                "✔" => "ok",
+                "✘" => "failed",
+                "-" => "skipped",
+                _ => return None,
+            };
+            let (check, detail) = rest.split_once(": ").unwrap_or((rest, ""));
+            Some(serde_json::json!({"check": check, "outcome": outcome, "detail": detail}))
+        })
+        .collect();
+    serde_json::json!({ "ok": ok, "checks": checks })
 }
 
 struct Report<'a> {
@@ -292,6 +320,19 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains(KEY), "{text}");
         (ok, text)
+    }
+
+    #[test]
+    fn the_json_report_lists_every_check_with_its_outcome() {
+        let text = "✔ config: read /x/hili.toml\n✘ credits: 0 uploads left: buy a package\n- clock: skipped (no Date)\n";
+        let v = as_json(text, false);
+        assert_eq!(v["ok"], false);
+        let checks = v["checks"].as_array().unwrap();
+        assert_eq!(checks.len(), 3, "{v}");
+        assert_eq!(checks[1]["check"], "credits");
+        assert_eq!(checks[1]["outcome"], "failed");
+        assert_eq!(checks[1]["detail"], "0 uploads left: buy a package");
+        assert_eq!(checks[2]["outcome"], "skipped");
     }
 
     #[tokio::test]

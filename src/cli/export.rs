@@ -60,7 +60,9 @@ const EVENT_COLUMNS: [&str; 12] = [
 ];
 
 pub(super) async fn export(config: &Config, args: ExportArgs) -> anyhow::Result<Exit> {
-    let since = args.since.as_deref().map(parse_since).transpose()?;
+    // A date hili cannot read is a usage error (exit 2), like any other wrong argument.
+    let since = (args.since.as_deref().map(parse_since).transpose())
+        .map_err(|e| super::Usage(format!("{e:#}")))?;
     let store = Store::open_existing(&config.database_path()).await?;
     let (columns, rows): (&[&str], Vec<Vec<Value>>) = if args.events {
         let events = store.export_events(since).await?;

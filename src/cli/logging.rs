@@ -1,8 +1,10 @@
-//! Log set-up: human-readable on stderr (coloured on a terminal); under systemd
+//! Log set-up: human-readable on stderr (coloured on a terminal unless `NO_COLOR` is set or
+//! `TERM=dumb`, see [`colour`]); under systemd
 //! (`JOURNAL_STREAM` set) without timestamps and with `<N>` priority prefixes the journal
 //! understands; or JSON lines for collectors. The level comes from `HILI_LOG`, else
 //! `RUST_LOG`, else `-v`.
 
+use std::ffi::OsStr;
 use std::fmt;
 use std::io::IsTerminal;
 
@@ -20,8 +22,8 @@ pub(super) fn init(format: LogFormat, verbose: u8, command: &Command) {
             // Reports print their own output; only problems are logged.
             Command::Status(_)
             | Command::Jobs(_)
-            | Command::Credits
-            | Command::Doctor
+            | Command::Credits(_)
+            | Command::Doctor(_)
             | Command::Verify(_)
             | Command::Export(_) => "warn",
             // The demo shows hili's progress, not each simulated request.
@@ -46,10 +48,29 @@ pub(super) fn init(format: LogFormat, verbose: u8, command: &Command) {
         LogFormat::Auto if under_journal => {
             builder.with_ansi(false).event_format(Journal).try_init()
         }
-        LogFormat::Auto => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+        LogFormat::Auto => builder.with_ansi(colour_on_stderr()).try_init(),
     };
+}
+
+/// Whether hili may colour what it writes to stderr, for this process.
+pub(super) fn colour_on_stderr() -> bool {
+    colour(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+        std::io::stderr().is_terminal(),
+    )
+}
+
+/// Colour only on a terminal that shows it, and never when the user said no: `NO_COLOR` set
+/// to anything but the empty string (the no-color.org convention), or `TERM=dumb`.
+pub(super) fn colour(no_color: Option<&OsStr>, term: Option<&OsStr>, terminal: bool) -> bool {
+    let refused = no_color.is_some_and(|v| !v.is_empty());
+    terminal && !refused && !is_dumb(term)
+}
+
+/// `TERM=dumb`: a terminal that understands neither colours nor cursor movement.
+pub(super) fn is_dumb(term: Option<&OsStr>) -> bool {
+    term.is_some_and(|t| t == "dumb")
 }
 
 /// The journal's line format: `<priority>message fields`, no timestamp (journald adds it).
@@ -92,5 +113,23 @@ mod tests {
         assert_eq!(priority(Level::WARN), 4);
         assert_eq!(priority(Level::INFO), 6);
         assert_eq!(priority(Level::TRACE), 7);
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_that_wants_it() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        assert!(colour(None, os("xterm-256color"), true));
+        assert!(colour(None, None, true));
+        assert!(!colour(None, os("xterm"), false), "not a terminal");
+        assert!(!colour(os("1"), os("xterm"), true), "NO_COLOR=1");
+        assert!(
+            !colour(os("false"), os("xterm"), true),
+            "any NO_COLOR value"
+        );
+        assert!(
+            colour(os(""), os("xterm"), true),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!colour(None, os("dumb"), true), "TERM=dumb");
     }
 }

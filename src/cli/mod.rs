@@ -6,9 +6,12 @@ pub mod args;
 mod demo;
 pub mod doctor;
 mod export;
+mod jobs;
 mod logging;
+mod progress;
 mod report;
 mod run;
+mod usage;
 mod verify;
 
 use std::process::ExitCode;
@@ -21,25 +24,66 @@ use args::Command;
 
 use crate::config::Config;
 
-/// Exit codes, as documented in the README.
+/// Exit codes: the one table every command uses, printed by `hili --help` and in the README
+/// (a unit test keeps the README's table the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok = 0,
-    /// Something went wrong that is not about a job (I/O, database, service unreachable).
+    /// Anything else: I/O, the database, a service that could not be reached, a job refused.
     Error = 1,
-    /// hili cannot run as configured, and waiting will not help: the configuration is invalid
-    /// or missing something, another `hili run` drives the same queue, or the service refuses
-    /// the account (unknown third_code, rejected token, a base URL that is not the API).
+    /// A usage or configuration problem, which waiting will not fix: a command-line error
+    /// (clap's own, and hili's: `bg` without `--rgb`, a path that does not exist…), an invalid
+    /// or incomplete configuration, another `hili run` driving the same queue, or the service
+    /// refusing the account (unknown third_code, rejected token, a base URL that is not the API).
     Config = 2,
-    /// Some job ended failed or held, or work was left unfinished.
+    /// Some job did not end done: it failed, is held, or was left unfinished.
     JobsNeedAttention = 3,
+}
+
+impl Exit {
+    /// Every code, in the order the table lists them.
+    pub const ALL: [Exit; 4] = [Exit::Ok, Exit::Error, Exit::Config, Exit::JobsNeedAttention];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// What the code means, as `hili --help` and the README say it.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Exit::Ok => "success: everything asked for was done",
+            Exit::Error => {
+                "anything else: I/O, the database, the service unreachable, a job refused"
+            }
+            Exit::Config => {
+                "usage or configuration: wrong arguments, a bad config, the queue in use, the account refused"
+            }
+            Exit::JobsNeedAttention => {
+                "some job did not end done: failed, held, or left unfinished (see `hili status`)"
+            }
+        }
+    }
 }
 
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e as u8)
+        ExitCode::from(e.code())
     }
 }
+
+/// The exit-code table at the end of `hili --help`.
+pub fn exit_codes_help() -> String {
+    let mut s = String::from("Exit codes (every command):\n");
+    for e in Exit::ALL {
+        s.push_str(&format!("  {}  {}\n", e.code(), e.meaning()));
+    }
+    s
+}
+
+/// A command-line mistake hili finds itself (clap finds the others): exit code 2, like clap's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// A configuration problem: reported with exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +108,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Err(e) => {
             eprintln!("hili: {e:#}");
             if e.downcast_ref::<ConfigProblem>().is_some()
+                || e.downcast_ref::<Usage>().is_some()
                 || e.downcast_ref::<crate::store::RunLockError>()
                     .is_some_and(|l| matches!(l, crate::store::RunLockError::Held { .. }))
             {
@@ -85,24 +130,30 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
                 .context("the simulator stopped with an error")?;
             Ok(Exit::Ok)
         }
-        Command::Doctor => {
-            let ok = doctor::run(config_path, &mut std::io::stdout()).await;
+        Command::Doctor(args) => {
+            let ok = doctor::run(config_path, &mut std::io::stdout(), args.json).await;
             Ok(if ok { Exit::Ok } else { Exit::Error })
         }
-        Command::Credits => {
+        Command::Credits(args) => {
             let config = load_config(config_path)?;
             let client = run::client(&config)?;
             let n = client
                 .credits()
                 .await
                 .context("could not read the credits left")?;
-            println!("{n} credits left");
+            match args.json {
+                true => println!("{}", serde_json::json!({ "credits_left": n })),
+                false => println!("{n} credits left"),
+            }
             Ok(Exit::Ok)
         }
-        Command::Add(args) => add::add(&load_config(config_path)?, args).await,
+        Command::Add(args) => {
+            usage::check_add(&args)?;
+            add::add(&load_config(config_path)?, args).await
+        }
         Command::Run(args) => run::run(&load_config(config_path)?, config_path, args).await,
         Command::Status(args) => report::status(&load_config(config_path)?, args).await,
-        Command::Jobs(args) => report::jobs(&load_config(config_path)?, args).await,
+        Command::Jobs(args) => jobs::jobs(&load_config(config_path)?, args).await,
         Command::Retry(args) => report::retry(&load_config(config_path)?, args).await,
         Command::Verify(args) => verify::verify(&load_config(config_path)?, args).await,
         Command::Export(args) => export::export(&load_config(config_path)?, args).await,
@@ -144,5 +195,23 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_and_help_list_the_one_exit_code_table() {
+        let readme = include_str!("../../README.md");
+        let help = exit_codes_help();
+        for e in Exit::ALL {
+            let row = format!("| {} | {} |", e.code(), e.meaning());
+            assert!(readme.contains(&row), "README lacks the row {row}");
+            assert!(help.contains(&format!("  {}  {}", e.code(), e.meaning())));
+        }
+        let codes: Vec<u8> = Exit::ALL.iter().map(|e| e.code()).collect();
+        assert_eq!(codes, [0, 1, 2, 3]);
     }
 }

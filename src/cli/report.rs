@@ -1,12 +1,14 @@
-//! `hili status`, `hili jobs` and `hili retry`: read the store (safely while a daemon runs,
-//! through WAL) and print for people or, with `--json`, for programs.
+//! `hili status` and `hili retry` (`hili jobs` is in `jobs.rs`): read the store (safely while a
+//! daemon runs, through WAL) and print for people or, with `--json`, for programs.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
 use super::Exit;
-use super::args::{JobsArgs, RetryArgs, StatusArgs};
+use super::args::{RetryArgs, StatusArgs};
+use super::jobs::{job_json, plain_table, table_lines, without_path};
 use crate::config::Config;
 use crate::store::{Job, JobId, State, Store};
 
@@ -14,130 +16,145 @@ async fn open(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open_existing(&config.database_path()).await?)
 }
 
+/// What `hili status` reports, read in one go.
+struct Facts {
+    counts: BTreeMap<State, u64>,
+    credits: Option<(i64, u64)>,
+    spent: u64,
+    /// Credits the account lost beyond hili's own uploads (see `pipeline::epochs`).
+    elsewhere: u64,
+    oldest: Option<Job>,
+    held: Vec<Job>,
+    paused: Option<(i64, String)>,
+    /// The most frequent reasons of failed jobs, with how many failed for each.
+    failed_reasons: Vec<(String, u64)>,
+}
+
+/// How many of the failed jobs' reasons `hili status` names.
+const TOP_REASONS: usize = 3;
+
 pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<Exit> {
     let store = open(config).await?;
-    let counts = store.counts().await?;
-    let credits = store.latest_credits().await?;
-    let spent = store.credits_spent().await?;
-    let elsewhere = store.credits_spent_elsewhere().await?;
-    let oldest = store.oldest_queued().await?;
-    let held = store.jobs_in(State::Held).await?;
-    let paused = store.pause_note().await?;
+    let failed = store.jobs_in(State::Failed).await?;
+    let facts = Facts {
+        counts: store.counts().await?,
+        credits: store.latest_credits().await?,
+        spent: store.credits_spent().await?,
+        elsewhere: store.credits_spent_elsewhere().await?,
+        oldest: store.oldest_queued().await?,
+        held: store.jobs_in(State::Held).await?,
+        paused: store.pause_note().await?,
+        failed_reasons: top_reasons(&failed, TOP_REASONS),
+    };
     store.close().await;
-
-    if args.json {
-        let counts: serde_json::Map<String, Value> = State::ALL
-            .iter()
-            .map(|s| {
-                (
-                    s.as_str().to_string(),
-                    json!(counts.get(s).copied().unwrap_or(0)),
-                )
-            })
-            .collect();
-        let out = json!({
-            "counts": counts,
-            "credits_left": credits.map(|c| c.1),
-            "credits_seen_at_ms": credits.map(|c| c.0),
-            "credits_spent": spent,
-            "credits_spent_elsewhere": elsewhere,
-            "paused": paused.as_ref().map(|(at, why)| json!({"since_ms": at, "why": why})),
-            "oldest_queued": oldest.as_ref().map(job_json),
-            "held": held.iter().map(|j| json!({
-                "id": j.id.0,
-                "source": j.source_path.to_string_lossy(),
-                "reason": j.reason,
-                "resolve": resolve_hint(j),
-            })).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(Exit::Ok);
-    }
-
-    for s in State::ALL {
-        println!(
-            "{:<12} {}",
-            s.as_str(),
-            counts.get(&s).copied().unwrap_or(0)
-        );
-    }
-    match credits {
-        Some((at, n)) => println!("credits left: {n} (seen {})", ago(at)),
-        None => println!("credits left: not seen yet (run `hili credits`)"),
-    }
-    println!("credits spent: {spent}");
-    if elsewhere > 0 {
-        println!(
-            "credits spent elsewhere: {elsewhere} (the account lost them while hili ran, beyond \
-             its own uploads: another program or person on the same account)"
-        );
-    }
-    if let Some((at, why)) = &paused {
-        println!("{why} (noted {} by the running hili)", ago(*at));
-    }
-    if let Some(j) = oldest {
-        println!(
-            "oldest queued: job {} {} (queued {})",
-            j.id,
-            j.source_path.display(),
-            ago(j.created_at_ms)
-        );
-    }
-    if !held.is_empty() {
-        println!("\nheld jobs need you:");
-        for j in &held {
-            println!("  job {} {}", j.id, j.source_path.display());
-            println!(
-                "    {}",
-                j.reason.as_deref().unwrap_or("no reason recorded")
-            );
-            println!("    resolve: {}", resolve_hint(j));
+    match args.json {
+        true => println!("{}", serde_json::to_string_pretty(&status_json(&facts))?),
+        false => {
+            for line in status_lines(&facts) {
+                println!("{line}");
+            }
         }
     }
     Ok(Exit::Ok)
 }
 
-pub(super) async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit> {
-    let filter = match &args.state {
-        Some(s) => Some(s.parse::<State>().map_err(|e| anyhow::anyhow!("{e}"))?),
-        None => None,
-    };
-    let store = open(config).await?;
-    let jobs = store.all_jobs(filter).await?;
-    let notes = store.input_notes().await?;
-    store.close().await;
-    let note = |j: &Job| notes.get(&j.id).map(String::as_str);
-    if args.json {
-        let all: Vec<Value> = jobs
-            .iter()
-            .map(|j| {
-                let mut v = job_json(j);
-                v["input"] = json!(note(j));
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
-        return Ok(Exit::Ok);
+fn status_json(f: &Facts) -> Value {
+    let counts: serde_json::Map<String, Value> = State::ALL
+        .iter()
+        .map(|s| (s.as_str().to_string(), json!(count(f, *s))))
+        .collect();
+    json!({
+        "counts": counts,
+        "credits_left": f.credits.map(|c| c.1),
+        "credits_seen_at_ms": f.credits.map(|c| c.0),
+        "credits_spent": f.spent,
+        "credits_spent_elsewhere": f.elsewhere,
+        "paused": f.paused.as_ref().map(|(at, why)| json!({"since_ms": at, "why": why})),
+        "oldest_queued": f.oldest.as_ref().map(job_json),
+        "held": f.held.iter().map(|j| json!({
+            "id": j.id.0,
+            "source": j.source_path.to_string_lossy(),
+            "reason": j.reason,
+            "resolve": resolve_hint(j),
+        })).collect::<Vec<_>>(),
+        "failed_reasons": f.failed_reasons.iter()
+            .map(|(reason, n)| json!({"reason": reason, "jobs": n}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+/// `hili status` for people, one line after another: a new fact is one more push.
+fn status_lines(f: &Facts) -> Vec<String> {
+    let mut counts = plain_table(&[]);
+    for s in State::ALL {
+        counts.add_row(vec![s.as_str().to_string(), count(f, s).to_string()]);
     }
-    for j in &jobs {
-        let mut detail = match (&j.output_path, &j.reason) {
-            (Some(out), _) if j.state() == State::Done => out.display().to_string(),
-            (_, Some(r)) => r.clone(),
-            _ => String::new(),
-        };
-        if let Some(n) = note(j) {
-            detail.push_str(&format!("  [{n}]"));
-        }
-        println!(
-            "{:>6}  {:<11} {:<6} {}  {}",
-            j.id.0,
-            j.state().as_str(),
-            j.repair.name(),
+    let mut out = table_lines(&counts);
+    out.push(match f.credits {
+        Some((at, n)) => format!("credits left: {n} (seen {})", ago(at)),
+        None => "credits left: not seen yet (run `hili credits`)".into(),
+    });
+    out.push(format!("credits spent: {}", f.spent));
+    if f.elsewhere > 0 {
+        out.push(format!(
+            "credits spent elsewhere: {} (the account lost them while hili ran, beyond its own \
+             uploads: another program or person on the same account)",
+            f.elsewhere
+        ));
+    }
+    if let Some((at, why)) = &f.paused {
+        out.push(format!("{why} (noted {} by the running hili)", ago(*at)));
+    }
+    if let Some(j) = &f.oldest {
+        out.push(format!(
+            "oldest queued: job {} {} (queued {})",
+            j.id,
             j.source_path.display(),
-            detail
-        );
+            ago(j.created_at_ms)
+        ));
     }
-    Ok(Exit::Ok)
+    let failed = count(f, State::Failed);
+    if failed > 0 {
+        out.push(String::new());
+        out.push(format!("{failed} failed job(s), most often because:"));
+        for (reason, n) in &f.failed_reasons {
+            out.push(format!("  {n} × {reason}"));
+        }
+        out.push("  every failed job and its file: hili jobs --state failed".into());
+        out.push("  queue them again once fixed: hili retry --failed".into());
+    }
+    if !f.held.is_empty() {
+        out.push(String::new());
+        out.push("held jobs need you:".into());
+        for j in &f.held {
+            out.push(format!("  job {} {}", j.id, j.source_path.display()));
+            out.push(format!(
+                "    {}",
+                j.reason.as_deref().unwrap_or("no reason recorded")
+            ));
+            out.push(format!("    resolve: {}", resolve_hint(j)));
+        }
+    }
+    out
+}
+
+fn count(f: &Facts, s: State) -> u64 {
+    f.counts.get(&s).copied().unwrap_or(0)
+}
+
+/// The `n` most frequent reasons among `failed` jobs, most frequent first (ties by reason).
+/// A reason names its file; that name is taken out so that jobs failing for the same cause
+/// count together.
+fn top_reasons(failed: &[Job], n: usize) -> Vec<(String, u64)> {
+    let mut by_reason: HashMap<String, u64> = HashMap::new();
+    for j in failed {
+        let reason = j.reason.as_deref().unwrap_or("no reason recorded");
+        *by_reason.entry(without_path(reason, j)).or_default() += 1;
+    }
+    let mut all: Vec<(String, u64)> = by_reason.into_iter().collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    all.truncate(n);
+    all
 }
 
 pub(super) async fn retry(config: &Config, args: RetryArgs) -> anyhow::Result<Exit> {
@@ -195,23 +212,6 @@ fn resolve_hint(j: &Job) -> String {
         }
         (None, false) => format!("hili retry {id}"),
     }
-}
-
-fn job_json(j: &Job) -> Value {
-    json!({
-        "id": j.id.0,
-        "state": j.state().as_str(),
-        "repair": j.repair.name(),
-        "rgb": j.rgb.map(|c| c.to_string()),
-        "source": j.source_path.to_string_lossy(),
-        "output": j.output_path.as_ref().map(|p| p.to_string_lossy()),
-        "output_sha256": j.output_sha256,
-        "content_sha256": j.content_sha256,
-        "mdf": j.mdf(),
-        "reason": j.reason,
-        "attempts": j.attempts,
-        "credit_spent": j.credit_spent,
-    })
 }
 
 fn ago(at_ms: i64) -> String {

@@ -2,21 +2,19 @@
 //! another queue: `pipeline::queue`), builds the client, runs the pipeline with a progress
 //! display, and prints the summary.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::ConfigProblem;
 use super::Exit;
 use super::args::RunArgs;
+use super::progress::{self, Bar};
 use crate::api::client::ApiClient;
 use crate::config::Config;
 use crate::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summary};
-use crate::store::{RunLock, State};
+use crate::store::RunLock;
 
 /// The API client the configuration describes.
 pub(super) fn client(config: &Config) -> anyhow::Result<ApiClient> {
@@ -61,20 +59,43 @@ pub(super) async fn run(
         once: true,
         exit_when_blocked: true,
     };
-    let summary = run_with_progress(ctx, opts).await?;
+    let summary = run_and_summarise(ctx, opts, args.json).await?;
     Ok(exit_code(&summary))
 }
 
 /// Runs the pipeline with a progress bar on a terminal, then prints the summary.
 pub(super) async fn run_with_progress(ctx: Arc<Ctx>, opts: RunOptions) -> anyhow::Result<Summary> {
-    let progress: Arc<dyn Progress> = if std::io::stderr().is_terminal() {
-        Arc::new(Bar::new())
-    } else {
-        Arc::new(Quiet)
+    run_and_summarise(ctx, opts, false).await
+}
+
+/// Runs the pipeline, then prints the summary: as text, or with `json` as one JSON object.
+async fn run_and_summarise(ctx: Arc<Ctx>, opts: RunOptions, json: bool) -> anyhow::Result<Summary> {
+    let bar = match progress::wanted() {
+        // The run's jobs are those that end after this mark, or are still to end.
+        true => Some(Arc::new(Bar::start(
+            ctx.store.clone(),
+            ctx.store.last_event_id().await?,
+        ))),
+        false => None,
     };
-    let summary = pipeline::run(ctx.clone(), opts, progress.clone()).await?;
+    let shown: Arc<dyn Progress> = match &bar {
+        Some(b) => b.clone(),
+        None => Arc::new(Quiet),
+    };
+    let summary = pipeline::run(ctx.clone(), opts, shown).await;
+    if let (Some(b), Ok(s)) = (&bar, &summary) {
+        b.finish(s);
+    }
+    drop(bar);
+    let summary = summary?;
     ctx.store.close().await;
-    print_summary(&summary);
+    match json {
+        true => println!("{}", summary_json(&summary)),
+        false => print_summary(&summary),
+    }
+    if let Some(why) = summary.blocked.as_ref().filter(|_| summary.cannot_run) {
+        eprintln!("hili: cannot run: {why}");
+    }
     Ok(summary)
 }
 
@@ -104,54 +125,31 @@ fn print_summary(s: &Summary) {
             s.skipped
         );
     }
-    match &s.blocked {
-        Some(why) if s.cannot_run => eprintln!("hili: cannot run: {why}"),
-        Some(why) => println!("stopped early: {why}"),
-        None => {}
+    if let Some(why) = s.blocked.as_ref().filter(|_| !s.cannot_run) {
+        println!("stopped early: {why}");
     }
     if s.failed > 0 || s.held > 0 {
-        println!("see `hili status` for the reasons and how to resolve them");
-    }
-}
-
-/// Progress on a terminal: done/total, in flight, credits spent, ETA.
-struct Bar(ProgressBar);
-
-impl Bar {
-    fn new() -> Bar {
-        let bar = ProgressBar::new(0);
-        let style = ProgressStyle::with_template("{bar:30} {pos}/{len} done  {msg}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar());
-        bar.set_style(style);
-        bar.enable_steady_tick(Duration::from_millis(250));
-        Bar(bar)
-    }
-}
-
-impl Progress for Bar {
-    fn update(&self, s: &Snapshot) {
-        let total: u64 = s.counts.values().sum();
-        self.0.set_length(total);
-        self.0.set_position(s.count(State::Done));
-        let mut msg = format!(
-            "{} in flight, {} failed, {} held, {} credit(s) spent",
-            s.in_flight,
-            s.count(State::Failed),
-            s.count(State::Held),
-            s.credits_spent
+        println!(
+            "see `hili status` for the reasons and how to resolve them (every failed job: `hili jobs --state failed`)"
         );
-        if let Some(p) = &s.paused {
-            msg.push_str(" — ");
-            msg.push_str(p);
-        }
-        self.0.set_message(msg);
     }
 }
 
-impl Drop for Bar {
-    fn drop(&mut self) {
-        self.0.finish_and_clear();
-    }
+/// `hili run --once --json`: this run's summary as one object.
+fn summary_json(s: &Summary) -> serde_json::Value {
+    serde_json::json!({
+        "jobs": s.done + s.failed + s.held + s.skipped + s.unfinished,
+        "done": s.done,
+        "failed": s.failed,
+        "held": s.held,
+        "skipped": s.skipped,
+        "unfinished": s.unfinished,
+        "credits_spent": s.credits_spent,
+        "elapsed_s": (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        "stopped_early": s.blocked,
+        "cannot_run": s.cannot_run,
+        "exit_code": exit_code(s).code(),
+    })
 }
 
 /// No terminal: the per-job log lines are the progress.

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 use super::{
     Closing, DueLimits, DueWork, EnqueueOutcome, Epoch, EpochId, Event, ExportRow, Identity, Job,
-    JobFolders, JobId, Known, NewJob, ProvenanceEvent, SqliteStore, State, StoreError,
+    JobFolders, JobId, Known, NewJob, ProvenanceEvent, RunTally, SqliteStore, State, StoreError,
     UploadIntent, Uploaded,
 };
 use crate::media::mover::MovePlan;
@@ -151,6 +151,10 @@ operations! {
     fn events(&self, id: JobId) -> Result<Vec<Event>, StoreError>;
     /// Jobs that reached a final state since `since_ms`, by state.
     fn outcomes_since(&self, since_ms: i64) -> Result<BTreeMap<State, u64>, StoreError>;
+    /// The newest event's id: a run's starting mark for [`JobStore::run_tally`].
+    fn last_event_id(&self) -> Result<i64, StoreError>;
+    /// The jobs that ended after `after_event`, by state, and those still to end.
+    fn run_tally(&self, after_event: i64) -> Result<RunTally, StoreError>;
     /// Every other job with this identity.
     fn identity_twins(&self, ident: &Identity, excluding: JobId) -> Result<Vec<Job>, StoreError>;
     /// A later job for the same file (same path, or same file renamed in place).

@@ -22,7 +22,7 @@ pub enum StoreError {
     NotADatabase { path: PathBuf, detail: String },
 
     #[error(
-        "no queue database at {path}: nothing has been queued yet; run `hili add <folder>` or start `hili run`, or point --db/config at the right file"
+        "no queue database at {path}: nothing has been queued yet; queue photos with `hili add <folder> --repair <type> --output <dir>` (or start `hili run` with watch folders), or, if the queue is elsewhere, set `[queue] database` in the config file (or name the config with `--config <file>`)"
     )]
     Missing { path: PathBuf },
 

@@ -31,6 +31,7 @@ mod runlock;
 mod schedule;
 mod sql;
 pub mod state;
+mod tally;
 mod transitions;
 mod watch;
 mod write;
@@ -55,6 +56,7 @@ pub use meta::JobFolders;
 pub use runlock::{RunLock, RunLockError};
 pub use schedule::{DueLimits, DueWork, Paid};
 pub use state::{IllegalTransition, State, check};
+pub use tally::RunTally;
 pub use transitions::{UploadIntent, Uploaded};
 
 use conn::{Conn, Primary, WriteTx};

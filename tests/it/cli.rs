@@ -255,7 +255,7 @@ async fn add_refuses_bg_without_rgb_and_creates_nothing() {
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     let out = hili(&env, add_inbox("bg", &[])).await;
-    assert_ne!(out.code, Some(0), "{}", out.both());
+    out.expect_code(2);
     assert!(out.stderr.contains("--rgb"), "{}", out.both());
     assert!(!env.db.exists(), "a refused add created the database");
 
@@ -389,13 +389,14 @@ async fn a_failed_job_exits_3_and_retry_failed_after_a_fix_completes_it() {
     assert_eq!(f["credit_spent"], false);
     let id = f["id"].as_i64().unwrap();
 
-    // The plain listing shows the reason too.
+    // The plain listing shows the reason too, under a header.
     let out = hili(&env, ["jobs", "--state", "failed"]).await;
     out.expect_code(0);
-    assert_eq!(out.stdout.lines().count(), 1, "{}", out.both());
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.both());
+    assert!(out.stdout.starts_with("id "), "{}", out.both());
     assert!(out.stdout.contains("failed") && out.stdout.contains("not a JPEG or PNG"));
     let out = hili(&env, ["jobs", "--state", "sideways"]).await;
-    assert_ne!(out.code, Some(0), "{}", out.both());
+    out.expect_code(2);
 
     // A dry run does not pretend the failed photo is waiting in the queue.
     let out = hili(&env, add_inbox("sr", &["--dry-run"])).await;
@@ -751,6 +752,10 @@ async fn status_before_anything_was_added_says_what_to_do() {
     .await;
     let out = hili(&env, ["status"]).await;
     out.expect_code(1);
-    assert!(out.stderr.contains("hili add"), "{}", out.both());
+    assert!(
+        out.stderr.contains("hili add") && out.stderr.contains("[queue] database"),
+        "{}",
+        out.both()
+    );
     assert!(!env.db.exists(), "status created a database");
 }

@@ -24,5 +24,6 @@ mod room;
 mod sim;
 mod store;
 mod superseded;
+mod terminal;
 mod watch;
 mod watch_symlink;
