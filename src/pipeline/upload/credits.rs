@@ -42,9 +42,7 @@ pub(super) async fn reserve<'a>(ctx: &'a Ctx, job: &Job) -> Result<Option<Go<'a>
     let Some(credits_before) = credits_for_upload(ctx, job).await? else {
         return Ok(None);
     };
-    if !ctx.control.reserve(ctx.settings.budget) {
-        ctx.control
-            .pause(Pause::Budget, Duration::from_secs(365 * 24 * 3600));
+    if !crate::pipeline::control::reserve_credit(ctx).await? {
         return Ok(None);
     }
     // The output directory is marked as this queue's before a credit is spent on it, so a
