@@ -83,6 +83,9 @@ pub struct AddArgs {
     /// Process again even photos whose result already exists (spends credits).
     #[arg(long)]
     pub force: bool,
+    /// With --dry-run: print it as one JSON object.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +93,10 @@ pub struct RunArgs {
     /// Process everything queued, then exit (0: all done, 3: some failed or held).
     #[arg(long)]
     pub once: bool,
+    /// With --once: spend at most N credits in this run (in place of [queue] budget); the rest
+    /// stays queued and the run exits 3.
+    #[arg(long, value_name = "N", requires = "once", value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<
     let oldest = store.oldest_queued().await?;
     let held = store.jobs_in(State::Held).await?;
     let paused = store.pause_note().await?;
+    let money = super::money::MoneyStatus::read(config, &store).await?;
     store.close().await;
 
     if args.json {
@@ -39,6 +40,7 @@ pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<
             "credits_left": credits.map(|c| c.1),
             "credits_seen_at_ms": credits.map(|c| c.0),
             "credits_spent": spent,
+            "money": money.json(),
             "paused": paused.as_ref().map(|(at, why)| json!({"since_ms": at, "why": why})),
             "oldest_queued": oldest.as_ref().map(job_json),
             "held": held.iter().map(|j| json!({
@@ -64,6 +66,7 @@ pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<
         None => println!("credits left: not seen yet (run `hili credits`)"),
     }
     println!("credits spent: {spent}");
+    money.lines().iter().for_each(|l| println!("{l}"));
     if let Some((at, why)) = &paused {
         println!("{why} (noted {} by the running hili)", ago(*at));
     }

@@ -15,7 +15,7 @@ use super::Exit;
 use super::args::RunArgs;
 use crate::api::client::ApiClient;
 use crate::config::Config;
-use crate::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summary};
+use crate::pipeline::{self, Ctx, Progress, RunOptions, Snapshot, Summary};
 use crate::store::{RunLock, State};
 
 /// The API client the configuration describes.
@@ -37,13 +37,19 @@ pub(super) async fn run(
     let outputs: Vec<PathBuf> = config.watch.iter().map(|w| w.output.clone()).collect();
     let store = pipeline::queue::open(&config.database_path(), &outputs).await?;
     let shutdown = super::stop_on_signal();
-    let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown);
+    let ctx = Ctx::new(
+        store,
+        api,
+        super::money::run_settings(config, &args),
+        shutdown,
+    );
     if !args.once {
         let progress: Arc<dyn Progress> = Arc::new(Quiet);
         let summary =
             crate::daemon::run(ctx.clone(), config, config_path.map(Into::into), progress).await?;
         ctx.store.close().await;
         print_summary(&summary);
+        super::money::print_spent(config, summary.credits_spent);
         return Ok(Exit::Ok);
     }
     // `--once` also scans every watch folder once, waiting for files to settle.
@@ -62,6 +68,7 @@ pub(super) async fn run(
         exit_when_blocked: true,
     };
     let summary = run_with_progress(ctx, opts).await?;
+    super::money::print_spent(config, summary.credits_spent);
     Ok(exit_code(&summary))
 }
 
