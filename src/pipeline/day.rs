@@ -23,6 +23,8 @@ pub(crate) fn local_day(unix_secs: i64) -> Option<(i64, i64)> {
         day.tm_isdst = -1;
         // SAFETY: as above; mktime normalises the fields it is given.
         let at = unsafe { libc::mktime(&mut day) };
+        // time_t is i64 here, narrower on some targets.
+        #[allow(clippy::useless_conversion)]
         (at != -1).then_some(i64::from(at))
     };
     Some((midnight(tm, 0)?, midnight(tm, 1)?))
