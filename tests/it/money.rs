@@ -423,3 +423,28 @@ async fn status_says_why_the_daemon_paused_uploads() {
     assert_eq!(daemon.stop(), Some(0));
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
+
+#[tokio::test]
+async fn retry_of_a_file_failed_at_add_checks_it_again_at_the_upload() {
+    let env = Env::new(fast_sim()).await;
+    image::RgbImage::from_pixel(6400, 16, image::Rgb([90, 60, 30]))
+        .save(env.inbox.join("wide.png"))
+        .unwrap();
+    let added = env.run_hili(add(&[])).await;
+    assert!(added.stdout.contains("1 invalid"), "{}", added.both());
+
+    // Unchanged, a retry fails again at the upload's check, for free.
+    env.run_hili(["retry", "--failed"]).await.expect_code(0);
+    let out = env.run_hili(["run", "--once"]).await;
+    assert!(out.stdout.contains("0 done, 1 failed"), "{}", out.both());
+    assert_eq!(env.sim.ledger().upload_requests, 0);
+
+    // After the change the reason suggests, the retry processes it.
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str("\n[input]\noversize = \"downscale\"\n");
+    std::fs::write(&env.config, text).unwrap();
+    env.run_hili(["retry", "--failed"]).await.expect_code(0);
+    env.run_hili(["run", "--once"]).await.expect_code(0);
+    assert_eq!(job_states(&env).await, [State::Done]);
+    assert_eq!(env.sim.ledger().total_charges, 1);
+}
