@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::args::RunArgs;
-use crate::config::Config;
+use crate::config::{AccountConfig, Config};
 use crate::pipeline::Settings;
 use crate::store::Store;
 
@@ -72,7 +72,7 @@ pub(super) fn cost_json(config: &Config, credits: u64) -> Value {
     json!({
         "credit_price": a.credit_price,
         "currency": a.currency,
-        "total": (credits as f64 * a.credit_price * 100.0).round() / 100.0,
+        "total": a.value(credits),
         "text": a.cost(credits),
     })
 }
@@ -118,66 +118,65 @@ pub(super) struct MoneyStatus {
     left: Option<u64>,
     today: u64,
     per_day: u64,
-    price: String,
-    cost: Vec<String>,
+    account: AccountConfig,
 }
 
 impl MoneyStatus {
     pub(super) async fn read(config: &Config, store: &Store) -> anyhow::Result<MoneyStatus> {
-        let spent = store.credits_spent().await?;
-        let left = store.latest_credits().await?.map(|c| c.1);
-        let today = store
-            .charged_since(crate::pipeline::control::today_began_ms())
-            .await?;
-        let a = &config.account;
         Ok(MoneyStatus {
-            spent,
-            left,
-            today,
+            spent: store.credits_spent().await?,
+            left: store.latest_credits().await?.map(|c| c.1),
+            today: store
+                .charged_since(crate::pipeline::control::today_began_ms())
+                .await?,
             per_day: config.queue.budget_per_day,
-            price: a.amount(a.credit_price),
-            cost: [Some(spent), left, Some(today)]
-                .into_iter()
-                .map(|n| a.cost(n.unwrap_or(0)))
-                .collect(),
+            account: config.account.clone(),
         })
     }
 
-    /// One or two lines for people.
+    /// Two lines for people.
     pub(super) fn lines(&self) -> Vec<String> {
-        let mut v = vec![match self.left {
+        let a = &self.account;
+        let price = a.amount(a.credit_price);
+        let spent = format!(
+            "money: {} credit(s) spent, about {}",
+            self.spent,
+            a.cost(self.spent)
+        );
+        let money = match self.left {
             Some(n) => format!(
-                "money: {} credit(s) spent, about {}; {n} left, about {} (at {} a credit)",
-                self.spent, self.cost[0], self.cost[1], self.price
+                "{spent}; {n} left, about {} (at {price} a credit)",
+                a.cost(n)
             ),
-            None => format!(
-                "money: {} credit(s) spent, about {} (at {} a credit)",
-                self.spent, self.cost[0], self.price
-            ),
-        }];
+            None => format!("{spent} (at {price} a credit)"),
+        };
         let today = format!(
             "today: {} credit(s) spent since local midnight, about {}",
-            self.today, self.cost[2]
+            self.today,
+            a.cost(self.today)
         );
-        v.push(match self.per_day {
+        let today = match self.per_day {
             0 => today,
             n if self.today >= n => format!(
                 "{today}: the daily budget of {n} ([queue] budget_per_day) is reached, uploads \
                  wait for midnight"
             ),
             n => format!("{today}, of a daily budget of {n} ([queue] budget_per_day)"),
-        });
-        v
+        };
+        vec![money, today]
     }
 
-    /// The same for programs.
+    /// The same for programs: amounts as numbers, in `currency`.
     pub(super) fn json(&self) -> Value {
+        let a = &self.account;
+        let value = |n: u64| a.value(n);
         json!({
-            "credit_price": self.price,
-            "spent": self.cost[0],
-            "left": self.left.map(|_| &self.cost[1]),
+            "credit_price": a.credit_price,
+            "currency": a.currency,
+            "spent": value(self.spent),
+            "left": self.left.map(value),
             "spent_today_credits": self.today,
-            "spent_today": self.cost[2],
+            "spent_today": value(self.today),
             "budget_per_day": (self.per_day > 0).then_some(self.per_day),
         })
     }

@@ -29,7 +29,12 @@ impl Default for AccountConfig {
 impl AccountConfig {
     /// What `credits` cost, written in the configured currency: "¥25.00" or "25.00 CNY".
     pub fn cost(&self, credits: u64) -> String {
-        self.amount(credits as f64 * self.credit_price)
+        self.amount(self.value(credits))
+    }
+
+    /// What `credits` cost, as a number rounded to the cent (for JSON).
+    pub fn value(&self, credits: u64) -> f64 {
+        (credits as f64 * self.credit_price * 100.0).round() / 100.0
     }
 
     /// `value` written in the configured currency, to the cent.

@@ -1,9 +1,8 @@
-//! Configuration: where the TOML file is found, its `[api]`, `[queue]`, `[input]`, `[output]` and
-//! `[account]` (in [`account`]) keys and
-//! defaults, their validation and the database location. A missing file is allowed (all
-//! defaults); an unknown key is an error naming the key and the file. The `[[watch]]` tables
-//! live in [`watch`] and the secret key's sources in [`secret`]; both are leaves this module
-//! assembles, so neither imports it back.
+//! Configuration: where the TOML file is found, its `[api]`, `[queue]`, `[input]`, `[output]`
+//! keys and defaults, their validation and the database location. A missing file is allowed
+//! (all defaults); an unknown key is an error naming the key and the file. `[account]`, the
+//! `[[watch]]` tables and the secret key's sources live in [`account`], [`watch`] and
+//! [`secret`]: leaves this module assembles, so none imports it back.
 
 mod account;
 mod human_duration;
@@ -90,7 +89,7 @@ pub struct QueueConfig {
     pub credits_recheck: Duration,
     pub on_expired: OnExpired,
     pub max_download_bytes: u64,
-    /// Most credits one run spends (`hili run --once --budget N` overrides it); 0 = no limit.
+    /// Most credits one run spends (`run --once --budget N` overrides it); 0 = no limit.
     pub budget: u64,
     /// Most credits spent per local day (counted from the queue's events); 0 = no limit.
     pub budget_per_day: u64,

@@ -314,6 +314,11 @@ async fn the_daily_budget_counts_what_the_queue_spent_today_across_runs() {
         .count();
     assert_eq!(done, 3);
 
+    let json = env.run_hili(["status", "--json"]).await;
+    let v: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["money"]["spent_today_credits"], 3, "{}", json.both());
+    assert_eq!(v["money"]["spent_today"], 15.0);
+    assert_eq!(v["money"]["budget_per_day"], 3);
     let status = env.run_hili(["status"]).await;
     assert!(
         status.stdout.contains(
