@@ -1,11 +1,13 @@
-//! `hili add`: walks files and folders and queues the photos found, recording only what `stat`
-//! gives (path, size, mtime). `--dry-run` instead reports what would happen and what it would
-//! cost, reading nothing but image headers and changing nothing.
+//! `hili add`: walks files and folders, checks each file's headers (the same check as the dry
+//! run's: an image the service takes or hili converts, within its limits, readable), queues the
+//! photos and records the invalid files as failed jobs with their reasons (never uploaded, no
+//! credit), so the real add says what its dry run said. `--dry-run` (in [`super::dry_run`])
+//! reports the same and what it would cost, changing nothing.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use serde::Serialize;
 
 use super::Exit;
 use super::args::AddArgs;
@@ -13,11 +15,59 @@ use crate::config::Config;
 use crate::media::{self, Found};
 use crate::store::{EnqueueOutcome, NewJob, State, Store};
 
-/// (path, size, mtime) → the state of the latest job for that file version.
-type SourceIndex = HashMap<(PathBuf, u64, i64), State>;
-
 /// Rows written per transaction: one durable commit per batch keeps a 100,000-file add fast.
 const BATCH: usize = 2000;
+
+/// A file's verdict at `hili add`: what would be sent (as it is, or converted), or why not.
+pub(super) type Verdict = Result<media::Input, String>;
+
+/// What an add (or its dry run) found, by outcome: the same counts for both.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub(super) struct Tally {
+    pub to_queue: u64,
+    pub converted: u64,
+    pub downscaled: u64,
+    pub already_done: u64,
+    pub already_queued: u64,
+    pub failed_or_held: u64,
+    pub invalid: u64,
+    pub own_results: u64,
+}
+
+impl Tally {
+    /// Counts a file already known to the queue in `state`; returns what the dry run says.
+    pub(super) fn known(&mut self, state: State) -> String {
+        match state {
+            State::Done => {
+                self.already_done += 1;
+                "already done".into()
+            }
+            // A failed or held job is not waiting for anything: adding the file again does
+            // not queue it (only `hili retry` does), so it is not reported as queued.
+            State::Failed | State::Held | State::Skipped => {
+                self.failed_or_held += 1;
+                format!("already {state} (see `hili status`, then `hili retry`)")
+            }
+            s => {
+                self.already_queued += 1;
+                format!("already queued ({s})")
+            }
+        }
+    }
+
+    /// Everything but what is queued, worded the same for an add and its dry run.
+    pub(super) fn rest(&self) -> String {
+        format!(
+            "{} already done, {} already queued, {} failed or held, {} invalid (never uploaded), \
+             {} hili's own results (skipped)",
+            self.already_done,
+            self.already_queued,
+            self.failed_or_held,
+            self.invalid,
+            self.own_results
+        )
+    }
+}
 
 pub(super) async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> {
     if args.repair.needs_rgb() && args.rgb.is_none() {
@@ -38,43 +88,35 @@ pub(super) async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> 
     for p in &problems {
         eprintln!("hili: skipped {p}");
     }
-    let db = config.database_path();
+    let downscale = config.input.oversize == crate::config::Oversize::Downscale;
+    let limit = config.input.max_upload_bytes;
+    let probed = tokio::task::spawn_blocking(move || probe_all(found, downscale, limit)).await?;
     if args.dry_run {
-        let downscale = config.input.oversize == crate::config::Oversize::Downscale;
-        return dry_run(&db, found, &args, &output, downscale).await;
+        return super::dry_run::dry_run(config, probed, &args, &output).await;
     }
-
-    let store = Store::open(&db).await?;
-    let (mut queued, mut known, mut results) = (0u64, 0u64, 0u64);
-    let mut jobs: Vec<NewJob> = found
-        .into_iter()
-        .map(|f| NewJob {
-            force: args.force,
-            ..NewJob::from_found(f, output.clone(), args.repair, args.rgb)
-        })
-        .collect();
-    while !jobs.is_empty() {
-        let rest = jobs.split_off(jobs.len().min(BATCH));
-        let batch = std::mem::replace(&mut jobs, rest);
-        for outcome in store.enqueue_many(batch).await? {
-            match outcome {
-                EnqueueOutcome::Queued(_) => queued += 1,
-                EnqueueOutcome::AlreadyKnown(..) => known += 1,
-                EnqueueOutcome::OwnResult(_) => results += 1,
-            }
-        }
-    }
-    store.close().await;
+    let tally = record(config, probed, &args, &output).await?;
+    let cost = config.account.cost(tally.to_queue);
     println!(
-        "queued {queued} photo(s) for {} (at most {queued} credit(s)); {known} already known",
-        args.repair
+        "queued {n} photo(s) for {} (at most {n} credit(s), about {cost}); {} already known",
+        args.repair,
+        tally.already_done + tally.already_queued + tally.failed_or_held,
+        n = tally.to_queue,
     );
-    if results > 0 {
+    println!("added: {} to queue, {}", tally.to_queue, tally.rest());
+    if tally.own_results > 0 {
         println!(
-            "skipped {results} file(s) that are hili's own results (use --force to process them as photos)"
+            "skipped {} file(s) that are hili's own results (use --force to process them as photos)",
+            tally.own_results
         );
     }
-    if queued > 0 {
+    if tally.invalid > 0 {
+        println!(
+            "recorded {} invalid file(s) as failed, with the reasons above (`hili jobs --state \
+             failed`): fix a file and add it again, or change the configuration and `hili retry` it",
+            tally.invalid
+        );
+    }
+    if tally.to_queue > 0 {
         println!("run `hili run --once` to process them");
     }
     Ok(if problems.is_empty() {
@@ -82,6 +124,85 @@ pub(super) async fn add(config: &Config, args: AddArgs) -> anyhow::Result<Exit> 
     } else {
         Exit::JobsNeedAttention
     })
+}
+
+/// Queues the photos and records the invalid files as failed jobs, in batches; prints each
+/// newly recorded invalid file with its reason.
+async fn record(
+    config: &Config,
+    probed: Vec<(Found, Verdict)>,
+    args: &AddArgs,
+    output: &Path,
+) -> anyhow::Result<Tally> {
+    let store = Store::open(&config.database_path()).await?;
+    let mut tally = Tally::default();
+    let mut probed = probed;
+    while !probed.is_empty() {
+        let rest = probed.split_off(probed.len().min(BATCH));
+        let batch = std::mem::replace(&mut probed, rest);
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for (f, verdict) in batch {
+            let job = NewJob {
+                force: args.force,
+                ..NewJob::from_found(f, output.to_path_buf(), args.repair, args.rgb)
+            };
+            match verdict {
+                Ok(input) => good.push((job, input)),
+                Err(reason) => bad.push((job, reason)),
+            }
+        }
+        let inputs: Vec<media::Input> = good.iter().map(|g| g.1).collect();
+        let outcomes = store
+            .enqueue_many(good.into_iter().map(|g| g.0).collect())
+            .await?;
+        for (outcome, input) in outcomes.into_iter().zip(inputs) {
+            if let EnqueueOutcome::Queued(_) = outcome {
+                count_conversion(&mut tally, &input);
+            }
+            count(&mut tally, outcome);
+        }
+        let reasons: Vec<String> = bad.iter().map(|b| b.1.clone()).collect();
+        for (outcome, reason) in store.enqueue_invalid(bad).await?.into_iter().zip(reasons) {
+            if let EnqueueOutcome::Failed(_) = outcome {
+                println!("invalid  {reason}");
+            }
+            count(&mut tally, outcome);
+        }
+    }
+    store.close().await;
+    Ok(tally)
+}
+
+fn count(tally: &mut Tally, outcome: EnqueueOutcome) {
+    match outcome {
+        EnqueueOutcome::Queued(_) => tally.to_queue += 1,
+        EnqueueOutcome::AlreadyKnown(_, state) => {
+            tally.known(state);
+        }
+        EnqueueOutcome::OwnResult(_) => tally.own_results += 1,
+        EnqueueOutcome::Failed(_) => tally.invalid += 1,
+    }
+}
+
+/// Counts a photo to queue that is converted (or downscaled) first; returns the dry run's note
+/// for it: " (convert TIFF, downscale 8000×6000 → 6000×4500)", or nothing.
+pub(super) fn count_conversion(tally: &mut Tally, input: &media::Input) -> String {
+    let media::Input::Convert(plan) = input else {
+        return String::new();
+    };
+    tally.converted += u64::from(plan.from.is_converted());
+    tally.downscaled += u64::from(plan.fit.is_some());
+    let mut parts = Vec::new();
+    if plan.from.is_converted() {
+        parts.push(format!("convert {}", plan.from));
+    }
+    if let Some((w, h)) = plan.fit {
+        parts.push(format!(
+            "downscale {}×{} → {w}×{h}",
+            plan.width, plan.height
+        ));
+    }
+    format!(" ({})", parts.join(", "))
 }
 
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
@@ -100,112 +221,29 @@ fn walk_all(paths: &[PathBuf]) -> (Vec<Found>, Vec<String>) {
     (found, problems)
 }
 
-async fn dry_run(
-    db: &Path,
-    found: Vec<Found>,
-    args: &AddArgs,
-    output: &Path,
-    downscale: bool,
-) -> anyhow::Result<Exit> {
-    // Without a database nothing is known yet; a dry run never creates one.
-    let (known, results): (SourceIndex, HashSet<PathBuf>) = match db.exists() {
-        true => {
-            let store = Store::open_existing(db).await?;
-            let index = store.source_index(args.repair, args.rgb, output).await?;
-            let results = match args.force {
-                true => HashSet::new(),
-                false => store.result_paths().await?,
-            };
-            store.close().await;
-            (index, results)
-        }
-        false => (HashMap::new(), HashSet::new()),
-    };
-    let mut own = 0u64;
-    let (mut to_queue, mut done, mut pending, mut invalid) = (0u64, 0u64, 0u64, 0u64);
-    let (mut stuck, mut converted, mut downscaled) = (0u64, 0u64, 0u64);
-    let probed = tokio::task::spawn_blocking(move || probe_all(found, downscale)).await?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    use std::io::Write;
-    for (f, problem) in probed {
-        if results.contains(&f.path) {
-            own += 1;
-            let _ = writeln!(out, "hili's own result  {}", f.path.display());
-            continue;
-        }
-        let state = known.get(&(f.path.clone(), f.size, f.mtime_ns));
-        let line = match (state, problem) {
-            (Some(State::Done), _) if !args.force => {
-                done += 1;
-                format!("already done  {}", f.path.display())
-            }
-            // A failed or held job is not waiting for anything: adding the file again does not
-            // queue it (only `hili retry` does), so it is not reported as queued.
-            (Some(s @ (State::Failed | State::Held | State::Skipped)), _) if !args.force => {
-                stuck += 1;
-                format!(
-                    "already {s} (see `hili status`, then `hili retry`)  {}",
-                    f.path.display()
-                )
-            }
-            (Some(s), _) if !args.force && *s != State::Done => {
-                pending += 1;
-                format!("already queued ({s})  {}", f.path.display())
-            }
-            (_, Err(reason)) => {
-                invalid += 1;
-                format!("invalid  {reason}")
-            }
-            (_, Ok(input)) => {
-                to_queue += 1;
-                let how = match input {
-                    media::Input::Direct(_) => String::new(),
-                    media::Input::Convert(plan) => {
-                        converted += u64::from(plan.from.is_converted());
-                        downscaled += u64::from(plan.fit.is_some());
-                        convert_note(&plan)
-                    }
-                };
-                format!("would queue{how}  {}", f.path.display())
-            }
-        };
-        let _ = writeln!(out, "{line}");
+/// The add-time check of one file, headers only: what the service would be sent, or why the
+/// file is invalid (not an image, over the service's limits, unreadable…). The upload checks
+/// again, and more (a JPEG's or PNG's completeness), before a credit is spent.
+fn verdict(path: &Path, downscale: bool, limit: u64) -> Verdict {
+    let input = media::examine(path, downscale).map_err(|e| e.to_string())?;
+    if let media::Input::Direct(probe) = &input
+        && let Some(reason) = crate::pipeline::upload::too_large(path, probe.size, limit)
+    {
+        return Err(reason);
     }
-    let _ = writeln!(
-        out,
-        "dry run: {to_queue} to queue (at most {to_queue} credit(s), about ¥{}; {converted} converted to PNG or JPEG first, {downscaled} downscaled to fit {} px), {done} already done, {pending} already queued, {stuck} failed or held, {invalid} invalid (never uploaded), {own} hili's own results (skipped)",
-        to_queue * 5,
-        media::MAX_SIDE
-    );
-    Ok(Exit::Ok)
-}
-
-/// What a dry run says of a source it would convert: " (convert TIFF, downscale 8000×6000 →
-/// 6000×4500)".
-fn convert_note(plan: &media::Plan) -> String {
-    let mut parts = Vec::new();
-    if plan.from.is_converted() {
-        parts.push(format!("convert {}", plan.from));
-    }
-    if let Some((w, h)) = plan.fit {
-        parts.push(format!(
-            "downscale {}×{} → {w}×{h}",
-            plan.width, plan.height
-        ));
-    }
-    format!(" ({})", parts.join(", "))
+    Ok(input)
 }
 
 /// Header checks of every file, on two threads (the machine's cores): no content is read.
-fn probe_all(found: Vec<Found>, downscale: bool) -> Vec<(Found, Result<media::Input, String>)> {
+fn probe_all(found: Vec<Found>, downscale: bool, limit: u64) -> Vec<(Found, Verdict)> {
     let half = found.len() / 2;
     let mut found = found;
     let second = found.split_off(half);
-    let check = |v: Vec<Found>| -> Vec<(Found, Result<media::Input, String>)> {
+    let check = |v: Vec<Found>| -> Vec<(Found, Verdict)> {
         v.into_iter()
             .map(|f| {
-                let p = media::examine(&f.path, downscale).map_err(|e| e.to_string());
-                (f, p)
+                let v = verdict(&f.path, downscale, limit);
+                (f, v)
             })
             .collect()
     };

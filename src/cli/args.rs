@@ -90,6 +90,9 @@ pub struct AddArgs {
     /// Process again even photos whose result already exists (spends credits).
     #[arg(long)]
     pub force: bool,
+    /// With --dry-run: print it as one JSON object.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +103,10 @@ pub struct RunArgs {
     /// With --once: print the run's summary as one JSON object on stdout.
     #[arg(long, requires = "once")]
     pub json: bool,
+    /// With --once: spend at most N credits in this run (in place of [queue] budget); the rest
+    /// stays queued and the run exits 3.
+    #[arg(long, value_name = "N", requires = "once", value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,8 @@ struct Facts {
     paused: Option<(i64, String)>,
     /// The most frequent reasons of failed jobs, with how many failed for each.
     failed_reasons: Vec<(String, u64)>,
+    /// Money in the configured currency, and today's spending.
+    money: super::money::MoneyStatus,
 }
 
 /// How many of the failed jobs' reasons `hili status` names.
@@ -45,6 +47,7 @@ pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<
         held: store.jobs_in(State::Held).await?,
         paused: store.pause_note().await?,
         failed_reasons: top_reasons(&failed, TOP_REASONS),
+        money: super::money::MoneyStatus::read(config, &store).await?,
     };
     store.close().await;
     match args.json {
@@ -69,6 +72,7 @@ fn status_json(f: &Facts) -> Value {
         "credits_seen_at_ms": f.credits.map(|c| c.0),
         "credits_spent": f.spent,
         "credits_spent_elsewhere": f.elsewhere,
+        "money": f.money.json(),
         "paused": f.paused.as_ref().map(|(at, why)| json!({"since_ms": at, "why": why})),
         "oldest_queued": f.oldest.as_ref().map(job_json),
         "held": f.held.iter().map(|j| json!({
@@ -102,6 +106,7 @@ fn status_lines(f: &Facts) -> Vec<String> {
             f.elsewhere
         ));
     }
+    out.extend(f.money.lines());
     if let Some((at, why)) = &f.paused {
         out.push(format!("{why} (noted {} by the running hili)", ago(*at)));
     }

@@ -13,7 +13,7 @@ use super::args::RunArgs;
 use super::progress::{self, Bar};
 use crate::api::client::ApiClient;
 use crate::config::Config;
-use crate::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summary};
+use crate::pipeline::{self, Ctx, Progress, RunOptions, Snapshot, Summary};
 use crate::store::RunLock;
 
 /// The API client the configuration describes.
@@ -35,13 +35,19 @@ pub(super) async fn run(
     let outputs: Vec<PathBuf> = config.watch.iter().map(|w| w.output.clone()).collect();
     let store = pipeline::queue::open(&config.database_path(), &outputs).await?;
     let shutdown = super::stop_on_signal();
-    let ctx = Ctx::new(store, api, Settings::from_config(config), shutdown);
+    let ctx = Ctx::new(
+        store,
+        api,
+        super::money::run_settings(config, &args),
+        shutdown,
+    );
     if !args.once {
         let progress: Arc<dyn Progress> = Arc::new(Quiet);
         let summary =
             crate::daemon::run(ctx.clone(), config, config_path.map(Into::into), progress).await?;
         ctx.store.close().await;
         print_summary(&summary);
+        super::money::print_spent(config, summary.credits_spent);
         return Ok(Exit::Ok);
     }
     // `--once` also scans every watch folder once, waiting for files to settle.
@@ -60,6 +66,9 @@ pub(super) async fn run(
         exit_when_blocked: true,
     };
     let summary = run_and_summarise(ctx, opts, args.json).await?;
+    if !args.json {
+        super::money::print_spent(config, summary.credits_spent);
+    }
     Ok(exit_code(&summary))
 }
 

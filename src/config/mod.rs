@@ -1,9 +1,10 @@
-//! Configuration: where the TOML file is found, its `[api]`, `[queue]`, `[input]` and `[output]` keys and
-//! defaults, their validation and the database location. A missing file is allowed (all
-//! defaults); an unknown key is an error naming the key and the file. The `[[watch]]` tables
-//! live in [`watch`] and the secret key's sources in [`secret`]; both are leaves this module
-//! assembles, so neither imports it back.
+//! Configuration: where the TOML file is found, its `[api]`, `[queue]`, `[input]`, `[output]`
+//! keys and defaults, their validation and the database location. A missing file is allowed
+//! (all defaults); an unknown key is an error naming the key and the file. `[account]`, the
+//! `[[watch]]` tables and the secret key's sources live in [`account`], [`watch`] and
+//! [`secret`]: leaves this module assembles, so none imports it back.
 
+mod account;
 mod human_duration;
 mod secret;
 mod watch;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use account::AccountConfig;
 pub use secret::{InlineSecret, SecretError, SecretSource};
 pub use watch::{After, PollMode, WatchConfig};
 
@@ -36,6 +38,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub input: InputConfig,
     pub output: OutputConfig,
+    pub account: AccountConfig,
     /// `[[watch]]` tables: the drop folders of `hili run`.
     pub watch: Vec<WatchConfig>,
     /// The file that was read; `None` when running on defaults.
@@ -86,8 +89,10 @@ pub struct QueueConfig {
     pub credits_recheck: Duration,
     pub on_expired: OnExpired,
     pub max_download_bytes: u64,
-    /// Most credits to spend; 0 = no limit.
+    /// Most credits one run spends (`run --once --budget N` overrides it); 0 = no limit.
     pub budget: u64,
+    /// Most credits spent per local day (counted from the queue's events); 0 = no limit.
+    pub budget_per_day: u64,
     /// After SIGINT/SIGTERM, how long requests in flight may take to finish.
     #[serde(with = "human_duration")]
     pub shutdown_grace: Duration,
@@ -104,6 +109,7 @@ impl Default for QueueConfig {
             on_expired: OnExpired::Hold,
             max_download_bytes: 512 * 1024 * 1024,
             budget: 0,
+            budget_per_day: 0,
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -342,6 +348,9 @@ impl Config {
                 "input.max_upload_bytes",
                 "must be at least 1024 (bytes), e.g. 20971520 for 20 MiB",
             ));
+        }
+        if let Some((key, problem)) = self.account.problem() {
+            return Err(invalid(key, &problem));
         }
         watch::validate(&self.watch).map_err(|p| ConfigError::Invalid {
             where_: path.display().to_string(),

@@ -241,3 +241,49 @@ fn readable_inline_secret_warns_and_debug_hides_it() {
     fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(c.insecure_inline_secret(), None);
 }
+
+#[test]
+fn account_prices_credits_in_the_users_money() {
+    let default = Config::default().account;
+    assert_eq!(default.cost(5), "¥25.00");
+    assert_eq!(default.cost(0), "¥0.00");
+    let c = Config::parse(
+        "[account]\ncredit_price = 0.7\ncurrency = \"CNY\"\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!(c.account.cost(3), "2.10 CNY");
+    let c = Config::parse("[account]\ncurrency = \"$\"\n", Path::new("t.toml")).unwrap();
+    assert_eq!(c.account.cost(2), "$10.00", "the price keeps its default");
+}
+
+#[test]
+fn account_refuses_a_negative_price_and_an_empty_or_long_currency() {
+    for (text, key) in [
+        ("credit_price = -1.0", "account.credit_price"),
+        ("credit_price = nan", "account.credit_price"),
+        ("currency = \"\"", "account.currency"),
+        ("currency = \"   \"", "account.currency"),
+        ("currency = \"dollars of somewhere\"", "account.currency"),
+    ] {
+        let err = Config::parse(&format!("[account]\n{text}\n"), Path::new("t.toml"))
+            .expect_err(text)
+            .to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let err = Config::parse("[account]\nprice = 5\n", Path::new("t.toml"))
+        .expect_err("unknown key")
+        .to_string();
+    assert!(err.contains("price"), "{err}");
+}
+
+#[test]
+fn budget_per_day_is_read_and_defaults_to_no_limit() {
+    assert_eq!(Config::default().queue.budget_per_day, 0);
+    let c = Config::parse(
+        "[queue]\nbudget = 4\nbudget_per_day = 20\n",
+        Path::new("t.toml"),
+    )
+    .unwrap();
+    assert_eq!((c.queue.budget, c.queue.budget_per_day), (4, 20));
+}

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
+pub(crate) use super::day::today_began_ms;
 use crate::api::error::{ApiError, ErrorClass};
 use crate::store::JobId;
 
@@ -25,8 +26,11 @@ pub const ROOM_RECHECK: Duration = Duration::from_secs(15);
 pub enum Pause {
     /// The service reported 0 credits (nums = 0 or errno 9101); re-checked periodically.
     NoCredits,
-    /// `budget` credits were spent in this run.
-    Budget,
+    /// This run spent its budget (`--budget N` or `[queue] budget`): the limit.
+    Budget(u64),
+    /// The day's budget (`[queue] budget_per_day`, the limit) is spent, counted from the
+    /// queue since local midnight: uploads resume at the next local midnight.
+    DailyBudget(u64),
     /// An output folder cannot take results now (full, read-only or not writable): no credit
     /// is spent on a result with nowhere to go; results already paid for are still fetched as
     /// room allows. Lifts by itself: the next upload looks again.
@@ -44,10 +48,15 @@ impl Pause {
                 "uploads paused: the account has no credits left; buy more, hili re-checks by itself"
                     .to_string()
             }
-            Pause::Budget => {
-                "uploads paused: this run reached its credit budget ([queue] budget); run again to spend more"
-                    .to_string()
-            }
+            Pause::Budget(n) => format!(
+                "uploads paused by the budget: this run spent its {n} credit(s) (--budget or \
+                 [queue] budget); run again to spend more"
+            ),
+            Pause::DailyBudget(n) => format!(
+                "uploads paused by the daily budget: {n} credit(s) spent since local midnight \
+                 ([queue] budget_per_day); uploads resume at midnight, results already paid for \
+                 are still fetched"
+            ),
             Pause::NoRoom(why) => format!(
                 "uploads paused: {why}; results already paid for are still downloaded as room \
                  allows; free space there (or make the folder writable) and hili resumes by itself"
@@ -69,6 +78,12 @@ pub struct Control {
     pause: Mutex<Option<(Pause, Instant)>>,
     spent: AtomicU64,
     reserved: AtomicU64,
+    /// Reservations not yet settled: credits that may be charged any moment and that the
+    /// store may not show yet (the daily budget counts them).
+    in_flight: AtomicU64,
+    /// One budget check and reservation at a time, so two uploads cannot both take the last
+    /// credit of the day.
+    budget_turn: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
     recovered: watch::Sender<bool>,
     /// Consecutive download failures per job in this run (for the hold after max_attempts).
@@ -83,6 +98,8 @@ impl Default for Control {
             pause: Mutex::new(None),
             spent: AtomicU64::new(0),
             reserved: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            budget_turn: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
             recovered: watch::channel(false).0,
             failures: Mutex::new(HashMap::new()),
@@ -157,21 +174,35 @@ impl Control {
             self.reserved.fetch_sub(1, Ordering::SeqCst);
             return false;
         }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         true
     }
 
     /// Settles a reservation: `charged` says whether a credit was (or may have been) spent.
-    /// A reservation given back lifts a budget pause: the budget was full only while it was
-    /// held (an answer lost, its epoch not yet closed), and the pause was put in force then.
+    /// (Start-up recovery settles charges it finds without a reservation.) A reservation given
+    /// back lifts a budget pause: the budget was full only while it was held (an answer lost,
+    /// its epoch not yet closed), and the pause was put in force then; the next upload looks
+    /// again.
     pub fn settle(&self, charged: bool) {
+        let _ = self
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
         if charged {
             self.spent.fetch_add(1, Ordering::SeqCst);
             return;
         }
         self.reserved.fetch_sub(1, Ordering::SeqCst);
-        if matches!(self.paused(), Some((Pause::Budget, _))) {
+        if matches!(
+            self.paused(),
+            Some((Pause::Budget(_) | Pause::DailyBudget(_), _))
+        ) {
             self.resume();
         }
+    }
+
+    /// Reservations of this run not yet settled (uploads that may be charged any moment).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Credits this run spent, or may have spent (held after a lost answer).
@@ -215,6 +246,37 @@ impl Control {
     }
 }
 
+/// The budgets, checked as a credit is about to be committed to an upload: the day's
+/// (`budget_per_day`: the credits the queue's events show charged since local midnight, by
+/// this run or an earlier one, plus this run's uploads in flight) and the run's (`budget`).
+/// `false` pauses uploads with the reason: the day's until the next local midnight, when
+/// uploads resume by themselves; the run's for good.
+pub(crate) async fn reserve_credit(ctx: &super::Ctx) -> Result<bool, super::PipelineError> {
+    let (c, s) = (&ctx.control, &ctx.settings);
+    let _turn = c.budget_turn.lock().await;
+    if s.budget_per_day > 0 {
+        let today = ctx
+            .store
+            .charged_since(super::day::today_began_ms())
+            .await?;
+        if today + c.in_flight() >= s.budget_per_day {
+            c.pause(
+                Pause::DailyBudget(s.budget_per_day),
+                super::day::until_next_midnight(),
+            );
+            return Ok(false);
+        }
+    }
+    if !c.reserve(s.budget) {
+        c.pause(
+            Pause::Budget(s.budget),
+            Duration::from_secs(365 * 24 * 3600),
+        );
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +305,18 @@ mod tests {
         assert_eq!(c.spent(), 2);
         assert!(!c.reserve(2));
         assert!(c.reserve(0), "0 means no budget");
+    }
+
+    #[test]
+    fn uploads_in_flight_are_the_unsettled_reservations() {
+        let c = Control::default();
+        c.settle(true); // a charge recovery found, reserved by no one
+        assert_eq!(c.in_flight(), 0);
+        assert!(c.reserve(0));
+        assert!(c.reserve(0));
+        assert_eq!(c.in_flight(), 2);
+        c.settle(true);
+        c.settle(false);
+        assert_eq!((c.in_flight(), c.spent()), (0, 2));
     }
 }

@@ -12,6 +12,7 @@
 pub mod backoff;
 mod carry;
 pub mod control;
+mod day;
 pub mod dispose;
 pub mod download;
 pub mod epochs;

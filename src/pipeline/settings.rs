@@ -19,6 +19,8 @@ pub struct Settings {
     pub on_expired: OnExpired,
     pub max_download_bytes: u64,
     pub budget: u64,
+    /// Most credits per local day, counted from the store (`[queue] budget_per_day`).
+    pub budget_per_day: u64,
     /// Time given to requests in flight after a stop signal.
     pub shutdown_grace: Duration,
     /// Largest photo sent, in bytes (`[input] max_upload_bytes`).
@@ -47,6 +49,7 @@ impl Settings {
             on_expired: c.queue.on_expired,
             max_download_bytes: c.queue.max_download_bytes,
             budget: c.queue.budget,
+            budget_per_day: c.queue.budget_per_day,
             shutdown_grace: c.queue.shutdown_grace,
             max_upload_bytes: c.input.max_upload_bytes,
             oversize: c.input.oversize,

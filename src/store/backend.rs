@@ -108,6 +108,8 @@ operations! {
     /// [`JobStore::enqueue_many`] with the rule for what counts as already known.
     fn enqueue_many_as(&self, jobs: Vec<NewJob>, known: Known)
         -> Result<Vec<EnqueueOutcome>, StoreError>;
+    /// Records files `hili add` found invalid as failed jobs with their reasons (deduped).
+    fn enqueue_invalid(&self, jobs: Vec<(NewJob, String)>) -> Result<Vec<EnqueueOutcome>, StoreError>;
 
     // The state machine's moves.
     /// `queued` → `uploading`: the intent, durable before a byte is sent.
@@ -192,6 +194,8 @@ operations! {
     fn roll_epoch(&self, closing: Option<(EpochId, Closing)>, start_credits: u64) -> Result<EpochId, StoreError>;
     fn credits_spent_elsewhere(&self) -> Result<u64, StoreError>;
     fn credits_spent(&self) -> Result<u64, StoreError>;
+    /// Credits charged at or after the instant, counted from the events (the daily budget).
+    fn charged_since(&self, since_ms: i64) -> Result<u64, StoreError>;
     fn paid_waiting(&self) -> Result<(u64, Option<i64>), StoreError>;
     fn queue_id(&self) -> Result<String, StoreError>;
     fn set_pause_note(&self, note: Option<&str>) -> Result<(), StoreError>;

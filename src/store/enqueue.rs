@@ -59,6 +59,9 @@ pub enum EnqueueOutcome {
     /// The file is hili's own result, written by this job: never queued as a photo (unless
     /// `force`).
     OwnResult(JobId),
+    /// A new job was created in state failed: `hili add` found the file invalid (see
+    /// `SqliteStore::enqueue_invalid`); its reason is recorded, nothing is ever sent.
+    Failed(JobId),
 }
 
 /// Which earlier job makes a file version "already known".
@@ -77,7 +80,8 @@ impl EnqueueOutcome {
         match self {
             EnqueueOutcome::Queued(id)
             | EnqueueOutcome::AlreadyKnown(id, _)
-            | EnqueueOutcome::OwnResult(id) => id,
+            | EnqueueOutcome::OwnResult(id)
+            | EnqueueOutcome::Failed(id) => id,
         }
     }
 }
@@ -120,7 +124,7 @@ impl SqliteStore {
     }
 }
 
-fn validate(j: &NewJob) -> Result<(), StoreError> {
+pub(super) fn validate(j: &NewJob) -> Result<(), StoreError> {
     let p = j.source_path.display();
     if j.repair.needs_rgb() != j.rgb.is_some() {
         return Err(StoreError::Invalid {
@@ -143,7 +147,7 @@ fn validate(j: &NewJob) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn enqueue_one(
+pub(super) async fn enqueue_one(
     conn: &mut SqliteConnection,
     j: &NewJob,
     now: i64,

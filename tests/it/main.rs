@@ -17,6 +17,7 @@ mod hostile_server;
 mod incomplete_input;
 mod media;
 mod metadata;
+mod money;
 mod pipeline;
 mod promises;
 mod requests;

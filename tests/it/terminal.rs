@@ -19,7 +19,8 @@ fn json(out: &Out) -> Value {
 /// `add inbox --repair sr --output out`.
 const ADD: [&str; 6] = ["add", "inbox", "--repair", "sr", "--output", "out"];
 
-/// A queue with an older run in it: one job done, two failed (text files posing as photos).
+/// A queue with an older run in it: one job done, two failed (text files posing as photos,
+/// failed at `hili add`, before the run).
 async fn env_with_an_older_run() -> Env {
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("old.jpg"), 1);
@@ -27,7 +28,7 @@ async fn env_with_an_older_run() -> Env {
         std::fs::write(env.inbox.join(name), "only text, not a photo\n").unwrap();
     }
     env.run_hili(ADD).await.expect_code(0);
-    env.run_hili(["run", "--once"]).await.expect_code(3);
+    env.run_hili(["run", "--once"]).await.expect_code(0);
     env
 }
 

@@ -91,8 +91,8 @@ fn check_and_hash(
 }
 
 /// The size limit, checked before any byte is sent: `Some(reason)` for a file of `size` bytes
-/// over `limit` (the size the probe already read).
-fn too_large(src: &Path, size: u64, limit: u64) -> Option<String> {
+/// over `limit` (the size the probe already read). `hili add` asks it too.
+pub(crate) fn too_large(src: &Path, size: u64, limit: u64) -> Option<String> {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     (size > limit).then(|| {
         format!(

@@ -41,9 +41,7 @@ pub(super) async fn reserve<'a>(ctx: &'a Ctx, job: &Job) -> Result<Option<Go<'a>
             .pause(Pause::NoRoom(why), crate::pipeline::control::ROOM_RECHECK);
         return Ok(None);
     }
-    if !ctx.control.reserve(ctx.settings.budget) {
-        ctx.control
-            .pause(Pause::Budget, Duration::from_secs(365 * 24 * 3600));
+    if !crate::pipeline::control::reserve_credit(ctx).await? {
         return Ok(None);
     }
     let Some(ticket) = admit(ctx, job).await? else {

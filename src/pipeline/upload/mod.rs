@@ -18,6 +18,8 @@ mod prepare;
 mod send;
 mod skip;
 
+pub(crate) use check::too_large;
+
 use crate::store::Job;
 
 use super::{Ctx, PipelineError};
