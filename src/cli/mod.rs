@@ -85,10 +85,7 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
                 .context("the simulator stopped with an error")?;
             Ok(Exit::Ok)
         }
-        Command::Doctor => {
-            let ok = doctor::run(config_path, &mut std::io::stdout()).await;
-            Ok(if ok { Exit::Ok } else { Exit::Error })
-        }
+        Command::Doctor => Ok(doctor::run(config_path, &mut std::io::stdout()).await),
         Command::Credits => {
             let config = load_config(config_path)?;
             let client = run::client(&config)?;

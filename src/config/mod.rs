@@ -1,10 +1,11 @@
 //! Configuration: where the TOML file is found, its `[api]`, `[queue]`, `[input]` and `[output]` keys and
 //! defaults, their validation and the database location. A missing file is allowed (all
 //! defaults); an unknown key is an error naming the key and the file. The `[[watch]]` tables
-//! live in [`watch`] and the secret key's sources in [`secret`]; both are leaves this module
-//! assembles, so neither imports it back.
+//! live in [`watch`], the secret key's sources in [`secret`], `[metrics]` and `[notify]` in
+//! [`operator`]; all are leaves this module assembles, so none imports it back.
 
 mod human_duration;
+mod operator;
 mod secret;
 mod watch;
 
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use operator::{MetricsConfig, NotifyConfig};
 pub use secret::{InlineSecret, SecretError, SecretSource};
 pub use watch::{After, PollMode, WatchConfig};
 
@@ -36,6 +38,9 @@ pub struct Config {
     pub queue: QueueConfig,
     pub input: InputConfig,
     pub output: OutputConfig,
+    /// `[metrics]` and `[notify]`: the operator's hooks (`config/operator.rs`).
+    pub metrics: MetricsConfig,
+    pub notify: NotifyConfig,
     /// `[[watch]]` tables: the drop folders of `hili run`.
     pub watch: Vec<WatchConfig>,
     /// The file that was read; `None` when running on defaults.
@@ -343,6 +348,11 @@ impl Config {
                 "must be at least 1024 (bytes), e.g. 20971520 for 20 MiB",
             ));
         }
+        operator::validate(&self.metrics, &self.notify).map_err(|p| ConfigError::Invalid {
+            where_: path.display().to_string(),
+            key: p.key,
+            problem: p.problem,
+        })?;
         watch::validate(&self.watch).map_err(|p| ConfigError::Invalid {
             where_: path.display().to_string(),
             key: p.key,

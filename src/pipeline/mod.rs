@@ -7,7 +7,8 @@
 //! - [`poll`]: asks the service whether a photo is processed;
 //! - [`download`]: fetches the result into a durable output file;
 //! - [`recover`]: start-up reconciliation of interrupted uploads and temp-file cleanup;
-//! - [`supervisor`]: schedules the stages with their own concurrency and priorities.
+//! - [`supervisor`]: schedules the stages with their own concurrency and priorities;
+//! - [`hooks`]: what wraps a run for the operator: `/metrics`, and `on_finish` ([`on_finish`]).
 
 pub mod backoff;
 mod carry;
@@ -16,7 +17,9 @@ pub mod dispose;
 pub mod download;
 mod fetch_error;
 pub mod gate;
+pub mod hooks;
 pub mod manifest;
+pub mod on_finish;
 pub mod pause_note;
 pub mod poll;
 mod poll_clock;
@@ -33,8 +36,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use hooks::run;
 pub use settings::{Metadata, OnExpired, Oversize, Settings};
-pub use supervisor::{Progress, RunOptions, Snapshot, Summary, run};
+pub use supervisor::{Progress, RunOptions, Snapshot, Summary};
 
 use crate::api::client::ApiClient;
 use crate::store::{JobId, Store};
@@ -51,6 +55,8 @@ pub enum PipelineError {
     Join(#[from] tokio::task::JoinError),
     #[error("shutting down")]
     Shutdown,
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::ListenError),
     #[error(
         "a lost upload answer could not be reconciled (the credits could not be read); the job \
          stays in uploading and the next start reconciles it"
@@ -61,6 +67,8 @@ pub enum PipelineError {
 /// Everything the stages share for one run.
 pub struct Ctx {
     pub store: Store,
+    /// What `[metrics]` serves; the client and the gate record into it.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub api: ApiClient,
     pub gate: ApiGate,
     pub settings: Settings,
@@ -87,10 +95,13 @@ impl Ctx {
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Arc<Ctx> {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Arc::new(Ctx {
-            gate: ApiGate::new(settings.requests_per_second, settings.burst),
+            gate: ApiGate::new(settings.requests_per_second, settings.burst)
+                .observed(metrics.clone()),
             store,
-            api,
+            api: api.with_observer(metrics.clone()),
+            metrics,
             control: Control::default(),
             poll_clock: poll_clock::PollClock::default(),
             shutdown,
