@@ -348,6 +348,16 @@ mod tests {
         (ok, text)
     }
 
+    #[test]
+    fn the_vendors_own_host_is_recognised_and_nothing_else() {
+        let default = crate::config::ApiConfig::default().base_url;
+        let host = vendor_host(&default).expect("the default base_url is the vendor's");
+        assert!(default.contains(&host));
+        assert_eq!(vendor_host(&format!("{default}/")), Some(host.clone()));
+        assert_eq!(vendor_host("http://127.0.0.1:8080"), None);
+        assert_eq!(vendor_host(&format!("http://{host}.example.org")), None);
+    }
+
     #[tokio::test]
     async fn a_database_readable_by_others_is_flagged() {
         use std::os::unix::fs::PermissionsExt;

@@ -287,3 +287,49 @@ async fn kept<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
     }
     String::from_utf8_lossy(&kept).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> RunReport {
+        let summary = Summary {
+            done: 4,
+            failed: 1,
+            credits_spent: 4,
+            elapsed: Duration::from_millis(2345),
+            blocked: Some("no credits left".into()),
+            ..Summary::default()
+        };
+        RunReport::from_summary("once", &summary, None)
+    }
+
+    #[test]
+    fn the_environment_carries_every_figure() {
+        let env: std::collections::HashMap<_, _> = report().env().into_iter().collect();
+        assert_eq!(env["HILI_DONE"], "4");
+        assert_eq!(env["HILI_FAILED"], "1");
+        assert_eq!(env["HILI_CREDITS_SPENT"], "4");
+        assert_eq!(env["HILI_CREDITS_LEFT"], "");
+        assert_eq!(env["HILI_DURATION_S"], "2.3");
+        assert_eq!(env["HILI_BLOCKED"], "no credits left");
+        assert!(
+            env["HILI_SUMMARY"].contains("4 done, 1 failed, 0 held; 4 credit(s) spent"),
+            "{}",
+            env["HILI_SUMMARY"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_command_that_cannot_start_or_fails_is_only_logged() {
+        let mut notify = NotifyConfig {
+            on_finish: vec!["/nonexistent/hili-notify".into()],
+            timeout: Duration::from_secs(5),
+        };
+        tell(&notify, &report()).await;
+        notify.on_finish = vec!["/bin/sh".into(), "-c".into(), "exit 7".into()];
+        let started = Instant::now();
+        tell(&notify, &report()).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
