@@ -348,11 +348,7 @@ impl Config {
                 "must be at least 1024 (bytes), e.g. 20971520 for 20 MiB",
             ));
         }
-        operator::validate(&self.metrics, &self.notify).map_err(|p| ConfigError::Invalid {
-            where_: path.display().to_string(),
-            key: p.key,
-            problem: p.problem,
-        })?;
+        operator::validate(&self.metrics, &self.notify, path)?;
         watch::validate(&self.watch).map_err(|p| ConfigError::Invalid {
             where_: path.display().to_string(),
             key: p.key,

@@ -4,11 +4,12 @@
 //! in one place.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::human_duration;
+use super::{ConfigError, human_duration};
 
 /// `[metrics]`: where to serve `/metrics`, if anywhere.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -50,9 +51,9 @@ impl Default for NotifyConfig {
 }
 
 /// A key of these sections and what is wrong with it.
-pub(crate) struct Problem {
-    pub(crate) key: &'static str,
-    pub(crate) problem: String,
+struct Problem {
+    key: &'static str,
+    problem: String,
 }
 
 fn problem(key: &'static str, problem: impl Into<String>) -> Problem {
@@ -62,7 +63,20 @@ fn problem(key: &'static str, problem: impl Into<String>) -> Problem {
     }
 }
 
-pub(crate) fn validate(metrics: &MetricsConfig, notify: &NotifyConfig) -> Result<(), Problem> {
+/// Checks both sections; `path` names the file in the error.
+pub(super) fn validate(
+    metrics: &MetricsConfig,
+    notify: &NotifyConfig,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    check(metrics, notify).map_err(|p| ConfigError::Invalid {
+        where_: path.display().to_string(),
+        key: p.key,
+        problem: p.problem,
+    })
+}
+
+fn check(metrics: &MetricsConfig, notify: &NotifyConfig) -> Result<(), Problem> {
     if let Some(listen) = &metrics.listen {
         let addr: SocketAddr = listen.trim().parse().map_err(|_| {
             problem(
@@ -115,13 +129,13 @@ mod tests {
     #[test]
     fn loopback_is_fine_and_remote_needs_saying_so() {
         let n = NotifyConfig::default();
-        assert!(validate(&metrics("127.0.0.1:9464", false), &n).is_ok());
-        assert!(validate(&metrics("[::1]:9464", false), &n).is_ok());
-        let e = validate(&metrics("0.0.0.0:9464", false), &n).unwrap_err();
+        assert!(check(&metrics("127.0.0.1:9464", false), &n).is_ok());
+        assert!(check(&metrics("[::1]:9464", false), &n).is_ok());
+        let e = check(&metrics("0.0.0.0:9464", false), &n).unwrap_err();
         assert_eq!(e.key, "metrics.listen");
         assert!(e.problem.contains("allow_remote"), "{}", e.problem);
-        assert!(validate(&metrics("0.0.0.0:9464", true), &n).is_ok());
-        let e = validate(&metrics("localhost:9464", false), &n).unwrap_err();
+        assert!(check(&metrics("0.0.0.0:9464", true), &n).is_ok());
+        let e = check(&metrics("localhost:9464", false), &n).unwrap_err();
         assert!(e.problem.contains("127.0.0.1:9464"), "{}", e.problem);
         assert_eq!(
             metrics("127.0.0.1:9464", false).listen_addr(),
@@ -137,9 +151,9 @@ mod tests {
             on_finish: vec![String::new(), "x".into()],
             ..NotifyConfig::default()
         };
-        assert_eq!(validate(&m, &n).unwrap_err().key, "notify.on_finish");
+        assert_eq!(check(&m, &n).unwrap_err().key, "notify.on_finish");
         n.on_finish = vec!["/bin/true".into()];
         n.timeout = Duration::ZERO;
-        assert_eq!(validate(&m, &n).unwrap_err().key, "notify.timeout");
+        assert_eq!(check(&m, &n).unwrap_err().key, "notify.timeout");
     }
 }
