@@ -6,8 +6,10 @@
 //!
 //! A daemon's batch is read from the store, not from the scheduler: it ends when nothing is
 //! queued or in flight and some job reached a final state since the last notice, so an idle
-//! daemon stays quiet and a batch is told once, however many idle looks follow.
+//! daemon stays quiet and a batch is told once, however many idle looks follow. An idle look
+//! costs one count per state; the audit trail is read only when those counts moved.
 
+use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -141,10 +143,11 @@ pub(crate) async fn watch_batches(ctx: Arc<Ctx>, stop: CancellationToken) {
     }
 }
 
-/// The batch a daemon is in: since when outcomes count, the credits spent before it, and
-/// when it was first seen busy.
+/// The batch a daemon is in: since when outcomes count, the jobs per state and the credits
+/// spent before it, and when it was first seen busy.
 struct Batch {
     since_ms: i64,
+    counts_before: Option<BTreeMap<State, u64>>,
     spent_before: u64,
     busy_since: Option<Instant>,
     last_look: Instant,
@@ -154,6 +157,7 @@ impl Batch {
     fn starting(ctx: &Ctx, since_ms: i64) -> Batch {
         Batch {
             since_ms,
+            counts_before: None,
             spent_before: ctx.control.spent(),
             busy_since: None,
             last_look: Instant::now(),
@@ -177,8 +181,14 @@ impl Batch {
             self.busy_since.get_or_insert(previous_look);
             return None;
         }
+        // Never seen busy and the same counts as at the last idle look: nothing happened (the
+        // usual idle look; a retried job that failed again was seen busy).
+        if self.busy_since.is_none() && self.counts_before.as_ref() == Some(&counts) {
+            return None;
+        }
         let outcomes = ctx.store.outcomes_since(self.since_ms).await.ok()?;
         if outcomes.values().all(|&n| n == 0) {
+            self.counts_before = Some(counts);
             return None;
         }
         let outcome = |s| outcomes.get(&s).copied().unwrap_or(0);
@@ -194,6 +204,7 @@ impl Batch {
             ..Summary::default()
         };
         *self = Batch::starting(ctx, look_ms + 1);
+        self.counts_before = Some(counts);
         Some(RunReport::from_summary(
             "idle",
             &summary,
