@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod failpoint;
 pub mod media;
+pub mod metrics;
 pub mod pipeline;
 pub mod repair;
 pub mod secret;

@@ -6,12 +6,14 @@
 //! Rooms: `client` (the four endpoints, and the names callers use), `transport` (the
 //! [`client::ApiClient`] handle: one request, its token, its answer), `envelope` (the answer's
 //! shape and the checks on what it carries), `upload_body` (the streamed, hashed photo),
-//! `error` (every failure and its class), `clock` and `token`.
+//! `error` (every failure and its class), `observe` (the hook the metrics listen on), `clock`
+//! and `token`.
 
 pub mod client;
 pub mod clock;
 mod envelope;
 pub mod error;
+pub mod observe;
 pub mod token;
 mod transport;
 mod upload_body;

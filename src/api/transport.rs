@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::multipart::Form;
 use serde::de::DeserializeOwned;
@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::api::clock::{CORRECT_ABOVE_SECS, Clock};
 use crate::api::envelope::{ReadError, bad_body, parse_envelope, read_limited, snippet};
 use crate::api::error::{ApiError, ClientBuildError, Endpoint, error_chain};
+use crate::api::observe::{CallObserver, outcome};
 use crate::api::token::token;
 use crate::api::upload_body::SentTally;
 use crate::secret::Secret;
@@ -50,6 +51,8 @@ struct Inner {
     clock: Clock,
     /// Requests in a row that got no answer from the API at all, and the last such failure.
     unanswered: Arc<Mutex<(u32, Option<String>)>>,
+    /// Told how each request went (the metrics), if anyone listens.
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -103,6 +106,7 @@ impl ApiClient {
                 timeout: opts.timeout,
                 clock: Clock::new(),
                 unanswered: Arc::default(),
+                observer: None,
             }),
         })
     }
@@ -111,6 +115,15 @@ impl ApiClient {
     pub fn with_clock(self, clock: Clock) -> Self {
         let mut inner = (*self.inner).clone();
         inner.clock = clock;
+        ApiClient {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Tells `observer` about every request from now on (clones made after share it).
+    pub fn with_observer(self, observer: Arc<dyn CallObserver>) -> Self {
+        let mut inner = (*self.inner).clone();
+        inner.observer = Some(observer);
         ApiClient {
             inner: Arc::new(inner),
         }
@@ -183,8 +196,12 @@ impl ApiClient {
         loop {
             attempt += 1;
             let (form, tally) = make_form().await?;
+            let sent = Instant::now();
             let (result, token_was_stale) = self.post_once(endpoint, form, tally.as_deref()).await;
             self.note_answer(&result);
+            if let Some(o) = &self.inner.observer {
+                o.request_done(endpoint, outcome(&result), sent.elapsed());
+            }
             match result {
                 Err(ApiError::BadToken { .. }) if token_was_stale && attempt == 1 => {
                     tracing::info!(%endpoint, "token rejected by a skewed clock; retrying once with server time");

@@ -1,7 +1,9 @@
 //! `hili doctor`: checks, one line each with ✔ or ✘ and a fix, everything a run needs: the
 //! config, the secret (its source, never its value), the endpoint, the third_code, the clock
 //! against the server's, the credits left and a writable state directory. A check that cannot
-//! run after an earlier failure prints a skip line instead.
+//! run after an earlier failure prints a skip line instead. An empty third_code fails before
+//! any request, and a run against the vendor's own host says so first (so nobody tests
+//! against the paid service by accident).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,17 +15,41 @@ use crate::api::error::ApiError;
 use crate::config::{Config, Env, SecretSource};
 use crate::secret::Secret;
 
+use super::Exit;
+
 /// Runs every check, writing one line per check to `out` (or, with `json`, one JSON object
-/// listing them). Returns true if all passed.
-pub async fn run(config_path: Option<&Path>, out: &mut dyn Write, json: bool) -> bool {
+/// listing them). Exit 2 ([`Exit::Config`]) when a failure is the configuration's (what `hili
+/// run` would refuse at once), 1 for any other failure.
+pub async fn run(config_path: Option<&Path>, out: &mut dyn Write, json: bool) -> Exit {
     let env = Env::from_process();
-    if !json {
-        return run_in(config_path, &env, out).await;
+    let (all_ok, config_problem) = if json {
+        let mut lines = Vec::new();
+        let outcome = report_to(config_path, &env, &mut lines).await;
+        let _ = writeln!(
+            out,
+            "{}",
+            as_json(&String::from_utf8_lossy(&lines), outcome.0)
+        );
+        outcome
+    } else {
+        report_to(config_path, &env, out).await
+    };
+    match (all_ok, config_problem) {
+        (true, _) => Exit::Ok,
+        (false, true) => Exit::Config,
+        (false, false) => Exit::Error,
     }
-    let mut lines = Vec::new();
-    let ok = run_in(config_path, &env, &mut lines).await;
-    let _ = writeln!(out, "{}", as_json(&String::from_utf8_lossy(&lines), ok));
-    ok
+}
+
+/// Runs the checks into `out`: whether all passed, and whether a failure is the configuration's.
+async fn report_to(config_path: Option<&Path>, env: &Env, out: &mut dyn Write) -> (bool, bool) {
+    let mut r = Report {
+        out,
+        all_ok: true,
+        config_problem: false,
+    };
+    run_in(config_path, env, &mut r).await;
+    (r.all_ok, r.config_problem)
 }
 
 /// The report's lines (`✔ what: detail`, `✘ …`, `- what: skipped (why)`) as
@@ -49,6 +75,8 @@ fn as_json(text: &str, ok: bool) -> serde_json::Value {
 struct Report<'a> {
     out: &'a mut dyn Write,
     all_ok: bool,
+    /// A failure only the configuration can fix (no config, no secret, no third_code).
+    config_problem: bool,
 }
 
 impl Report<'_> {
@@ -59,22 +87,28 @@ impl Report<'_> {
         self.all_ok = false;
         let _ = writeln!(self.out, "✘ {what}: {detail}");
     }
+    fn fail_config(&mut self, what: &str, detail: &str) {
+        self.config_problem = true;
+        self.fail(what, detail);
+    }
     fn skip(&mut self, what: &str, why: &str) {
         let _ = writeln!(self.out, "- {what}: skipped ({why})");
     }
+    fn note(&mut self, text: &str) {
+        let _ = writeln!(self.out, "→ {text}");
+    }
 }
 
-pub(crate) async fn run_in(config_path: Option<&Path>, env: &Env, out: &mut dyn Write) -> bool {
-    let mut r = Report { out, all_ok: true };
+async fn run_in(config_path: Option<&Path>, env: &Env, r: &mut Report<'_>) {
     let config = match Config::load_in(config_path, env) {
         Ok(c) => c,
         Err(e) => {
-            r.fail("config", &e.to_string());
+            r.fail_config("config", &e.to_string());
             for what in ["secret key", "endpoint", "third_code", "clock", "credits"] {
                 r.skip(what, "needs a valid config");
             }
             r.skip("state directory", "needs a valid config");
-            return false;
+            return;
         }
     };
     match &config.source {
@@ -93,19 +127,36 @@ pub(crate) async fn run_in(config_path: Option<&Path>, env: &Env, out: &mut dyn 
             Some((secret, source))
         }
         Err(e) => {
-            r.fail("secret key", &e.to_string());
+            r.fail_config("secret key", &e.to_string());
             None
         }
     };
-    check_api(&mut r, &config, secret).await;
-    check_state_dir(&mut r, &config.database_path_in(env));
-    r.all_ok
+    check_api(r, &config, secret).await;
+    check_state_dir(r, &config.database_path_in(env));
 }
 
 /// One credits call answers reachability, third_code, clock skew and credits.
 async fn check_api(r: &mut Report<'_>, config: &Config, secret: Option<(Secret, SecretSource)>) {
     let base = &config.api.base_url;
     let tc = &config.api.third_code;
+    if tc.trim().is_empty() {
+        // Every request names the account: without one there is nothing worth sending.
+        r.skip("endpoint", "needs a third_code");
+        r.fail_config(
+            "third_code",
+            "api.third_code is empty: set it to the customer code the vendor gave you",
+        );
+        for what in ["clock", "credits"] {
+            r.skip(what, "needs a third_code");
+        }
+        return;
+    }
+    if let Some(host) = vendor_host(base) {
+        r.note(&format!(
+            "contacting the vendor's service at {host} (the default api.base_url); one credits \
+             call, nothing is spent"
+        ));
+    }
     // Without a secret the endpoint can still be shown reachable (it will answer 9999).
     let key = secret
         .as_ref()
@@ -145,11 +196,11 @@ async fn check_api(r: &mut Report<'_>, config: &Config, secret: Option<(Secret, 
         Err(ApiError::BadToken { .. }) if secret.is_none() => {
             r.skip("third_code", "needs the secret key")
         }
-        Err(ApiError::BadToken { .. }) => r.fail(
+        Err(ApiError::BadToken { .. }) => r.fail_config(
             "third_code",
             "not checked: the server rejected the token (errno 9999): check the secret key",
         ),
-        Err(ApiError::UnknownAccount { .. }) => r.fail(
+        Err(ApiError::UnknownAccount { .. }) => r.fail_config(
             "third_code",
             &format!("{tc:?} is not known to the server (errno 9002): check api.third_code"),
         ),
@@ -178,6 +229,13 @@ async fn check_api(r: &mut Report<'_>, config: &Config, secret: Option<(Secret, 
         Ok(n) => r.ok("credits", &format!("{n} uploads left")),
         Err(_) => r.skip("credits", "the credits call did not succeed"),
     }
+}
+
+/// The vendor's host when `base_url` points at it (the default `api.base_url`'s host).
+fn vendor_host(base_url: &str) -> Option<String> {
+    let host = |u: &str| reqwest::Url::parse(u).ok()?.host_str().map(str::to_string);
+    let vendor = host(&crate::config::ApiConfig::default().base_url)?;
+    (host(base_url)? == vendor).then_some(vendor)
 }
 
 fn check_state_dir(r: &mut Report<'_>, database: &Path) {
@@ -316,7 +374,13 @@ mod tests {
             ..Env::default()
         };
         let mut out = Vec::new();
-        let ok = run_in(Some(&s.config), &env, &mut out).await;
+        let mut r = Report {
+            out: &mut out,
+            all_ok: true,
+            config_problem: false,
+        };
+        run_in(Some(&s.config), &env, &mut r).await;
+        let ok = r.all_ok;
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains(KEY), "{text}");
         (ok, text)
@@ -333,6 +397,14 @@ mod tests {
         assert_eq!(checks[1]["outcome"], "failed");
         assert_eq!(checks[1]["detail"], "0 uploads left: buy a package");
         assert_eq!(checks[2]["outcome"], "skipped");
+    }
+
+    #[test]
+    fn the_vendors_own_host_is_recognised_and_nothing_else() {
+        let default = crate::config::ApiConfig::default().base_url;
+        let host = vendor_host(&format!("{default}/")).expect("the default is the vendor's");
+        assert_eq!(vendor_host("http://127.0.0.1:8080"), None);
+        assert_eq!(vendor_host(&format!("http://{host}.example.org")), None);
     }
 
     #[tokio::test]

@@ -133,8 +133,7 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Doctor(args) => {
-            let ok = doctor::run(config_path, &mut std::io::stdout(), args.json).await;
-            Ok(if ok { Exit::Ok } else { Exit::Error })
+            Ok(doctor::run(config_path, &mut std::io::stdout(), args.json).await)
         }
         Command::Credits(args) => {
             let config = load_config(config_path)?;

@@ -50,6 +50,7 @@ mod tests {
             rgb: rgb.map(|s| s.parse().unwrap()),
             output: PathBuf::from("out"),
             dry_run: false,
+            json: false,
             force: false,
         }
     }

@@ -1,11 +1,13 @@
 //! Configuration: where the TOML file is found, its `[api]`, `[queue]`, `[input]`, `[output]`
 //! keys and defaults, their validation and the database location. A missing file is allowed
 //! (all defaults); an unknown key is an error naming the key and the file. `[account]`, the
-//! `[[watch]]` tables and the secret key's sources live in [`account`], [`watch`] and
-//! [`secret`]: leaves this module assembles, so none imports it back.
+//! `[[watch]]` tables, the secret key's sources, and `[metrics]` and `[notify]` live in
+//! [`account`], [`watch`], [`secret`] and [`operator`]: leaves this module assembles, so none
+//! imports it back.
 
 mod account;
 mod human_duration;
+mod operator;
 mod secret;
 mod watch;
 
@@ -22,6 +24,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use account::AccountConfig;
+pub use operator::{MetricsConfig, NotifyConfig};
 pub use secret::{InlineSecret, SecretError, SecretSource};
 pub use watch::{After, PollMode, WatchConfig};
 
@@ -39,6 +42,9 @@ pub struct Config {
     pub input: InputConfig,
     pub output: OutputConfig,
     pub account: AccountConfig,
+    /// `[metrics]` and `[notify]`: the operator's hooks (`config/operator.rs`).
+    pub metrics: MetricsConfig,
+    pub notify: NotifyConfig,
     /// `[[watch]]` tables: the drop folders of `hili run`.
     pub watch: Vec<WatchConfig>,
     /// The file that was read; `None` when running on defaults.
@@ -352,6 +358,7 @@ impl Config {
         if let Some((key, problem)) = self.account.problem() {
             return Err(invalid(key, &problem));
         }
+        operator::validate(&self.metrics, &self.notify, path)?;
         watch::validate(&self.watch).map_err(|p| ConfigError::Invalid {
             where_: path.display().to_string(),
             key: p.key,

@@ -1,15 +1,18 @@
 //! The one API rate limiter, with priorities. Every API call (upload, status, download, nums)
 //! passes through [`ApiGate::acquire`]; polls and downloads ask with [`Priority::High`] and are
 //! always served before uploads, so a backlog of uploads can never make a paid result wait
-//! past its one-hour expiry. Result GETs go to the result host and are not API calls.
+//! past its one-hour expiry. Result GETs go to the result host and are not API calls. Each
+//! wait is recorded in the metrics when the gate has them.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
@@ -24,6 +27,8 @@ pub enum Priority {
 pub struct ApiGate {
     high: mpsc::UnboundedSender<oneshot::Sender<()>>,
     low: mpsc::UnboundedSender<oneshot::Sender<()>>,
+    /// Where each wait is recorded, if anywhere.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ApiGate {
@@ -39,20 +44,34 @@ impl ApiGate {
         let (high, high_rx) = mpsc::unbounded_channel();
         let (low, low_rx) = mpsc::unbounded_channel();
         tokio::spawn(dispatch(limiter, high_rx, low_rx));
-        ApiGate { high, low }
+        ApiGate {
+            high,
+            low,
+            metrics: None,
+        }
+    }
+
+    /// Records every wait for a permit in `metrics`.
+    pub fn observed(mut self, metrics: Arc<Metrics>) -> ApiGate {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Waits for a permit to make one API call.
     pub async fn acquire(&self, priority: Priority) {
+        let asked = Instant::now();
         let (tx, rx) = oneshot::channel();
-        let queue = match priority {
-            Priority::High => &self.high,
-            Priority::Low => &self.low,
+        let (queue, name) = match priority {
+            Priority::High => (&self.high, "high"),
+            Priority::Low => (&self.low, "low"),
         };
         if queue.send(tx).is_ok() {
             // The dispatcher only stops when every handle is gone, which cannot be while we
             // hold `self`; a closed channel would just mean "go ahead".
             let _ = rx.await;
+        }
+        if let Some(m) = &self.metrics {
+            m.limiter_waited(name, asked.elapsed());
         }
     }
 }

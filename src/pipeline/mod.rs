@@ -7,7 +7,8 @@
 //! - [`poll`]: asks the service whether a photo is processed;
 //! - [`download`]: fetches the result into a durable output file;
 //! - [`recover`]: start-up reconciliation of interrupted uploads and temp-file cleanup;
-//! - [`supervisor`]: schedules the stages with their own concurrency and priorities.
+//! - [`supervisor`]: schedules the stages with their own concurrency and priorities;
+//! - [`hooks`]: what wraps a run for the operator: `/metrics`, and `on_finish` ([`on_finish`]).
 
 pub mod backoff;
 mod carry;
@@ -18,7 +19,9 @@ pub mod download;
 pub mod epochs;
 mod fetch_error;
 pub mod gate;
+pub mod hooks;
 pub mod manifest;
+pub mod on_finish;
 pub mod pause_note;
 pub mod poll;
 mod poll_clock;
@@ -35,8 +38,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub use hooks::run;
 pub use settings::{Metadata, OnExpired, Oversize, Settings};
-pub use supervisor::{Progress, RunOptions, Snapshot, Summary, run};
+pub use supervisor::{Progress, RunOptions, Snapshot, Summary};
 
 use crate::api::client::ApiClient;
 use crate::store::{JobId, Store};
@@ -53,6 +57,8 @@ pub enum PipelineError {
     Join(#[from] tokio::task::JoinError),
     #[error("shutting down")]
     Shutdown,
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::server::ListenError),
     #[error(
         "a lost upload answer could not be reconciled (the credits could not be read); the job \
          stays in uploading and the next start reconciles it"
@@ -63,6 +69,8 @@ pub enum PipelineError {
 /// Everything the stages share for one run.
 pub struct Ctx {
     pub store: Store,
+    /// What `[metrics]` serves; the client and the gate record into it.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub api: ApiClient,
     pub gate: ApiGate,
     pub settings: Settings,
@@ -91,10 +99,13 @@ impl Ctx {
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Arc<Ctx> {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Arc::new(Ctx {
-            gate: ApiGate::new(settings.requests_per_second, settings.burst),
+            gate: ApiGate::new(settings.requests_per_second, settings.burst)
+                .observed(metrics.clone()),
             store,
-            api,
+            api: api.with_observer(metrics.clone()),
+            metrics,
             control: Control::default(),
             poll_clock: poll_clock::PollClock::default(),
             epochs: epochs::Epochs::new(settings.credits_recheck),

@@ -1,10 +1,12 @@
-//! The knobs of a run, taken from the configuration's `[api]`, `[queue]`, `[input]` and `[output]` sections.
+//! The knobs of a run, taken from the configuration's `[api]`, `[queue]`, `[input]` and `[output]` sections,
+//! and the operator's hooks (`[metrics]`, `[notify]`).
 
 use std::time::Duration;
 
 // One type for `queue.on_expired`, the config's: the run reads it as written.
 use crate::config::Config;
 pub use crate::config::{Metadata, OnExpired, Oversize};
+use crate::config::{MetricsConfig, NotifyConfig};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -33,6 +35,10 @@ pub struct Settings {
     pub manifest: bool,
     /// First delay of the exponential backoff after a transient failure (tests shorten it).
     pub retry_base: Duration,
+    /// `[metrics]`: where to serve `/metrics` while the run lasts.
+    pub metrics: MetricsConfig,
+    /// `[notify]`: the command told how the run (or a daemon's batch) went.
+    pub notify: NotifyConfig,
 }
 
 impl Settings {
@@ -57,6 +63,8 @@ impl Settings {
             strip_gps: c.output.strip_gps,
             manifest: c.output.manifest,
             retry_base: Duration::from_secs(1),
+            metrics: c.metrics.clone(),
+            notify: c.notify.clone(),
         }
     }
 }

@@ -285,6 +285,20 @@ pub async fn serve(opts: SimOptions) -> io::Result<SimHandle> {
 }
 
 /// Deletes expired results on a timer (requests also expire them on access).
+/// The `[api]` lines a user pastes into hili.toml to use this simulator: its address and the
+/// credentials it accepts. The secret is the simulator's own (it guards nothing real), so
+/// unlike the service's it is shown.
+pub fn credentials(base_url: &str, opts: &SimOptions) -> String {
+    let quoted = |s: &str| toml::Value::String(s.to_string()).to_string();
+    format!(
+        "# the simulator accepts these credentials; paste into hili.toml to use it:\n\
+         [api]\nbase_url = {}\nthird_code = {}\nsecret_key = {}\n",
+        quoted(base_url),
+        quoted(&opts.third_code),
+        quoted(&opts.secret)
+    )
+}
+
 async fn sweep(st: Arc<state::Shared>, stop: CancellationToken) {
     let period = (st.retention / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     loop {
@@ -295,13 +309,15 @@ async fn sweep(st: Arc<state::Shared>, stop: CancellationToken) {
     }
 }
 
-/// For `hili sim`: serves, prints the base URL as the first stdout line, runs until
-/// `shutdown` is cancelled.
+/// For `hili sim`: serves, prints the base URL as the first stdout line and then the
+/// configuration lines that point hili at it, runs until `shutdown` is cancelled.
 pub async fn run(args: SimArgs, shutdown: CancellationToken) -> io::Result<()> {
-    let handle = serve(args.into_options()).await?;
+    let opts = args.into_options();
+    let handle = serve(opts.clone()).await?;
     {
         let mut out = io::stdout().lock();
         writeln!(out, "{}", handle.base_url())?;
+        out.write_all(credentials(&handle.base_url(), &opts).as_bytes())?;
         out.flush()?;
     }
     shutdown.cancelled().await;

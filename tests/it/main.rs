@@ -18,6 +18,7 @@ mod incomplete_input;
 mod media;
 mod metadata;
 mod money;
+mod operator;
 mod pipeline;
 mod promises;
 mod requests;
