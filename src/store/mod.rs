@@ -27,6 +27,7 @@ mod note;
 mod queries;
 mod retry;
 mod runlock;
+mod runs;
 mod schedule;
 mod sql;
 pub mod state;
