@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod media;
 pub mod pipeline;
 pub mod repair;
+pub mod report;
 pub mod secret;
 pub mod sim;
 pub mod store;

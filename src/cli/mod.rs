@@ -6,6 +6,7 @@ pub mod args;
 mod demo;
 pub mod doctor;
 mod export;
+mod html_report;
 mod logging;
 mod report;
 mod run;
@@ -106,7 +107,8 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Retry(args) => report::retry(&load_config(config_path)?, args).await,
         Command::Verify(args) => verify::verify(&load_config(config_path)?, args).await,
         Command::Export(args) => export::export(&load_config(config_path)?, args).await,
-        Command::Demo(args) => demo::demo(args).await,
+        Command::Report(args) => html_report::report(&load_config(config_path)?, args).await,
+        Command::Demo(args) => demo::demo(args, config_path).await,
     }
 }
 

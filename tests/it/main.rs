@@ -18,6 +18,7 @@ mod media;
 mod metadata;
 mod pipeline;
 mod promises;
+mod report;
 mod requests;
 mod room;
 mod sim;
