@@ -153,7 +153,7 @@ async fn write(
 fn job_section(r: &ReportJob, cache: &Path) -> (String, u64, u64) {
     let j = &r.job;
     let source = thumbs::Wanted {
-        path: j.source_path.clone(),
+        path: source_now(r),
         key: j
             .content_sha256
             .clone()
@@ -183,6 +183,24 @@ fn job_section(r: &ReportJob, cache: &Path) -> (String, u64, u64) {
     (html::section(r, &before, after.as_ref()), made, cached)
 }
 
+/// Where the job's source is now: where its note says it was moved after its job (into a
+/// watch folder's done or failed folder) when it is there, else where it was queued.
+fn source_now(r: &ReportJob) -> PathBuf {
+    let prefix = format!("source: moved {} to ", r.job.source_path.display());
+    r.notes
+        .iter()
+        .rev()
+        .find_map(|n| n.strip_prefix(&prefix))
+        .map(|dest| {
+            let dest = [" (failed)", " (held)"]
+                .iter()
+                .fold(dest, |d, suffix| d.strip_suffix(suffix).unwrap_or(d));
+            PathBuf::from(dest)
+        })
+        .filter(|moved| moved.is_file())
+        .unwrap_or_else(|| r.job.source_path.clone())
+}
+
 /// The cache key of a file not hashed yet (a queued job, or one refused before its hash):
 /// its path, size and mtime, hashed, so another version of the file gets another key.
 fn unhashed_key(path: &Path, size: u64, mtime_ns: i64) -> String {
@@ -190,4 +208,59 @@ fn unhashed_key(path: &Path, size: u64, mtime_ns: i64) -> String {
     let mut id = path.as_os_str().as_bytes().to_vec();
     id.extend_from_slice(format!("\0{size}\0{mtime_ns}").as_bytes());
     format!("file-{}", crate::media::sha256_bytes(&id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repair::Repair;
+    use crate::store::{EnqueueOutcome, NewJob, Store};
+
+    #[tokio::test]
+    async fn a_source_moved_after_its_job_is_found_where_its_note_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, moved) = (
+            dir.path().join("in/a b.jpg"),
+            dir.path().join("done/a b.jpg"),
+        );
+        std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+        std::fs::write(&moved, b"photo").unwrap();
+        let store = Store::open(&dir.path().join("q.db")).await.unwrap();
+        let job = NewJob {
+            source_path: source.clone(),
+            source_root: dir.path().join("in"),
+            output_dir: dir.path().join("out"),
+            repair: Repair::Sr,
+            rgb: None,
+            size: 5,
+            mtime_ns: 1,
+            file_id: None,
+            force: false,
+        };
+        let [EnqueueOutcome::Queued(id)] = store.enqueue_many(vec![job]).await.unwrap()[..] else {
+            panic!("not queued");
+        };
+        let job = store.get(id).await.unwrap().unwrap();
+        store.close().await;
+        let with = |notes: Vec<String>| ReportJob {
+            job: job.clone(),
+            notes,
+        };
+        let note = |suffix: &str| {
+            format!(
+                "source: moved {} to {}{suffix}",
+                source.display(),
+                moved.display()
+            )
+        };
+        assert_eq!(source_now(&with(vec![note("")])), moved);
+        assert_eq!(source_now(&with(vec![note(" (failed)")])), moved);
+        assert_eq!(source_now(&with(vec![])), source);
+        std::fs::remove_file(&moved).unwrap();
+        assert_eq!(
+            source_now(&with(vec![note("")])),
+            source,
+            "gone from there too"
+        );
+    }
 }
