@@ -57,30 +57,11 @@ pub(super) async fn demo(args: DemoArgs, config: Option<&Path>) -> anyhow::Resul
         sim.base_url()
     );
 
-    let samples = {
-        let inbox = inbox.clone();
-        tokio::task::spawn_blocking(move || write_samples(&inbox)).await??
-    };
     let db = dir.join("hili.db");
     let _lock = crate::store::RunLock::acquire(&db)?;
     let store = Store::open(&db).await?;
     store.mark_run_started().await?;
-    let mut jobs = Vec::new();
-    for (path, repair, rgb) in samples {
-        let meta = std::fs::metadata(&path)?;
-        jobs.push(NewJob {
-            source_path: path,
-            source_root: inbox.clone(),
-            output_dir: results.clone(),
-            repair,
-            rgb,
-            size: meta.len(),
-            mtime_ns: crate::media::mtime_ns(&meta),
-            file_id: Some(crate::media::FileId::of(&meta)),
-            force: false,
-        });
-    }
-    store.enqueue_many(jobs).await?;
+    queue_samples(&store, &inbox, &results).await?;
 
     let api = ApiClient::new(ClientOptions {
         base_url: sim.base_url(),
@@ -114,6 +95,31 @@ pub(super) async fn demo(args: DemoArgs, config: Option<&Path>) -> anyhow::Resul
     html_report::print_written(&report, &built?);
     println!("  open it in a browser to compare each original with its result");
     Ok(super::run::exit_code(&summary))
+}
+
+/// Writes the samples into `inbox` and queues each with the repair it demonstrates.
+async fn queue_samples(store: &Store, inbox: &Path, results: &Path) -> anyhow::Result<()> {
+    let samples = {
+        let inbox = inbox.to_path_buf();
+        tokio::task::spawn_blocking(move || write_samples(&inbox)).await??
+    };
+    let mut jobs = Vec::new();
+    for (path, repair, rgb) in samples {
+        let meta = std::fs::metadata(&path)?;
+        jobs.push(NewJob {
+            source_path: path,
+            source_root: inbox.to_path_buf(),
+            output_dir: results.to_path_buf(),
+            repair,
+            rgb,
+            size: meta.len(),
+            mtime_ns: crate::media::mtime_ns(&meta),
+            file_id: Some(crate::media::FileId::of(&meta)),
+            force: false,
+        });
+    }
+    store.enqueue_many(jobs).await?;
+    Ok(())
 }
 
 /// Says where the originals are and which original gave which result (or why none).
