@@ -11,6 +11,7 @@ pub mod media;
 pub mod metrics;
 pub mod pipeline;
 pub mod repair;
+pub mod report;
 pub mod secret;
 pub mod sim;
 pub mod store;

@@ -46,6 +46,20 @@ impl Repair {
         Repair::ALL.into_iter().find(|r| r.wire() == s)
     }
 
+    /// What the service does, in words, e.g. `super-resolution and repair` or `ID-photo
+    /// background changed to 255,255,255`.
+    pub fn in_words(self, rgb: Option<Rgb>) -> String {
+        match self {
+            Repair::Sr => "super-resolution".to_string(),
+            Repair::Repair => "super-resolution and repair".to_string(),
+            Repair::Colour => "super-resolution, repair and colourisation".to_string(),
+            Repair::Bg => match rgb {
+                Some(rgb) => format!("ID-photo background changed to {rgb}"),
+                None => "ID-photo background change".to_string(),
+            },
+        }
+    }
+
     pub fn needs_rgb(self) -> bool {
         self == Repair::Bg
     }

@@ -60,6 +60,9 @@ pub enum Command {
     Verify(VerifyArgs),
     /// One row per job (or per event, with --events) as CSV or JSON, for the archive's records.
     Export(ExportArgs),
+    /// One HTML file to look at: before/after of every job (or those of a period or of the
+    /// last run), with sizes, repair, conversion, state, reasons and credits.
+    Report(ReportArgs),
     /// Print the credits left on the account.
     Credits(CreditsArgs),
     /// Check the configuration, the secret, the clock and the service, one line each.
@@ -182,6 +185,20 @@ pub struct ExportArgs {
     /// One row per event (PREMIS: type, UTC time, object, agent, outcome) instead of per job.
     #[arg(long)]
     pub events: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only jobs changed at or after this moment: RFC 3339 (2026-11-30T08:00:00Z) or a day,
+    /// YYYY-MM-DD (from 00:00 UTC), as for `hili export --since`.
+    #[arg(long, value_name = "DATE", conflicts_with = "last_run")]
+    pub since: Option<String>,
+    /// Only the jobs of the latest `hili run`: those changed since it started.
+    #[arg(long)]
+    pub last_run: bool,
+    /// Where to write the report.
+    #[arg(short, long, value_name = "FILE", default_value = "hili-report.html")]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Args)]

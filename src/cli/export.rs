@@ -142,7 +142,7 @@ fn utc(ms: i64) -> String {
 
 /// `--since`: RFC 3339 (`Z` or an offset such as `+01:00`) or a plain `YYYY-MM-DD` (00:00
 /// UTC), as unix milliseconds.
-fn parse_since(s: &str) -> anyhow::Result<i64> {
+pub(super) fn parse_since(s: &str) -> anyhow::Result<i64> {
     let bad = || {
         anyhow::anyhow!(
             "--since {s:?} is not a date: give RFC 3339 (2026-11-30T08:00:00Z, \

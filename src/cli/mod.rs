@@ -7,6 +7,7 @@ mod demo;
 pub mod doctor;
 mod dry_run;
 mod export;
+mod html_report;
 mod jobs;
 mod logging;
 mod money;
@@ -158,7 +159,8 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Retry(args) => report::retry(&load_config(config_path)?, args).await,
         Command::Verify(args) => verify::verify(&load_config(config_path)?, args).await,
         Command::Export(args) => export::export(&load_config(config_path)?, args).await,
-        Command::Demo(args) => demo::demo(args).await,
+        Command::Report(args) => html_report::report(&load_config(config_path)?, args).await,
+        Command::Demo(args) => demo::demo(args, config_path).await,
     }
 }
 

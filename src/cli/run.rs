@@ -34,6 +34,8 @@ pub(super) async fn run(
     let _lock = RunLock::acquire(&config.database_path())?;
     let outputs: Vec<PathBuf> = config.watch.iter().map(|w| w.output.clone()).collect();
     let store = pipeline::queue::open(&config.database_path(), &outputs).await?;
+    // Before the scan below, so `hili report --last-run` lists the jobs it queues.
+    store.mark_run_started().await?;
     let shutdown = super::stop_on_signal();
     let ctx = Ctx::new(
         store,

@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 
 use crate::media::metadata::{self, Options, Provenance};
 use crate::media::{self, AtomicFile};
-use crate::repair::Repair;
 use crate::store::{Job, JobId};
 
 use super::fetch_error::FetchError;
@@ -123,16 +122,7 @@ fn processed_at(job: &Job) -> SystemTime {
 
 /// The repair, in words: `colour (super-resolution, repair and colourisation)`.
 fn action(job: &Job) -> String {
-    let what = match job.repair {
-        Repair::Sr => "super-resolution".to_string(),
-        Repair::Repair => "super-resolution and repair".to_string(),
-        Repair::Colour => "super-resolution, repair and colourisation".to_string(),
-        Repair::Bg => match job.rgb {
-            Some(rgb) => format!("ID-photo background changed to {rgb}"),
-            None => "ID-photo background change".to_string(),
-        },
-    };
-    format!("{} ({what})", job.repair)
+    format!("{} ({})", job.repair, job.repair.in_words(job.rgb))
 }
 
 /// Notes the step's warning, if any, in the job's events.

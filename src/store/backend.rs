@@ -218,6 +218,14 @@ operations! {
     fn done_results_in(&self, output_dir: &Path) -> Result<Vec<(PathBuf, String)>, StoreError>;
     /// Every output folder holding at least one done result.
     fn result_dirs(&self) -> Result<Vec<PathBuf>, StoreError>;
+
+    // Runs and the notes a report shows (`hili report`).
+    /// Records that a run starts now; returns that instant.
+    fn mark_run_started(&self) -> Result<i64, StoreError>;
+    /// When the latest run started, if one was recorded.
+    fn last_run_started(&self) -> Result<Option<i64>, StoreError>;
+    /// Every note (an event that changed no state) of every job, oldest first.
+    fn job_notes(&self) -> Result<HashMap<JobId, Vec<String>>, StoreError>;
 }
 
 /// The queue as the rest of hili holds it: cheap to clone, one backend behind it. Derefs to

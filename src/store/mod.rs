@@ -29,6 +29,7 @@ mod note;
 mod queries;
 mod retry;
 mod runlock;
+mod runs;
 mod schedule;
 mod spending;
 mod sql;

@@ -660,9 +660,20 @@ async fn demo_writes_four_results_that_decode() {
         ["demo".as_ref(), "--dir".as_ref(), demo.as_os_str()],
     )
     .await;
-    assert_stdout(&out, 0, &["results are in"]);
+    let report = demo.join("hili-report.html");
+    assert_stdout(
+        &out,
+        0,
+        &[
+            "the originals are in inbox/",
+            "inbox/shop-sign.png  --sr-->  results/shop-sign.sr.png",
+            &format!("report: {}", report.display()),
+        ],
+    );
     let results = files_under(&demo.join("results"));
     assert_eq!(results.len(), 4, "{results:?}\n{}", out.both());
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert_eq!(html.matches("<div class=\"cmp\"").count(), 4);
     assert_decodes(&results);
     assert!(
         out.stdout.contains("0 duplicate charge(s)"),
@@ -679,6 +690,60 @@ async fn demo_writes_four_results_that_decode() {
     .await;
     assert_stdout(&out, 0, &["charged 0 credit(s)"]);
     assert_eq!(files_under(&demo.join("results")), results);
+
+    // A configuration names the real service: the demo refuses it rather than ignore it.
+    let mut with_config = bare_hili();
+    with_config.args(["--config", "mine.toml"]);
+    let out = run(with_config, dir.path(), ["demo"]).await;
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("demo takes no --config") && out.stderr.contains("hili run --once"),
+        "{}",
+        out.both()
+    );
+    assert!(!dir.path().join("hili-demo").exists());
+}
+
+/// The demo's super-resolution sample has sharp detail, so its 2× result differs from a plain
+/// enlargement of it (a smooth gradient would not show the difference).
+#[tokio::test]
+async fn the_demo_sr_sample_changes_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let out = run(
+        bare_hili(),
+        dir.path(),
+        ["demo", "--dir", demo.to_str().unwrap()],
+    )
+    .await;
+    out.expect_code(0);
+    let before = image::open(demo.join("inbox/shop-sign.png"))
+        .unwrap()
+        .to_rgb8();
+    let after = image::open(demo.join("results/shop-sign.sr.png"))
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(
+        after.dimensions(),
+        (before.width() * 2, before.height() * 2)
+    );
+    let blocky = image::imageops::resize(
+        &before,
+        after.width(),
+        after.height(),
+        image::imageops::FilterType::Nearest,
+    );
+    let changed = blocky
+        .pixels()
+        .zip(after.pixels())
+        .filter(|(a, b)| a.0.iter().zip(b.0).any(|(x, y)| x.abs_diff(y) > 24))
+        .count();
+    let share = changed as f64 / f64::from(after.width() * after.height());
+    assert!(
+        share > 0.05,
+        "only {:.1}% of the pixels differ visibly",
+        share * 100.0
+    );
 }
 
 #[tokio::test]

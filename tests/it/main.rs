@@ -21,6 +21,7 @@ mod money;
 mod operator;
 mod pipeline;
 mod promises;
+mod report;
 mod requests;
 mod room;
 mod sim;
