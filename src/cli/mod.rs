@@ -3,10 +3,12 @@
 
 mod add;
 pub mod args;
+mod completions;
 mod demo;
 pub mod doctor;
 mod export;
 mod logging;
+mod man;
 mod report;
 mod run;
 mod verify;
@@ -107,7 +109,19 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Verify(args) => verify::verify(&load_config(config_path)?, args).await,
         Command::Export(args) => export::export(&load_config(config_path)?, args).await,
         Command::Demo(args) => demo::demo(args).await,
+        Command::Completions(args) => print(&completions::script(args.shell)),
+        Command::Man => print(&man::page().context("could not render the manual page")?),
     }
+}
+
+/// Writes a generated script or page to stdout.
+fn print(bytes: &[u8]) -> anyhow::Result<Exit> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .context("could not write to stdout")?;
+    Ok(Exit::Ok)
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

@@ -16,6 +16,7 @@ mod hostile_server;
 mod incomplete_input;
 mod media;
 mod metadata;
+mod package;
 mod pipeline;
 mod promises;
 mod requests;
