@@ -241,3 +241,19 @@ fn readable_inline_secret_warns_and_debug_hides_it() {
     fs::set_permissions(&p, fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(c.insecure_inline_secret(), None);
 }
+
+#[test]
+fn the_packaged_config_names_the_service_queue_and_holds_no_secret() {
+    let text = include_str!("../../config/hili.system.toml");
+    let parsed = Config::parse(text, Path::new("/etc/hili/hili.toml")).unwrap();
+    assert_eq!(
+        parsed.queue.database.as_deref(),
+        Some(Path::new("/var/lib/hili/hili.db"))
+    );
+    assert!(parsed.api.secret_key.is_none() && parsed.api.secret_key_file.is_none());
+    assert!(parsed.watch.is_empty());
+    // Everything else is the default, so the example file documents it.
+    let mut defaults = Config::default();
+    defaults.queue.database = parsed.queue.database.clone();
+    assert_eq!(parsed, defaults);
+}
