@@ -38,7 +38,12 @@ fn describe(dir: &Path) -> Option<String> {
     // --no-optional-locks: status must not rewrite the index it watches (a rerun every build).
     let status = git(
         dir,
-        &["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"],
+        &[
+            "--no-optional-locks",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ],
     )?;
     Some(if status.is_empty() {
         hash

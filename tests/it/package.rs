@@ -37,16 +37,31 @@ async fn hili(args: &[&str]) -> Out {
 
 #[tokio::test]
 async fn completions_for_each_shell_offer_every_command_and_option() {
-    for (shell, marker) in [
-        ("bash", "complete -F _hili"),
-        ("zsh", "#compdef hili"),
-        ("fish", "complete -c hili"),
+    // fish names a long option without its dashes (`-l repair`).
+    for (shell, marker, long) in [
+        ("bash", "complete -F _hili", "--"),
+        ("zsh", "#compdef hili", "--"),
+        ("fish", "complete -c hili", "-l "),
     ] {
         let out = hili(&["completions", shell]).await;
         out.expect_code(0);
-        assert!(out.stdout.contains(marker), "{shell}: no {marker:?}\n{}", out.both());
-        for word in COMMANDS.iter().chain(&["--repair", "--dry-run", "--reupload"]) {
-            assert!(out.stdout.contains(word), "{shell}: {word} is not offered");
+        assert!(
+            out.stdout.contains(marker),
+            "{shell}: no {marker:?}\n{}",
+            out.both()
+        );
+        for command in COMMANDS {
+            assert!(
+                out.stdout.contains(command),
+                "{shell}: {command} is not offered"
+            );
+        }
+        for option in ["repair", "dry-run", "reupload", "log-format"] {
+            let option = format!("{long}{option}");
+            assert!(
+                out.stdout.contains(&option),
+                "{shell}: {option} is not offered"
+            );
         }
     }
     let out = hili(&["completions", "tcsh"]).await;
@@ -77,7 +92,11 @@ async fn bash_completes_commands_options_and_values() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("hili.bash");
     std::fs::write(&script, hili(&["completions", "bash"]).await.stdout).unwrap();
-    assert!(bash_offers(&script, &["hili", "ver"]).await.contains(&"verify".into()));
+    assert!(
+        bash_offers(&script, &["hili", "ver"])
+            .await
+            .contains(&"verify".into())
+    );
     let options = bash_offers(&script, &["hili", "add", "--re"]).await;
     assert!(options.contains(&"--repair".into()), "{options:?}");
     let shells = bash_offers(&script, &["hili", "completions", ""]).await;
@@ -91,14 +110,25 @@ async fn the_man_page_has_every_command_and_renders_cleanly() {
     let out = hili(&["man"]).await;
     out.expect_code(0);
     let page = &out.stdout;
-    assert!(page.starts_with(".TH hili 1 "), "{}", &page[..page.len().min(200)]);
-    for part in [".SH SYNOPSIS", ".SH COMMANDS", ".SH \"EXIT STATUS\"", ".SH FILES"] {
+    for part in [
+        ".TH hili 1 ",
+        ".SH SYNOPSIS",
+        ".SH COMMANDS",
+        ".SH \"EXIT STATUS\"",
+        ".SH FILES",
+    ] {
         assert!(page.contains(part), "no {part}");
     }
     for command in COMMANDS {
-        assert!(page.contains(&format!(".SS \"hili {command}\"")), "no {command}");
+        assert!(
+            page.contains(&format!(".SS \"hili {command}\"")),
+            "no {command}"
+        );
     }
-    assert!(page.contains("\\-\\-reupload"), "retry's options are missing");
+    assert!(
+        page.contains("\\-\\-reupload"),
+        "retry's options are missing"
+    );
     // groff comes with man-db (and lintian): render as `man` does, warnings on.
     if Command::new("groff").arg("-v").output().is_err() {
         eprintln!("groff is not installed: the page's rendering is not checked");
@@ -113,7 +143,10 @@ async fn the_man_page_has_every_command_and_renders_cleanly() {
     shown.expect_code(0);
     assert_eq!(shown.stderr, "", "groff warns about the page");
     for text in ["EXIT STATUS", "hili add", "Options:", "--repair"] {
-        assert!(shown.stdout.contains(text), "the rendered page lacks {text:?}");
+        assert!(
+            shown.stdout.contains(text),
+            "the rendered page lacks {text:?}"
+        );
     }
 }
 
@@ -145,7 +178,10 @@ async fn version_names_the_commit_built_from() {
 fn the_unit_does_not_restart_a_configuration_error_and_shares_results_with_its_group() {
     let unit = std::fs::read_to_string(repo().join("config/hili.service")).unwrap();
     let has = |line: &str| unit.lines().any(|l| l == line);
-    assert!(has(&format!("RestartPreventExitStatus={}", Exit::Config as i32)));
+    assert!(has(&format!(
+        "RestartPreventExitStatus={}",
+        Exit::Config as i32
+    )));
     assert!(has("UMask=0027") && has("StateDirectory=hili") && has("Group=hili"));
     assert!(has("ExecStart=/usr/bin/hili run"));
 }
