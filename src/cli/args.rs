@@ -7,12 +7,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::repair::{Repair, Rgb};
 use crate::store::State;
 
+/// `hili --version`: the release and the commit it was built from (see build.rs), e.g.
+/// `0.1.0 (f6c82fe, modified)`.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HILI_BUILD"), ")");
+
 /// hili feeds photos through the Hili PhotoEnhance cloud API (super-resolution, old-photo
 /// repair, colourisation, ID-photo background) without ever paying twice for a photo.
 #[derive(Debug, Parser)]
 #[command(
     name = "hili",
-    version,
+    version = VERSION,
     about,
     max_term_width = 100,
     after_help = super::exit_codes_help()
@@ -71,6 +75,18 @@ pub enum Command {
     Demo(DemoArgs),
     /// Run the built-in simulator of the Hili API (offline stand-in, not the real AI).
     Sim(crate::sim::SimArgs),
+    /// Print a shell completion script to stdout (the .deb installs them; from source e.g.
+    /// `hili completions bash > ~/.local/share/bash-completion/completions/hili`).
+    Completions(CompletionsArgs),
+    /// Print this manual page (roff) to stdout: `hili man | man -l -`.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

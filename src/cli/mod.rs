@@ -3,6 +3,7 @@
 
 mod add;
 pub mod args;
+mod completions;
 mod demo;
 pub mod doctor;
 mod dry_run;
@@ -10,6 +11,7 @@ mod export;
 mod html_report;
 mod jobs;
 mod logging;
+mod man;
 mod money;
 mod progress;
 mod report;
@@ -161,7 +163,19 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Export(args) => export::export(&load_config(config_path)?, args).await,
         Command::Report(args) => html_report::report(&load_config(config_path)?, args).await,
         Command::Demo(args) => demo::demo(args, config_path).await,
+        Command::Completions(args) => print(&completions::script(args.shell)),
+        Command::Man => print(&man::page().context("could not render the manual page")?),
     }
+}
+
+/// Writes a generated script or page to stdout.
+fn print(bytes: &[u8]) -> anyhow::Result<Exit> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .context("could not write to stdout")?;
+    Ok(Exit::Ok)
 }
 
 fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {

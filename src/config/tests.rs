@@ -287,3 +287,19 @@ fn budget_per_day_is_read_and_defaults_to_no_limit() {
     .unwrap();
     assert_eq!((c.queue.budget, c.queue.budget_per_day), (4, 20));
 }
+
+#[test]
+fn the_packaged_config_names_the_service_queue_and_holds_no_secret() {
+    let text = include_str!("../../config/hili.system.toml");
+    let parsed = Config::parse(text, Path::new("/etc/hili/hili.toml")).unwrap();
+    assert_eq!(
+        parsed.queue.database.as_deref(),
+        Some(Path::new("/var/lib/hili/hili.db"))
+    );
+    assert!(parsed.api.secret_key.is_none() && parsed.api.secret_key_file.is_none());
+    assert!(parsed.watch.is_empty());
+    // Everything else is the default, so the example file documents it.
+    let mut defaults = Config::default();
+    defaults.queue.database = parsed.queue.database.clone();
+    assert_eq!(parsed, defaults);
+}

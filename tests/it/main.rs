@@ -19,6 +19,7 @@ mod media;
 mod metadata;
 mod money;
 mod operator;
+mod package;
 mod pipeline;
 mod promises;
 mod report;
