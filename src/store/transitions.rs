@@ -62,9 +62,10 @@ pub struct Uploaded<'a> {
 
 impl SqliteStore {
     /// queued → uploading (edge `begin_upload`) with everything the pipeline knows at that
-    /// instant, in ONE transaction: the credits seen (also kept as a credit observation), the
-    /// content hash, and — when `exclusive` — the guarantee that no identical photo is in
-    /// flight or held after a charge. That check and the state change are atomic under the
+    /// instant, in ONE transaction: its credit epoch and the count that opened it (the reading
+    /// itself was recorded as a credit observation then, not again here), the content hash,
+    /// and — when `exclusive` — the guarantee that no identical photo is in flight or held
+    /// after a charge. That check and the state change are atomic under the
     /// write lock, so two workers (or two processes) hashing the same photo at once cannot both
     /// pay for it: the loser gets [`StoreError::TwinBusy`] and nothing is written.
     pub async fn begin_upload_with(
@@ -77,10 +78,7 @@ impl SqliteStore {
             ("credits_before", Val::Int(Some(credits))),
             ("epoch", Val::Int(intent.epoch.map(|e| e.0))),
         ];
-        let mut extras = Extras {
-            credits_seen: Some(credits),
-            ..Extras::default()
-        };
+        let mut extras = Extras::default();
         if let Some(sha) = intent.content_sha256 {
             given.push(("content_sha256", hash_val(id, sha, "content hash")?));
             if intent.exclusive {

@@ -1,5 +1,5 @@
-//! One guarded write, queued: the `UPDATE … WHERE id = ? AND state = ?` with its events row
-//! and credit observation, built as one batch of statements, queued behind the writes before
+//! One guarded write, queued: the `UPDATE … WHERE id = ? AND state = ?` with its events row,
+//! built as one batch of statements, queued behind the writes before
 //! it (group commit, `group.rs`), and its outcome — committed, or refused as a `Conflict`,
 //! `TwinBusy` or `NotFound` — handed back to the one caller that waits for it.
 
@@ -14,8 +14,6 @@ use crate::failpoint;
 pub(crate) struct Extras {
     /// `AND <sql>` added to the UPDATE's guard, with its bound values (after id and state).
     pub guard: Option<(&'static str, Vec<Val>)>,
-    /// A credit count seen, recorded as a credit observation in the same transaction.
-    pub credits_seen: Option<i64>,
     /// Write it even if the caller stops waiting ([`super::group::WriteQueue::push`]).
     pub keep_if_abandoned: bool,
 }
@@ -100,12 +98,6 @@ fn guarded_write(
         sql.push_str(" AND ");
         sql.push_str(guard);
     }
-    if extras.credits_seen.is_some() {
-        sql.push_str(
-            "; INSERT INTO credit_observations (at, credits_left) \
-             SELECT ?, ? WHERE changes() = 1",
-        );
-    }
     if event.is_some() {
         sql.push_str(
             "; INSERT INTO events (job_id, from_state, to_state, at, detail, agent) \
@@ -124,9 +116,6 @@ fn guarded_write(
     }));
     binds.extend([Val::Int(Some(id.0)), text(from.as_str())]);
     binds.extend(extras.guard.iter().flat_map(|(_, b)| b.iter().cloned()));
-    if let Some(credits) = extras.credits_seen {
-        binds.extend([Val::Int(Some(now)), Val::Int(Some(credits))]);
-    }
     if let Some(detail) = event {
         binds.extend([
             Val::Int(Some(id.0)),

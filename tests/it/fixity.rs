@@ -215,15 +215,12 @@ async fn export_rows_match_the_store_in_csv_and_json_and_since_selects_later_job
             Value::Null,
             "no conversion is recorded yet"
         );
-        // One upload at a time: the credits seen after this job's charge are one fewer.
+        // The credits are read once a credit epoch (here: at a run's first upload and at its
+        // end): `credits_before` is the epoch's opening count, `credits_after` the first
+        // reading after the charge — lower by the run's two uploads.
         let before = j.credits_before.unwrap();
-        assert_eq!(
-            (
-                row["credits_before"].as_u64(),
-                row["credits_after"].as_u64()
-            ),
-            (Some(before), Some(before - 1))
-        );
+        assert_eq!(row["credits_before"].as_u64(), Some(before));
+        assert_eq!(row["credits_after"].as_u64(), Some(before - 2), "{row:?}");
         assert!(
             s("uploaded_at").ends_with('Z') && s("uploaded_at") >= s("queued_at"),
             "{row:?}"
@@ -255,9 +252,10 @@ async fn export_rows_match_the_store_in_csv_and_json_and_since_selects_later_job
         .run_hili(["export", "--format", "json", "--since", "2999-01-01"])
         .await;
     assert!(json_rows(none.expect_code(0)).is_empty());
+    // A date it cannot read is a usage error.
     env.run_hili(["export", "--format", "csv", "--since", "last week"])
         .await
-        .expect_code(1);
+        .expect_code(2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
