@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::Exit;
-use super::add::{Tally, Verdict, count_conversion};
+use super::add_tally::{Tally, Verdict, count_conversion};
 use super::args::AddArgs;
 use super::money::{self, CreditsLeft};
 use crate::config::Config;

@@ -2,7 +2,9 @@
 //! text, tables, JSON and exit codes. `anyhow` lives here and nowhere else.
 
 mod add;
+mod add_tally;
 pub mod args;
+mod client;
 mod completions;
 mod demo;
 pub mod doctor;
@@ -140,7 +142,7 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Credits(args) => {
             let config = load_config(config_path)?;
-            let client = run::client(&config)?;
+            let client = client::client(&config)?;
             let n = client
                 .credits()
                 .await

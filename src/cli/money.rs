@@ -28,7 +28,7 @@ pub(super) enum CreditsLeft {
 
 /// Asks the service for the credits left, when the configuration names an account.
 pub(super) async fn credits_left(config: &Config) -> CreditsLeft {
-    let api = match super::run::client(config) {
+    let api = match super::client::client(config) {
         Ok(api) => api,
         Err(e) => return CreditsLeft::NotConfigured(e.to_string()),
     };

@@ -5,22 +5,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
-
-use super::ConfigProblem;
 use super::Exit;
 use super::args::RunArgs;
 use super::progress::{self, Bar};
-use crate::api::client::ApiClient;
 use crate::config::Config;
 use crate::pipeline::{self, Ctx, Progress, RunOptions, Snapshot, Summary};
 use crate::store::RunLock;
-
-/// The API client the configuration describes.
-pub(super) fn client(config: &Config) -> anyhow::Result<ApiClient> {
-    let opts = config.client_options().map_err(ConfigProblem)?;
-    ApiClient::new(opts).context("could not build the HTTP client")
-}
 
 pub(super) async fn run(
     config: &Config,
@@ -29,7 +19,7 @@ pub(super) async fn run(
 ) -> anyhow::Result<Exit> {
     // The client first: a configuration error (no secret, bad URL) must not leave behind a
     // freshly created, empty database.
-    let api = client(config)?;
+    let api = super::client::client(config)?;
     // One process drives a queue (see `store::RunLock`); held until this function returns.
     let _lock = RunLock::acquire(&config.database_path())?;
     let outputs: Vec<PathBuf> = config.watch.iter().map(|w| w.output.clone()).collect();
