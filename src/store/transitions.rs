@@ -135,7 +135,6 @@ impl SqliteStore {
         let extras = Extras {
             guard: Some(("mdf IS NULL", Vec::new())),
             keep_if_abandoned: true,
-            ..Extras::default()
         };
         let name = match found {
             State::Held => "adopt_answer_held",
