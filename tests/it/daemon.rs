@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+
 use std::time::{Duration, Instant};
 
 use hili::sim::{Faults, SimOptions};
@@ -38,84 +38,6 @@ async fn watched(opts: SimOptions, extra: &str) -> Env {
         .unwrap();
     f.write_all(table.as_bytes()).unwrap();
     env
-}
-
-/// A `hili run` child; its log goes to a file that is printed if the test fails.
-struct Daemon(Child, PathBuf);
-
-impl Daemon {
-    fn start(env: &Env) -> Daemon {
-        Daemon::start_with(env, &[])
-    }
-
-    fn start_with(env: &Env, vars: &[(&str, &str)]) -> Daemon {
-        let log = (0..)
-            .map(|i| env.dir.path().join(format!("daemon-{i}.log")))
-            .find(|p| !p.exists())
-            .unwrap();
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = env.hili();
-        cmd.arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file);
-        for (k, v) in vars {
-            cmd.env(k, v);
-        }
-        Daemon(cmd.spawn().expect("spawn hili run"), log)
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, sig) };
-    }
-
-    /// SIGTERM, then the exit status (bounded).
-    fn stop(mut self) -> (Option<i32>, String) {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return (
-                    status.code(),
-                    std::fs::read_to_string(&self.1).unwrap_or_default(),
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Daemon {
-    /// SIGTERM already sent: waits for the exit (bounded).
-    fn wait_exit(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return (
-                    status.code(),
-                    std::fs::read_to_string(&self.1).unwrap_or_default(),
-                );
-            }
-            assert!(Instant::now() < deadline, "daemon did not exit");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
-            eprintln!("--- daemon log {} ---\n{log}", self.1.display());
-        }
-    }
 }
 
 /// How many jobs are in `state` (0 while the database does not exist yet).

@@ -9,7 +9,6 @@ use std::fs::{self, File, FileTimes};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 use hili::repair::Repair;
@@ -29,38 +28,6 @@ fn add_watch(env: &Env, extra: &str) {
         .open(&env.config)
         .unwrap();
     f.write_all(table.as_bytes()).unwrap();
-}
-
-/// A `hili run` child, killed when dropped; its log is printed if the test fails.
-struct Daemon(Child, PathBuf);
-
-impl Daemon {
-    fn start(env: &Env) -> Daemon {
-        let (child, log) = env.spawn_logged(&["run"], "daemon.log");
-        Daemon(child, log)
-    }
-
-    /// SIGTERM, then waits (bounded) for a clean exit.
-    fn stop(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.0.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "daemon did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            let log = fs::read_to_string(&self.1).unwrap_or_default();
-            eprintln!("--- daemon log ---\n{log}");
-        }
-    }
 }
 
 /// The queue's jobs (none while the database does not exist yet).

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use hili::sim::SimOptions;
@@ -329,37 +328,6 @@ async fn the_daily_budget_counts_what_the_queue_spent_today_across_runs() {
     );
 }
 
-/// A `hili run` daemon, stopped with SIGTERM (killed if the test fails first).
-struct Daemon(Child, PathBuf);
-
-impl Daemon {
-    fn stop(mut self) -> Option<i32> {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(s) = self.0.try_wait().unwrap() {
-                return s.code();
-            }
-            assert!(Instant::now() < deadline, "the daemon did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- daemon log ---\n{}",
-                std::fs::read_to_string(&self.1).unwrap_or_default()
-            );
-        }
-    }
-}
-
 /// Waits until `hili status` says `what`; returns its output.
 async fn status_saying(env: &Env, what: &str) -> Out {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -385,8 +353,7 @@ async fn status_says_why_the_daemon_paused_uploads() {
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     write_jpeg(&env.inbox.join("b.jpg"), 2);
     env.run_hili(add(&[])).await.expect_code(0);
-    let (child, log) = env.spawn_logged(&["run"], "daemon.log");
-    let daemon = Daemon(child, log);
+    let daemon = Daemon::start(&env);
     status_saying(&env, "uploads paused by the daily budget").await;
     until(
         Duration::from_secs(30),
@@ -395,7 +362,7 @@ async fn status_says_why_the_daemon_paused_uploads() {
     )
     .await;
     assert_eq!(env.sim.ledger().total_charges, 1);
-    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(daemon.stop().0, Some(0));
     let out = env.run_hili(["status"]).await;
     assert!(
         !out.stdout.contains("paused"),
@@ -411,21 +378,19 @@ async fn status_says_why_the_daemon_paused_uploads() {
     .await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     env.run_hili(add(&[])).await.expect_code(0);
-    let (child, log) = env.spawn_logged(&["run"], "daemon.log");
-    let daemon = Daemon(child, log);
+    let daemon = Daemon::start(&env);
     status_saying(&env, "uploads paused: the account has no credits left").await;
-    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(daemon.stop().0, Some(0));
 
     // A rejected token (the wrong secret).
     let env = Env::new(fast_sim()).await;
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     env.run_hili(add(&[])).await.expect_code(0);
     std::fs::write(env.dir.path().join("secret"), "not-the-secret").unwrap();
-    let (child, log) = env.spawn_logged(&["run"], "daemon.log");
-    let daemon = Daemon(child, log);
+    let daemon = Daemon::start(&env);
     let out = status_saying(&env, "the service refuses this configuration").await;
     assert!(out.stdout.contains("9999"), "{}", out.both());
-    assert_eq!(daemon.stop(), Some(0));
+    assert_eq!(daemon.stop().0, Some(0));
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
 

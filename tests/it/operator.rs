@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hili::store::State;
@@ -180,44 +180,6 @@ async fn count(env: &Env, state: State) -> usize {
     let n = store.jobs_in(state).await.map(|v| v.len()).unwrap_or(0);
     store.close().await;
     n
-}
-
-/// A `hili run` daemon child, stopped with SIGTERM (and killed if the test fails first).
-struct Daemon(Child, PathBuf);
-
-impl Daemon {
-    fn start(env: &Env) -> Daemon {
-        let (child, log) = env.spawn_logged(&["run"], "daemon.log");
-        Daemon(child, log)
-    }
-
-    /// SIGTERM, then the exit code and the log (bounded).
-    fn stop(mut self) -> (Option<i32>, String) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return (status.code(), std::fs::read_to_string(&self.1).unwrap());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.1).unwrap_or_default();
-            eprintln!("--- daemon log ---\n{log}");
-        }
-    }
 }
 
 async fn scrape(port: u16) -> Option<Vec<Sample>> {

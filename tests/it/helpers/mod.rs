@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+mod daemon;
+pub(crate) use daemon::Daemon;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
