@@ -46,6 +46,23 @@ impl NewJob {
             force: false,
         }
     }
+
+    /// For unit tests: `name` below `root`, to super-resolve into `out`, with a made-up size
+    /// and time (nothing is read from disk).
+    #[cfg(test)]
+    pub(crate) fn sample(root: &std::path::Path, name: &str, out: &std::path::Path) -> NewJob {
+        NewJob {
+            source_path: root.join(name),
+            source_root: root.to_path_buf(),
+            output_dir: out.to_path_buf(),
+            repair: Repair::Sr,
+            rgb: None,
+            size: 10,
+            mtime_ns: 1,
+            file_id: None,
+            force: false,
+        }
+    }
 }
 
 /// What [`SqliteStore::enqueue`] did.

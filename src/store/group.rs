@@ -214,9 +214,7 @@ async fn commit(
 #[cfg(test)]
 mod tests {
     use crate::store::JobStore;
-    use std::path::PathBuf;
 
-    use crate::repair::Repair;
     use crate::store::sql::Set;
     use crate::store::{EnqueueOutcome, JobId, NewJob, SqliteStore, State, StoreError, Uploaded};
 
@@ -226,16 +224,12 @@ mod tests {
             .await
             .expect("open");
         let jobs = (0..n)
-            .map(|i| NewJob {
-                source_path: PathBuf::from(format!("/in/{i}.jpg")),
-                source_root: PathBuf::from("/in"),
-                output_dir: PathBuf::from("/out"),
-                repair: Repair::Sr,
-                rgb: None,
-                size: 10,
-                mtime_ns: 1,
-                file_id: None,
-                force: false,
+            .map(|i| {
+                NewJob::sample(
+                    std::path::Path::new("/in"),
+                    &format!("{i}.jpg"),
+                    std::path::Path::new("/out"),
+                )
             })
             .collect();
         let ids = store

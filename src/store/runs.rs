@@ -68,7 +68,6 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::repair::Repair;
     use crate::store::{EnqueueOutcome, NewJob};
 
     #[tokio::test]
@@ -84,17 +83,7 @@ mod tests {
         assert!(second > first);
         assert_eq!(store.last_run_started().await.unwrap(), Some(second));
 
-        let job = NewJob {
-            source_path: dir.path().join("in/a.jpg"),
-            source_root: dir.path().join("in"),
-            output_dir: dir.path().join("out"),
-            repair: Repair::Sr,
-            rgb: None,
-            size: 10,
-            mtime_ns: 1,
-            file_id: None,
-            force: false,
-        };
+        let job = NewJob::sample(&dir.path().join("in"), "a.jpg", &dir.path().join("out"));
         let [EnqueueOutcome::Queued(id)] = store.enqueue_many(vec![job]).await.unwrap()[..] else {
             panic!("not queued");
         };

@@ -10,14 +10,12 @@
 //! photo is held when it was the only lost answer of its epoch and nothing outside spent.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{Entry, Epochs, Settled, Ticket, finish_closed};
-use crate::repair::Repair;
 use crate::store::{EnqueueOutcome, EpochId, JobId, NewJob, State, Store, UploadIntent, Uploaded};
 
 /// What really happened to a lost upload.
@@ -58,16 +56,12 @@ impl World {
     async fn open(dir: &std::path::Path, photos: usize) -> World {
         let store = Store::open(&dir.join("q.db")).await.expect("open store");
         let jobs = (0..photos)
-            .map(|i| NewJob {
-                source_path: PathBuf::from(format!("/in/{i}.jpg")),
-                source_root: PathBuf::from("/in"),
-                output_dir: PathBuf::from("/out"),
-                repair: Repair::Sr,
-                rgb: None,
-                size: 10,
-                mtime_ns: 1,
-                file_id: None,
-                force: false,
+            .map(|i| {
+                NewJob::sample(
+                    std::path::Path::new("/in"),
+                    &format!("{i}.jpg"),
+                    std::path::Path::new("/out"),
+                )
             })
             .collect();
         for o in store.enqueue_many(jobs).await.expect("enqueue") {
