@@ -110,23 +110,31 @@ pub(super) async fn settle_lost(ctx: &Ctx, id: JobId) -> Result<(), PipelineErro
         return Ok(());
     }
     let now = read_credits(ctx, id, None).await?;
-    let settled = ctx.epochs.settle(&turn, &ctx.store, now).await?;
-    account(ctx, &settled);
-    Ok(())
+    Ok(close_epoch(ctx, &turn, now).await?)
 }
 
 /// Closes the open epoch now (at start, with nothing in flight), moving the uploads lost in it.
 async fn settle_now(ctx: &Ctx, id: JobId, tries: Option<u32>) -> Result<(), PipelineError> {
     let turn = ctx.epochs.settle_turn().await;
     let now = read_credits(ctx, id, tries).await?;
-    let settled = ctx.epochs.settle(&turn, &ctx.store, now).await?;
+    Ok(close_epoch(ctx, &turn, now).await?)
+}
+
+/// Closes the open epoch with the reading `now` (taken while `turn` is held) and accounts for
+/// what it decided (see [`account`]).
+pub(super) async fn close_epoch(
+    ctx: &Ctx,
+    turn: &super::epochs::SettleTurn<'_>,
+    now: u64,
+) -> Result<(), crate::store::StoreError> {
+    let settled = ctx.epochs.settle(turn, &ctx.store, now).await?;
     account(ctx, &settled);
     Ok(())
 }
 
 /// What a closing reading means for the run: the budget reservations of the lost uploads it
 /// moved, and credits spent (or added) elsewhere, said once.
-pub(super) fn account(ctx: &Ctx, settled: &super::epochs::Settled) {
+fn account(ctx: &Ctx, settled: &super::epochs::Settled) {
     for &(_, charged, mine) in &settled.moved {
         // A lost upload of this run held its budget reservation until now; one found at start
         // had none, and counts only if it was charged.

@@ -432,9 +432,8 @@ async fn record_final_credits(ctx: &Ctx) {
     match tokio::time::timeout(ctx.settings.timeout, ctx.api.credits()).await {
         Ok(Ok(n)) => {
             let turn = ctx.epochs.settle_turn().await;
-            match ctx.epochs.settle(&turn, &ctx.store, n).await {
-                Ok(settled) => super::recover::account(ctx, &settled),
-                Err(e) => tracing::warn!("could not record the credits left: {e}"),
+            if let Err(e) = super::recover::close_epoch(ctx, &turn, n).await {
+                tracing::warn!("could not record the credits left: {e}");
             }
         }
         Ok(Err(e)) => tracing::info!("could not read the credits left at the end of the run: {e}"),

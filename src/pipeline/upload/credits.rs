@@ -72,9 +72,8 @@ async fn admit<'a>(ctx: &'a Ctx, job: &Job) -> Result<Option<Ticket<'a>>, Pipeli
         let Some(now) = credits_for_upload(ctx, job).await? else {
             return Ok(None);
         };
-        let settled = ctx.epochs.settle(&turn, &ctx.store, now).await?;
+        crate::pipeline::recover::close_epoch(ctx, &turn, now).await?;
         drop(turn);
-        crate::pipeline::recover::account(ctx, &settled);
         if now == 0 {
             ctx.control
                 .pause(Pause::NoCredits, ctx.settings.credits_recheck);
