@@ -61,6 +61,17 @@ pub(super) fn colour_on_stderr() -> bool {
     )
 }
 
+/// Whether a terminal would get colour for this process's environment: the rule of
+/// [`colour`] with the terminal test left to the writer (clap tests its own stream).
+/// clap's own rule alone colours a `TERM=dumb` terminal when `CI` is set, so hili tells it.
+pub(super) fn colour_allowed() -> bool {
+    colour(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::env::var_os("TERM").as_deref(),
+        true,
+    )
+}
+
 /// Colour only on a terminal that shows it, and never when the user said no: `NO_COLOR` set
 /// to anything but the empty string (the no-color.org convention), or `TERM=dumb`.
 pub(super) fn colour(no_color: Option<&OsStr>, term: Option<&OsStr>, terminal: bool) -> bool {

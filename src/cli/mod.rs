@@ -97,6 +97,18 @@ pub struct Usage(pub String);
 #[error(transparent)]
 pub struct ConfigProblem(#[from] pub crate::config::ConfigError);
 
+/// Parses the command line. clap's help and errors follow hili's colour rule (`NO_COLOR`,
+/// `TERM=dumb`), the same as the log's.
+pub fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    if !logging::colour_allowed() {
+        command = command.color(clap::ColorChoice::Never);
+    }
+    let mut matches = command.get_matches_mut();
+    Cli::from_arg_matches_mut(&mut matches).unwrap_or_else(|e| e.format(&mut command).exit())
+}
+
 /// Runs one command to completion.
 pub fn dispatch(cli: Cli) -> ExitCode {
     logging::init(cli.log_format, cli.verbose, &cli.command);

@@ -120,6 +120,10 @@ fn on_a_terminal(env: &Env, args: &[&str], vars: &[(&str, &str)]) -> Vec<u8> {
         .env("HILI_LOG", "debug")
         .env("TERM", "xterm")
         .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR")
+        .env_remove("CLICOLOR_FORCE")
+        // As on a CI machine, where clap's own rule colours even a `TERM=dumb` terminal.
+        .env("CI", "true")
         .envs(vars.iter().copied())
         .stdin(Stdio::null())
         .stdout(child_end.try_clone().unwrap())
