@@ -20,8 +20,8 @@ use async_trait::async_trait;
 
 use super::{
     Closing, DueLimits, DueWork, EnqueueOutcome, Epoch, EpochId, Event, ExportRow, Identity, Job,
-    JobFolders, JobId, Known, NewJob, ProvenanceEvent, RunTally, SqliteStore, State, StoreError,
-    UploadIntent, Uploaded,
+    JobFolders, JobId, Known, NewJob, PgStore, ProvenanceEvent, RunTally, SqliteStore, State,
+    StoreError, UploadIntent, Uploaded,
 };
 use crate::media::mover::MovePlan;
 use crate::repair::{Repair, Rgb};
@@ -29,8 +29,9 @@ use crate::repair::{Repair, Rgb};
 /// An accepted write whose commit may still be under way (see [`JobStore::queue_uploaded`]).
 pub type Committing<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
 
-/// Declares the async operations of [`JobStore`] once, and implements them for the SQLite
-/// queue by calling its inherent methods of the same name: one list, no forwarding copies.
+/// Declares the async operations of [`JobStore`] once, and implements them for both backends
+/// (the SQLite queue and the shared queue on PostgreSQL) by calling their inherent methods of
+/// the same name: one list, no forwarding copies.
 macro_rules! operations {
     ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
         /// The operations of a job queue; see the module documentation.
@@ -96,6 +97,29 @@ macro_rules! operations {
             ) -> Result<Committing<'a>, StoreError> {
                 let write = SqliteStore::queue_uploaded(self, id, answer)?;
                 Ok(Box::pin(write.committed()))
+            }
+        }
+
+        #[async_trait]
+        impl JobStore for PgStore {
+            $( async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                PgStore::$name(self $(, $arg)*).await
+            } )*
+
+            async fn close(&self) {
+                PgStore::close(self).await
+            }
+
+            fn converted_dir(&self) -> PathBuf {
+                PgStore::converted_dir(self)
+            }
+
+            fn queue_uploaded<'a>(
+                &'a self,
+                id: JobId,
+                answer: &Uploaded<'_>,
+            ) -> Result<Committing<'a>, StoreError> {
+                PgStore::queue_uploaded(self, id, answer)
             }
         }
     };

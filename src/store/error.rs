@@ -36,6 +36,24 @@ pub enum StoreError {
     },
 
     #[error(
+        "cannot reach the shared queue {database}: {source}; check that PostgreSQL is running and reachable from this machine, and the URL, user and password in `[queue] database` (uploads wait until it answers: none is sent without a durable intent)"
+    )]
+    Unreachable {
+        database: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    #[error(
+        "cannot bring the shared queue {database} up to date: {source}; if a newer hili wrote it, run that version on every node"
+    )]
+    MigrateShared {
+        database: String,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    #[error(
         "queue database error while {context}: {source}; if it persists, run `hili status` and check the disk"
     )]
     Sql {

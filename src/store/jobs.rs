@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use sqlx::Row;
+use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 
 use super::{JobId, State, StoreError};
@@ -182,44 +183,80 @@ pub(crate) fn rgb_text(rgb: Option<Rgb>) -> Option<String> {
     rgb.map(|c| c.to_string())
 }
 
-pub(crate) fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
-    let id = JobId(row.try_get("id").map_err(|e| StoreError::Sql {
+/// The typed columns a row of either backend gives (both store the same types: BIGINT or
+/// INTEGER, TEXT, BLOB or BYTEA; flags as 0/1 integers), so one decoder reads both.
+pub(crate) trait Columns {
+    fn int(&self, col: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, sqlx::Error>;
+    fn text(&self, col: &str) -> Result<String, sqlx::Error>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>, sqlx::Error>;
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, sqlx::Error>;
+    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, sqlx::Error>;
+}
+
+macro_rules! columns {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn int(&self, col: &str) -> Result<i64, sqlx::Error> {
+                self.try_get(col)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>, sqlx::Error> {
+                self.try_get(col)
+            }
+            fn text(&self, col: &str) -> Result<String, sqlx::Error> {
+                self.try_get(col)
+            }
+            fn opt_text(&self, col: &str) -> Result<Option<String>, sqlx::Error> {
+                self.try_get(col)
+            }
+            fn bytes(&self, col: &str) -> Result<Vec<u8>, sqlx::Error> {
+                self.try_get(col)
+            }
+            fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+                self.try_get(col)
+            }
+        }
+    };
+}
+
+columns!(SqliteRow);
+columns!(PgRow);
+
+pub(crate) fn decode_job(row: &impl Columns) -> Result<Job, StoreError> {
+    let id = JobId(row.int("id").map_err(|e| StoreError::Sql {
         context: "reading a job id".into(),
         source: e,
     })?);
     let bad = |detail: String| StoreError::Corrupt { job: id, detail };
     let sql = |e: sqlx::Error| bad(e.to_string());
 
-    let repair_s: String = row.try_get("repair").map_err(sql)?;
+    let repair_s = row.text("repair").map_err(sql)?;
     let repair =
         Repair::from_wire(&repair_s).ok_or_else(|| bad(format!("repair type {repair_s:?}")))?;
-    let rgb = match row.try_get::<Option<String>, _>("rgb").map_err(sql)? {
+    let rgb = match row.opt_text("rgb").map_err(sql)? {
         Some(s) => Some(s.parse::<Rgb>().map_err(|e| bad(format!("colour: {e}")))?),
         None => None,
     };
-    let state_s: String = row.try_get("state").map_err(sql)?;
+    let state_s = row.text("state").map_err(sql)?;
     let state = state_s.parse::<State>().map_err(|e| bad(e.to_string()))?;
     let stage = Stage::decode(
         state,
-        row.try_get("mdf").map_err(sql)?,
-        row.try_get("img_url").map_err(sql)?,
+        row.opt_text("mdf").map_err(sql)?,
+        row.opt_text("img_url").map_err(sql)?,
     )
     .map_err(bad)?;
     let nonneg =
         |v: i64, what: &str| u64::try_from(v).map_err(|_| bad(format!("negative {what} {v}")));
-    let size = nonneg(row.try_get("size").map_err(sql)?, "size")?;
-    let attempts = nonneg(row.try_get("attempts").map_err(sql)?, "attempts")? as u32;
-    let charges = nonneg(row.try_get("charges").map_err(sql)?, "charges")? as u32;
-    let credits_before = match row
-        .try_get::<Option<i64>, _>("credits_before")
-        .map_err(sql)?
-    {
+    let size = nonneg(row.int("size").map_err(sql)?, "size")?;
+    let attempts = nonneg(row.int("attempts").map_err(sql)?, "attempts")? as u32;
+    let charges = nonneg(row.int("charges").map_err(sql)?, "charges")? as u32;
+    let credits_before = match row.opt_int("credits_before").map_err(sql)? {
         Some(v) => Some(nonneg(v, "credits_before")?),
         None => None,
     };
 
-    let dev: Option<i64> = row.try_get("source_dev").map_err(sql)?;
-    let ino: Option<i64> = row.try_get("source_ino").map_err(sql)?;
+    let dev = row.opt_int("source_dev").map_err(sql)?;
+    let ino = row.opt_int("source_ino").map_err(sql)?;
     // Stored as the u64s' bits (see enqueue).
     let file_id = dev.zip(ino).map(|(dev, ino)| FileId {
         dev: dev as u64,
@@ -228,61 +265,52 @@ pub(crate) fn decode_job(row: &SqliteRow) -> Result<Job, StoreError> {
 
     Ok(Job {
         id,
-        source_path: bytes_path(row.try_get("source_path").map_err(sql)?),
-        source_root: bytes_path(row.try_get("source_root").map_err(sql)?),
-        output_dir: bytes_path(row.try_get("output_dir").map_err(sql)?),
+        source_path: bytes_path(row.bytes("source_path").map_err(sql)?),
+        source_root: bytes_path(row.bytes("source_root").map_err(sql)?),
+        output_dir: bytes_path(row.bytes("output_dir").map_err(sql)?),
         repair,
         rgb,
         size,
-        mtime_ns: row.try_get("mtime_ns").map_err(sql)?,
+        mtime_ns: row.int("mtime_ns").map_err(sql)?,
         file_id,
-        content_sha256: row.try_get("content_sha256").map_err(sql)?,
+        content_sha256: row.opt_text("content_sha256").map_err(sql)?,
         stage,
         attempts,
-        not_before_ms: row.try_get("not_before").map_err(sql)?,
+        not_before_ms: row.int("not_before").map_err(sql)?,
         credits_before,
-        epoch: row
-            .try_get::<Option<i64>, _>("epoch")
-            .map_err(sql)?
-            .map(super::EpochId),
-        output_path: row
-            .try_get::<Option<Vec<u8>>, _>("output_path")
-            .map_err(sql)?
-            .map(bytes_path),
-        output_sha256: row.try_get("output_sha256").map_err(sql)?,
-        reason: row.try_get("reason").map_err(sql)?,
-        credit_spent: row.try_get("credit_spent").map_err(sql)?,
+        epoch: row.opt_int("epoch").map_err(sql)?.map(super::EpochId),
+        output_path: row.opt_bytes("output_path").map_err(sql)?.map(bytes_path),
+        output_sha256: row.opt_text("output_sha256").map_err(sql)?,
+        reason: row.opt_text("reason").map_err(sql)?,
+        credit_spent: row.int("credit_spent").map_err(sql)? != 0,
         charges,
-        force: row.try_get("force").map_err(sql)?,
-        created_at_ms: row.try_get("created_at").map_err(sql)?,
-        updated_at_ms: row.try_get("updated_at").map_err(sql)?,
-        processing_since_ms: row.try_get("processing_since").map_err(sql)?,
-        next_poll_at_ms: row.try_get("next_poll_at").map_err(sql)?,
+        force: row.int("force").map_err(sql)? != 0,
+        created_at_ms: row.int("created_at").map_err(sql)?,
+        updated_at_ms: row.int("updated_at").map_err(sql)?,
+        processing_since_ms: row.opt_int("processing_since").map_err(sql)?,
+        next_poll_at_ms: row.opt_int("next_poll_at").map_err(sql)?,
     })
 }
 
-pub(crate) fn decode_event(row: &SqliteRow) -> Result<Event, StoreError> {
-    let job = JobId(row.try_get("job_id").map_err(|e| StoreError::Sql {
+pub(crate) fn decode_event(row: &impl Columns) -> Result<Event, StoreError> {
+    let job = JobId(row.int("job_id").map_err(|e| StoreError::Sql {
         context: "reading an event".into(),
         source: e,
     })?);
     let bad = |detail: String| StoreError::Corrupt { job, detail };
     let sql = |e: sqlx::Error| bad(e.to_string());
-    let from = match row
-        .try_get::<Option<String>, _>("from_state")
-        .map_err(sql)?
-    {
+    let from = match row.opt_text("from_state").map_err(sql)? {
         Some(s) => Some(s.parse::<State>().map_err(|e| bad(e.to_string()))?),
         None => None,
     };
-    let to_s: String = row.try_get("to_state").map_err(sql)?;
+    let to_s = row.text("to_state").map_err(sql)?;
     Ok(Event {
-        id: row.try_get("id").map_err(sql)?,
+        id: row.int("id").map_err(sql)?,
         job,
         from,
         to: to_s.parse::<State>().map_err(|e| bad(e.to_string()))?,
-        at_ms: row.try_get("at").map_err(sql)?,
-        detail: row.try_get("detail").map_err(sql)?,
+        at_ms: row.int("at").map_err(sql)?,
+        detail: row.opt_text("detail").map_err(sql)?,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Opening a queue's file and applying the schema (top-level `migrations/`), safely when two
+//! Opening a queue's file and applying the schema (top-level `migrations/sqlite/`), safely when two
 //! processes open a new queue at once, and telling a damaged or foreign file from a failure.
 
 use std::time::Duration;
@@ -42,7 +42,7 @@ pub(super) async fn open_pool(
 /// just created ("table jobs already exists"). It then tries again, and finds that migration
 /// applied; each failure means the other process got one further.
 pub(super) async fn migrate(pool: &SqlitePool) -> Result<(), sqlx::migrate::MigrateError> {
-    let migrator = sqlx::migrate!("./migrations");
+    let migrator = sqlx::migrate!("./migrations/sqlite");
     let mut tries = 0;
     loop {
         match migrator.run(pool).await {

@@ -1,7 +1,7 @@
 //! The persistent, crash-safe job queue. This room owns the store's interface (`backend.rs`:
 //! the [`JobStore`] trait and the [`Store`] handle the rest of hili holds), the job state
 //! machine (`state.rs`) and the decoded rows (`jobs.rs`); and its SQLite implementation,
-//! [`SqliteStore`]: every SQL statement, the schema (top-level `migrations/`), the append-only
+//! [`SqliteStore`]: every SQL statement, the schema (top-level `migrations/sqlite/`), the append-only
 //! `events` audit trail and the credit observations, in the other files. Group commit
 //! (`group.rs`, `write.rs`), the connections (`conn.rs`) and the SQL helpers (`sql.rs`) are the
 //! SQLite side's alone. The pipeline only calls the interface.
@@ -26,6 +26,7 @@ mod jobs;
 mod meta;
 mod migrate;
 mod note;
+pub mod pg;
 mod queries;
 mod retry;
 mod runlock;
@@ -56,6 +57,7 @@ pub use error::StoreError;
 pub use export::{AGENT, ExportRow, ProvenanceEvent, event_type};
 pub use jobs::{Event, Identity, Job, Photo, Stage};
 pub use meta::JobFolders;
+pub use pg::{NodeInfo, NodeName, PgStore, redact};
 pub use runlock::{RunLock, RunLockError};
 pub use schedule::{DueLimits, DueWork, Paid};
 pub use state::{IllegalTransition, State, check};

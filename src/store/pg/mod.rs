@@ -1,0 +1,250 @@
+//! The shared queue on PostgreSQL ([`PgStore`]): the same [`JobStore`](super::JobStore)
+//! operations and state machine as the SQLite queue, for a fleet of nodes (workstations) on
+//! one account. This module owns the connection pool, the schema (top-level
+//! `migrations/postgres/`), the node's identity on every connection, and answers committed in
+//! the background (`answers.rs`); the operations live in the files beside it, one per concern,
+//! mirroring the SQLite side's. Durability is PostgreSQL's: a transaction returns once its
+//! commit is flushed (`synchronous_commit` on, the server's default), and every transition is
+//! one guarded `UPDATE … WHERE id = $1 AND state = $2` plus its events row in one transaction,
+//! so two nodes can never both move a job.
+
+mod answers;
+mod enqueue;
+mod epochs;
+mod export;
+mod fleet;
+mod queries;
+mod schedule;
+mod sources;
+#[doc(hidden)]
+pub mod testdb;
+mod transitions;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+pub use fleet::{HEARTBEAT, NODE_TIMEOUT};
+
+use super::StoreError;
+use super::error::SqlContext;
+
+pub use fleet::{NodeInfo, NodeName};
+
+/// Connections per node: the workers' transactions are short, and a lab's server serves a few
+/// nodes plus the CLI next to each.
+const MAX_CONNECTIONS: u32 = 8;
+/// How long a statement waits for a connection (and so, when the server is down, how soon an
+/// operation reports it instead of hanging).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The queue in PostgreSQL, as one node sees it. Cheap to clone: clones share the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The URL without its password, for messages.
+    shown: Arc<str>,
+    node: NodeName,
+    /// This machine's state directory (converted copies of inputs live under it).
+    local_dir: PathBuf,
+    answers: Arc<answers::Answers>,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the URL as given: it may carry the password.
+        f.debug_struct("PgStore")
+            .field("database", &self.shown)
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the shared queue at `url` as node `node`, applying pending migrations
+    /// (PostgreSQL's migrator takes a lock, so nodes starting at once apply them once).
+    /// `local_dir` is this machine's state directory.
+    pub async fn open(url: &str, node: NodeName, local_dir: &Path) -> Result<PgStore, StoreError> {
+        let shown: Arc<str> = redact(url).into();
+        let unreachable = |source: sqlx::Error| StoreError::Unreachable {
+            database: shown.to_string(),
+            source,
+        };
+        let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::Unreachable {
+            database: shown.to_string(),
+            source: e,
+        })?;
+        let name = node.to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(move |conn, _meta| {
+                let name = name.clone();
+                Box::pin(async move {
+                    // Every events row this connection writes names the node (the column's
+                    // default), and PostgreSQL's own views show which node a session is.
+                    sqlx::query(
+                        "SELECT set_config('hili.node', $1, false), \
+                         set_config('application_name', 'hili ' || $1, false)",
+                    )
+                    .bind(&name)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(unreachable)?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::MigrateShared {
+                database: shown.to_string(),
+                source,
+            })?;
+        Ok(PgStore {
+            pool,
+            shown,
+            node,
+            local_dir: local_dir.to_path_buf(),
+            answers: Arc::default(),
+        })
+    }
+
+    /// This process's node name.
+    pub fn node(&self) -> &NodeName {
+        &self.node
+    }
+
+    /// The database as messages name it (no password).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// Where this node keeps the converted copies of its inputs (on this machine).
+    pub fn converted_dir(&self) -> PathBuf {
+        self.local_dir.join("hili-converted")
+    }
+
+    /// Waits for the answers still being committed, then closes the pool.
+    pub async fn close(&self) {
+        self.answers.drain().await;
+        self.pool.close().await;
+    }
+
+    /// A transaction (READ COMMITTED, PostgreSQL's default): its guarded UPDATEs see the
+    /// newest committed row, and a row another transaction is changing waits for it.
+    pub(crate) async fn begin(
+        &self,
+        context: &str,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        self.pool
+            .begin()
+            .await
+            .ctx(format!("starting a transaction ({context})"))
+    }
+
+    /// The pool, for single statements.
+    pub(crate) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs one statement that needs no result (tests and maintenance).
+    #[cfg(test)]
+    pub(crate) async fn execute(&self, sql: &str) -> Result<(), StoreError> {
+        sqlx::Executor::execute(&self.pool, sql)
+            .await
+            .ctx(sql.to_string())?;
+        Ok(())
+    }
+}
+
+/// `url` without its password: `postgres://hili:secret@nas/hili` → `postgres://hili:***@nas/hili`.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                // Cannot fail on a URL that has a password (it has a host).
+                let _ = u.set_password(Some("***"));
+            }
+            // A password may also come as a query parameter.
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k == "password" {
+                        "***".into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => "(a database URL that does not parse)".into(),
+    }
+}
+
+/// A store on a fresh test database as node `node` (`None`: no test server; see [`testdb`]).
+#[cfg(test)]
+pub(crate) async fn test_store(node: &str) -> Option<(PgStore, tempfile::TempDir)> {
+    let url = testdb::fresh().await?;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let node = node.parse().expect("node name");
+    Some((
+        PgStore::open(&url, node, dir.path()).await.expect("open"),
+        dir,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opens_and_lists_its_node_live_then_gone() {
+        let Some((store, dir)) = test_store("scan-1").await else {
+            return;
+        };
+        assert_eq!(store.heartbeat().await.unwrap(), 1);
+        let nodes = store.nodes().await.unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].name, "scan-1");
+        assert!(nodes[0].live);
+        store.leave().await.unwrap();
+        assert!(!store.nodes().await.unwrap()[0].live);
+        assert!(store.converted_dir().starts_with(dir.path()));
+        assert!(format!("{store:?}").contains("scan-1"));
+    }
+
+    #[test]
+    fn a_password_never_shows() {
+        assert_eq!(
+            redact("postgres://hili:s3cret@nas:5432/hili"),
+            "postgres://hili:***@nas:5432/hili"
+        );
+        assert_eq!(
+            redact("postgres://nas/hili?user=hili&password=s3cret"),
+            "postgres://nas/hili?user=hili&password=***"
+        );
+        assert!(!redact("postgres://hili:s3cret@").contains("s3cret"));
+        assert!(!redact("not a url s3cret").contains("s3cret"));
+    }
+}
+
+/// Scaffolding while the PostgreSQL operations are written: none is left when it lands.
+pub(super) fn unbuilt(op: &str) -> StoreError {
+    StoreError::Invalid {
+        detail: format!("{op} is not built for PostgreSQL yet"),
+    }
+}
