@@ -83,7 +83,7 @@ async fn record(
     args: &AddArgs,
     output: &Path,
 ) -> anyhow::Result<Tally> {
-    let store = Store::open(&config.database_path()).await?;
+    let store = Store::open_at(&config.queue_location()?).await?;
     let mut tally = Tally::default();
     let mut probed = probed;
     while !probed.is_empty() {

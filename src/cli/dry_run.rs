@@ -16,7 +16,7 @@ use super::args::AddArgs;
 use super::money::{self, CreditsLeft};
 use crate::config::Config;
 use crate::media::{self, Found};
-use crate::store::{State, Store};
+use crate::store::{Location, State, Store};
 
 /// (path, size, mtime) → the state of the latest job for that file version.
 type SourceIndex = HashMap<(PathBuf, u64, i64), State>;
@@ -34,7 +34,7 @@ pub(super) async fn dry_run(
     args: &AddArgs,
     output: &Path,
 ) -> anyhow::Result<Exit> {
-    let (known, results) = what_the_queue_knows(&config.database_path(), args, output).await?;
+    let (known, results) = what_the_queue_knows(&config.queue_location()?, args, output).await?;
     let mut tally = Tally::default();
     let lines: Vec<Line> = probed
         .into_iter()
@@ -72,14 +72,14 @@ pub(super) async fn dry_run(
 /// The queue's jobs for these settings, and hili's own results (none with `--force`). Without
 /// a database nothing is known yet; a dry run never creates one.
 async fn what_the_queue_knows(
-    db: &Path,
+    queue: &Location,
     args: &AddArgs,
     output: &Path,
 ) -> anyhow::Result<(SourceIndex, HashSet<PathBuf>)> {
-    if !db.exists() {
+    if queue.sqlite_path().is_some_and(|db| !db.exists()) {
         return Ok((HashMap::new(), HashSet::new()));
     }
-    let store = Store::open_existing(db).await?;
+    let store = Store::open_existing_at(queue).await?;
     let index = store.source_index(args.repair, args.rgb, output).await?;
     let results = match args.force {
         true => HashSet::new(),

@@ -63,7 +63,7 @@ pub(super) async fn export(config: &Config, args: ExportArgs) -> anyhow::Result<
     // A date hili cannot read is a usage error (exit 2), like any other wrong argument.
     let since = (args.since.as_deref().map(parse_since).transpose())
         .map_err(|e| super::Usage(format!("{e:#}")))?;
-    let store = Store::open_existing(&config.database_path()).await?;
+    let store = Store::open_existing_at(&config.queue_location()?).await?;
     let (columns, rows): (&[&str], Vec<Vec<Value>>) = if args.events {
         let events = store.export_events(since).await?;
         (&EVENT_COLUMNS, events.iter().map(event_row).collect())

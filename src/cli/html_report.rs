@@ -33,7 +33,7 @@ pub(super) async fn report(config: &Config, args: ReportArgs) -> anyhow::Result<
     let out = std::path::absolute(&args.output)
         .with_context(|| format!("{}: cannot resolve the path", args.output.display()))?;
     let db = config.database_path();
-    let store = Store::open_existing(&db).await?;
+    let store = Store::open_existing_at(&config.queue_location()?).await?;
     let built = write(&store, &db, which, &out).await;
     store.close().await;
     print_written(&out, &built?);

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::store::{Job, State, Store};
 
 pub(super) async fn jobs(config: &Config, args: JobsArgs) -> anyhow::Result<Exit> {
-    let store = Store::open_existing(&config.database_path()).await?;
+    let store = Store::open_existing_at(&config.queue_location()?).await?;
     let jobs = store.all_jobs(args.state).await?;
     let notes = store.input_notes().await?;
     store.close().await;

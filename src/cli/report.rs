@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::store::{Job, JobId, State, Store};
 
 async fn open(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open_existing(&config.database_path()).await?)
+    Ok(Store::open_existing_at(&config.queue_location()?).await?)
 }
 
 /// What `hili status` reports, read in one go.

@@ -21,9 +21,10 @@ pub(super) async fn run(
     // freshly created, empty database.
     let api = super::client::client(config)?;
     // One process drives a queue (see `store::RunLock`); held until this function returns.
-    let _lock = RunLock::acquire(&config.database_path())?;
+    let queue = config.queue_location()?;
+    let _lock = RunLock::acquire_for(&queue)?;
     let outputs: Vec<PathBuf> = config.watch.iter().map(|w| w.output.clone()).collect();
-    let store = pipeline::queue::open(&config.database_path(), &outputs).await?;
+    let store = pipeline::queue::open(&queue, &outputs).await?;
     // Before the scan below, so `hili report --last-run` lists the jobs it queues.
     store.mark_run_started().await?;
     let shutdown = super::stop_on_signal();

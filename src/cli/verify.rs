@@ -45,7 +45,7 @@ pub(super) async fn verify(config: &Config, args: VerifyArgs) -> anyhow::Result<
         )),
         None => None,
     };
-    let store = Store::open_existing(&config.database_path()).await?;
+    let store = Store::open_existing_at(&config.queue_location()?).await?;
     let jobs = store.all_jobs(None).await?;
     let checks = plan(&jobs, scope.as_deref());
     let roots: BTreeSet<PathBuf> = jobs

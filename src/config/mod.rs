@@ -8,6 +8,7 @@
 mod account;
 mod human_duration;
 mod operator;
+mod place;
 mod secret;
 mod watch;
 
@@ -25,6 +26,7 @@ use serde::Deserialize;
 
 pub use account::AccountConfig;
 pub use operator::{MetricsConfig, NotifyConfig};
+pub use place::Database;
 pub use secret::{InlineSecret, SecretError, SecretSource};
 pub use watch::{After, PollMode, WatchConfig};
 
@@ -86,8 +88,11 @@ impl Default for ApiConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
-    /// `None`: see [`Config::database_path`].
-    pub database: Option<PathBuf>,
+    /// A file, or a `postgres://` URL for a queue shared by several nodes; `None`: see
+    /// [`Config::database_path`].
+    pub database: Option<Database>,
+    /// This process's name on a shared queue (default: the host name).
+    pub node: Option<String>,
     pub upload_concurrency: usize,
     pub download_concurrency: usize,
     pub max_attempts: u32,
@@ -108,6 +113,7 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             database: None,
+            node: None,
             upload_concurrency: 1,
             download_concurrency: 4,
             max_attempts: 8,
@@ -322,6 +328,11 @@ impl Config {
         if a.burst < 1 {
             return Err(invalid("api.burst", "must be at least 1"));
         }
+        if let Some(node) = &q.node
+            && let Err(problem) = node.parse::<crate::store::NodeName>()
+        {
+            return Err(invalid("queue.node", &problem));
+        }
         for (key, d) in [
             ("api.timeout", a.timeout),
             ("api.poll_interval", a.poll_interval),
@@ -366,15 +377,18 @@ impl Config {
         })
     }
 
-    /// `queue.database`, else `$STATE_DIRECTORY/hili.db`, `$XDG_STATE_HOME/hili/hili.db`,
+    /// `queue.database` (when a file: for a shared queue, the default below, where node-local
+    /// files go), else `$STATE_DIRECTORY/hili.db`, `$XDG_STATE_HOME/hili/hili.db`,
     /// `~/.local/state/hili/hili.db`.
     pub fn database_path(&self) -> PathBuf {
         self.database_path_in(&Env::from_process())
     }
 
     pub fn database_path_in(&self, env: &Env) -> PathBuf {
-        if let Some(p) = &self.queue.database {
-            return p.clone();
+        // A shared queue's URL is no file: this machine's own files still go in the state
+        // directory, as if its queue were there.
+        if let Some(p) = self.queue.database.as_ref().filter(|d| d.postgres_url().is_none()) {
+            return p.to_path_buf();
         }
         if let Some(dir) = env.path("STATE_DIRECTORY") {
             // systemd may pass several, colon-separated: the first is ours.

@@ -9,6 +9,10 @@
 //! sent faster than that only come back as a burst of status and download calls later, queued
 //! behind each other: results fetched many seconds after they were ready (the request bench:
 //! 13 s at the median, unpaced, against 5 s).
+//!
+//! On a shared queue the account's rate is the fleet's: each node takes `rate ÷ live nodes`
+//! ([`ApiGate::set_share`], from the heartbeats), and the limiters are replaced when that
+//! number changes.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -16,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::Metrics;
 
@@ -33,14 +37,34 @@ pub enum Priority {
 pub struct ApiGate {
     high: mpsc::UnboundedSender<oneshot::Sender<()>>,
     low: mpsc::UnboundedSender<oneshot::Sender<()>>,
-    /// Low-priority calls' own pace: [`CALLS_PER_PHOTO`] times slower than the rate.
-    paced: Arc<DefaultDirectRateLimiter>,
+    /// The limiters in force: every call's, and low-priority calls' own pace
+    /// ([`CALLS_PER_PHOTO`] times slower than the rate).
+    limiters: Arc<watch::Sender<Limiters>>,
+    /// The account's rate and burst, and how many nodes share it now.
+    account: (f64, u32),
+    share: Arc<std::sync::atomic::AtomicUsize>,
     /// Where each wait is recorded, if anywhere.
     metrics: Option<Arc<Metrics>>,
 }
 
 /// The fewest API calls a photo costs: its upload, one status call, its download.
 const CALLS_PER_PHOTO: f64 = 3.0;
+
+/// Every call's limiter, and the uploads' pace.
+#[derive(Clone)]
+struct Limiters {
+    all: Arc<DefaultDirectRateLimiter>,
+    paced: Arc<DefaultDirectRateLimiter>,
+}
+
+impl Limiters {
+    fn new(per_second: f64, burst: u32) -> Limiters {
+        Limiters {
+            all: rate_limiter(per_second, burst),
+            paced: rate_limiter(per_second / CALLS_PER_PHOTO, 1),
+        }
+    }
+}
 
 fn rate_limiter(per_second: f64, burst: u32) -> Arc<DefaultDirectRateLimiter> {
     let period = Duration::from_secs_f64(1.0 / per_second.max(1e-6));
@@ -55,17 +79,40 @@ impl ApiGate {
     /// Starts the dispatcher: `requests_per_second` sustained, `burst` at once. The task ends
     /// when every handle is dropped.
     pub fn new(requests_per_second: f64, burst: u32) -> ApiGate {
-        let limiter = rate_limiter(requests_per_second, burst);
-        let paced = rate_limiter(requests_per_second / CALLS_PER_PHOTO, 1);
+        let (limiters, in_force) = watch::channel(Limiters::new(requests_per_second, burst));
         let (high, high_rx) = mpsc::unbounded_channel();
         let (low, low_rx) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(limiter, high_rx, low_rx));
+        tokio::spawn(dispatch(in_force, high_rx, low_rx));
         ApiGate {
             high,
             low,
-            paced,
+            limiters: Arc::new(limiters),
+            account: (requests_per_second, burst),
+            share: Arc::new(std::sync::atomic::AtomicUsize::new(1)),
             metrics: None,
         }
+    }
+
+    /// Takes `1 / nodes` of the account's rate and burst (at least one call at once), from
+    /// now on; nothing changes when the number is the same.
+    pub fn set_share(&self, nodes: usize) {
+        let nodes = nodes.max(1);
+        if self.share.swap(nodes, std::sync::atomic::Ordering::SeqCst) == nodes {
+            return;
+        }
+        let (rate, burst) = self.account;
+        let burst = (burst as usize / nodes).max(1) as u32;
+        self.limiters
+            .send_replace(Limiters::new(rate / nodes as f64, burst));
+        tracing::info!(
+            "{nodes} node(s) share the account: this one now makes at most {:.2} requests a second",
+            rate / nodes as f64
+        );
+    }
+
+    /// How many nodes share the account's rate now.
+    pub fn share(&self) -> usize {
+        self.share.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Records every wait for a permit in `metrics`.
@@ -81,7 +128,8 @@ impl ApiGate {
         let (queue, name) = match priority {
             Priority::High => (&self.high, "high"),
             Priority::Low => {
-                self.paced.until_ready().await;
+                let paced = self.limiters.borrow().paced.clone();
+                paced.until_ready().await;
                 (&self.low, "low")
             }
         };
@@ -99,7 +147,7 @@ impl ApiGate {
 type Waiter = oneshot::Sender<()>;
 
 async fn dispatch(
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limiters: watch::Receiver<Limiters>,
     mut high: mpsc::UnboundedReceiver<Waiter>,
     mut low: mpsc::UnboundedReceiver<Waiter>,
 ) {
@@ -115,6 +163,7 @@ async fn dispatch(
                 else => return,
             },
         };
+        let limiter = limiters.borrow().all.clone();
         limiter.until_ready().await;
         let chosen = match first {
             (Priority::Low, w) => match high.try_recv() {

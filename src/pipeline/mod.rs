@@ -103,12 +103,12 @@ impl Ctx {
         Arc::new(Ctx {
             gate: ApiGate::new(settings.requests_per_second, settings.burst)
                 .observed(metrics.clone()),
-            store,
             api: api.with_observer(metrics.clone()),
             metrics,
             control: Control::default(),
             poll_clock: poll_clock::PollClock::default(),
-            epochs: epochs::Epochs::new(settings.credits_recheck),
+            epochs: epochs::Epochs::new(settings.credits_recheck).through(store.clone()),
+            store,
             shutdown,
             dispositions: std::sync::RwLock::new(Vec::new()),
             queue_id: tokio::sync::OnceCell::new(),

@@ -5,9 +5,9 @@
 //! (and pay for) every photo again, with what to do. The library owns this rule, so every
 //! entry point that runs the pipeline (`hili run`, `--once`, the daemon) gets it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Location, Store, StoreError};
 
 /// Why the queue could not be opened for a run.
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +65,8 @@ fn foreign_marker(
 /// Opens the queue database at `db`, refusing (before creating anything) when an output
 /// directory — of `outputs` (the watch folders') or of the queue's jobs — carries another
 /// queue's marker. See the module doc.
-pub async fn open(db: &Path, outputs: &[PathBuf]) -> Result<Store, QueueError> {
-    let db = db.to_path_buf();
+pub async fn open(queue: &Location, outputs: &[PathBuf]) -> Result<Store, QueueError> {
+    let db = PathBuf::from(queue.shown());
     let mut dirs: Vec<PathBuf> = outputs.to_vec();
     let refuse = |dir: PathBuf, other: String, ours: String| ForeignQueue {
         marker: crate::media::marker_path(&dir),
@@ -75,13 +75,13 @@ pub async fn open(db: &Path, outputs: &[PathBuf]) -> Result<Store, QueueError> {
         db: db.clone(),
         ours,
     };
-    if !db.exists()
+    if queue.sqlite_path().is_some_and(|p| !p.exists())
         && let Some((dir, other)) = foreign_marker(&dirs, None)?
     {
         let ours = "missing (it would be created empty)".to_string();
         return Err(QueueError::Foreign(Box::new(refuse(dir, other, ours))));
     }
-    let store = Store::open(&db).await?;
+    let store = Store::open_at(queue).await?;
     let own = store.queue_id().await?;
     dirs.extend(store.output_dirs().await?);
     dirs.sort();

@@ -103,7 +103,7 @@ async fn clear_converted(ctx: &Ctx) -> Result<(), PipelineError> {
 /// when stopped first: the next start reconciles it.
 pub(super) async fn settle_lost(ctx: &Ctx, id: JobId) -> Result<(), PipelineError> {
     let turn = tokio::select! {
-        t = ctx.epochs.settle_turn() => t,
+        t = ctx.epochs.settle_turn() => t?,
         _ = ctx.shutdown.cancelled() => return Err(PipelineError::Shutdown),
     };
     if !ctx.epochs.has_lost() {
@@ -115,7 +115,7 @@ pub(super) async fn settle_lost(ctx: &Ctx, id: JobId) -> Result<(), PipelineErro
 
 /// Closes the open epoch now (at start, with nothing in flight), moving the uploads lost in it.
 async fn settle_now(ctx: &Ctx, id: JobId, tries: Option<u32>) -> Result<(), PipelineError> {
-    let turn = ctx.epochs.settle_turn().await;
+    let turn = ctx.epochs.settle_turn().await?;
     let now = read_credits(ctx, id, tries).await?;
     Ok(close_epoch(ctx, &turn, now).await?)
 }

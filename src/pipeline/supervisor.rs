@@ -428,10 +428,17 @@ async fn drain(ctx: &Ctx, tasks: &mut JoinSet<TaskResult>) {
 /// elsewhere now, not mixed into the next run's. Best effort: a failure only leaves an older
 /// figure.
 async fn record_final_credits(ctx: &Ctx) {
+    // The turn before the reading: on a shared queue other nodes' uploads end first.
+    let turn = match ctx.epochs.settle_turn().await {
+        Ok(turn) => turn,
+        Err(e) => {
+            tracing::info!("could not close the credit epoch at the end of the run: {e}");
+            return;
+        }
+    };
     ctx.gate.acquire(super::gate::Priority::High).await;
     match tokio::time::timeout(ctx.settings.timeout, ctx.api.credits()).await {
         Ok(Ok(n)) => {
-            let turn = ctx.epochs.settle_turn().await;
             if let Err(e) = super::recover::close_epoch(ctx, &turn, n).await {
                 tracing::warn!("could not record the credits left: {e}");
             }

@@ -20,11 +20,21 @@ use async_trait::async_trait;
 
 use super::{
     Closing, DueLimits, DueWork, EnqueueOutcome, Epoch, EpochId, Event, ExportRow, Identity, Job,
-    JobFolders, JobId, Known, NewJob, PgStore, ProvenanceEvent, RunTally, SqliteStore, State,
+    JobFolders, JobId, Known, NewJob, NodeInfo, NodeName, PgStore, ProvenanceEvent, RunTally, SqliteStore, State,
     StoreError, UploadIntent, Uploaded,
 };
 use crate::media::mover::MovePlan;
 use crate::repair::{Repair, Rgb};
+
+/// A place held in a shared queue's barrier ([`JobStore::fleet_guard`]); dropping it gives the
+/// place back (its connection closes, and the server releases the lock).
+pub struct FleetGuard(#[allow(dead_code)] pub(crate) Box<dyn std::any::Any + Send + Sync>);
+
+impl fmt::Debug for FleetGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FleetGuard")
+    }
+}
 
 /// An accepted write whose commit may still be under way (see [`JobStore::queue_uploaded`]).
 pub type Committing<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
@@ -54,6 +64,35 @@ macro_rules! operations {
 
             /// Where this queue keeps the converted copies of its inputs on this machine.
             fn converted_dir(&self) -> PathBuf;
+
+            /// This process's node on a shared queue (`None`: a queue of its own).
+            fn node(&self) -> Option<&NodeName> {
+                None
+            }
+
+            /// Says this node is alive and renews its leases; returns how many nodes are live
+            /// (1 on a queue of its own), for the share of the account's request rate.
+            async fn heartbeat(&self) -> Result<usize, StoreError> {
+                Ok(1)
+            }
+
+            /// Records that this node stopped cleanly and gives its leases back.
+            async fn leave(&self) -> Result<(), StoreError> {
+                Ok(())
+            }
+
+            /// A place in the fleet's credit barrier (see `pipeline::epochs`): shared for an
+            /// upload, exclusive to close an epoch; released when dropped. `None` for a queue
+            /// of its own, where the process's own barrier is the whole barrier.
+            async fn fleet_guard(&self, exclusive: bool) -> Result<Option<FleetGuard>, StoreError> {
+                let _ = exclusive;
+                Ok(None)
+            }
+
+            /// The nodes of a shared queue (none for a queue of its own).
+            async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+                Ok(Vec::new())
+            }
 
             /// Adds one job; see [`JobStore::enqueue_many`].
             async fn enqueue(&self, job: NewJob) -> Result<EnqueueOutcome, StoreError> {
@@ -112,6 +151,26 @@ macro_rules! operations {
 
             fn converted_dir(&self) -> PathBuf {
                 PgStore::converted_dir(self)
+            }
+
+            fn node(&self) -> Option<&NodeName> {
+                Some(PgStore::node(self))
+            }
+
+            async fn heartbeat(&self) -> Result<usize, StoreError> {
+                PgStore::heartbeat(self).await
+            }
+
+            async fn leave(&self) -> Result<(), StoreError> {
+                PgStore::leave(self).await
+            }
+
+            async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+                PgStore::nodes(self).await
+            }
+
+            async fn fleet_guard(&self, exclusive: bool) -> Result<Option<FleetGuard>, StoreError> {
+                Ok(Some(PgStore::barrier(self, exclusive).await?))
             }
 
             fn queue_uploaded<'a>(

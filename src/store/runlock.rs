@@ -55,6 +55,19 @@ impl RunLock {
         PathBuf::from(name)
     }
 
+    /// Takes the lock of the queue at `queue`: a SQLite queue's as [`RunLock::acquire`]; on a
+    /// shared queue, this node's (one `hili run` per node name on this machine, in the state
+    /// directory: nodes of other names run beside it, and another machine claiming the same
+    /// name is refused by `hili run` from the nodes table).
+    pub fn acquire_for(queue: &super::Location) -> Result<RunLock, RunLockError> {
+        match queue {
+            super::Location::Sqlite(db) => Self::acquire(db),
+            super::Location::Postgres {
+                node, local_dir, ..
+            } => Self::acquire(&local_dir.join(format!("shared-queue-node-{node}"))),
+        }
+    }
+
     /// Takes the lock of the queue at `db` without waiting, and writes this process's pid into
     /// the lock file so a second run can name the holder. Creates the database's directory
     /// (0700) if needed, as opening the store would.

@@ -13,7 +13,13 @@
 //!
 //! The barrier is a read-write lock: each admitted upload holds a read guard until it ends, and
 //! closing an epoch takes the write lock, which waits for those guards and (the lock is fair)
-//! holds back new admissions meanwhile.
+//! holds back new admissions meanwhile. On a shared queue (several nodes, one account) the
+//! store adds the same barrier across the fleet ([`JobStore::fleet_guard`]: PostgreSQL's
+//! advisory locks, shared per upload, exclusive to close; a node that dies drops its
+//! connection and with it its place), and each admission takes the open epoch from the store,
+//! where another node may have rolled it.
+//!
+//! [`JobStore::fleet_guard`]: crate::store::JobStore::fleet_guard
 
 mod verdict;
 
@@ -25,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, RwLockWriteGuard};
 
-use crate::store::{Closing, EpochId, JobId, State, Store, StoreError, Verdict};
+use crate::store::{Closing, EpochId, FleetGuard, JobId, State, Store, StoreError, Verdict};
 
 pub(crate) use verdict::decide;
 pub use verdict::{Decision, Tally};
@@ -56,6 +62,8 @@ struct Open {
 #[derive(Debug)]
 pub struct Epochs {
     barrier: Arc<RwLock<()>>,
+    /// The store, for the fleet's barrier and its open epoch (`None`: tests of this alone).
+    store: Option<Store>,
     inner: Mutex<Inner>,
     /// How long an epoch stays open at most (`credits_recheck`).
     recheck: Duration,
@@ -71,6 +79,8 @@ pub struct Ticket<'a> {
     pub start: u64,
     ended: bool,
     _in_flight: OwnedRwLockReadGuard<()>,
+    /// The place in the fleet's barrier (shared queue only), released with the ticket.
+    _fleet: Option<FleetGuard>,
 }
 
 /// What [`Epochs::enter`] gives: a place in the open epoch, or the turn to close it (nothing is
@@ -86,6 +96,8 @@ pub enum Entry<'a> {
 pub struct SettleTurn<'a> {
     /// Held, not read: nothing is admitted while it lives.
     _held: RwLockWriteGuard<'a, ()>,
+    /// The fleet's side (shared queue only): no node admits an upload while it lives.
+    _fleet: Option<FleetGuard>,
 }
 
 /// What a closing reading did.
@@ -103,8 +115,55 @@ impl Epochs {
     pub fn new(recheck: Duration) -> Epochs {
         Epochs {
             barrier: Arc::new(RwLock::new(())),
+            store: None,
             inner: Mutex::new(Inner::default()),
             recheck,
+        }
+    }
+
+    /// Takes the fleet's barrier and open epoch from `store` (a no-op for a queue of its own).
+    pub fn through(mut self, store: Store) -> Epochs {
+        self.store = Some(store);
+        self
+    }
+
+    async fn fleet(&self, exclusive: bool) -> Result<Option<FleetGuard>, StoreError> {
+        match &self.store {
+            Some(s) => s.fleet_guard(exclusive).await,
+            None => Ok(None),
+        }
+    }
+
+    /// With the fleet's place held: the open epoch as the store has it (another node may have
+    /// closed ours and opened the next), counted with every node's answers. Returns whether
+    /// one is open.
+    async fn refresh(&self) -> Result<bool, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(true);
+        };
+        let open = store.open_epoch().await?;
+        let mut i = self.lock();
+        match open {
+            None => {
+                i.open = None;
+                Ok(false)
+            }
+            Some(e) if i.open.is_some_and(|o| o.id == e.id) => {
+                i.answered = i.answered.max(e.answered);
+                Ok(true)
+            }
+            Some(e) => {
+                // Its lost answers were settled by the node that closed it.
+                i.open = Some(Open {
+                    id: e.id,
+                    start: e.start_credits,
+                    since: Instant::now(),
+                });
+                i.answered = e.answered;
+                i.lost.clear();
+                i.unsure = false;
+                Ok(true)
+            }
         }
     }
 
@@ -138,37 +197,47 @@ impl Epochs {
     }
 
     /// Waits for a place in the open epoch, or for the turn to close it. Cancel-safe.
-    pub async fn enter(&self) -> Entry<'_> {
+    pub async fn enter(&self) -> Result<Entry<'_>, StoreError> {
         loop {
             if self.must_settle() {
-                let turn = self.settle_turn().await;
+                let turn = self.settle_turn().await?;
                 if self.must_settle() {
-                    return Entry::Settle(turn);
+                    return Ok(Entry::Settle(turn));
                 }
                 continue;
             }
             let guard = self.barrier.clone().read_owned().await;
+            // Local place first, then the fleet's (the turn takes them in the same order).
+            let fleet = self.fleet(false).await?;
+            if fleet.is_some() && !self.refresh().await? {
+                continue;
+            }
             let mut i = self.lock();
             let open = match i.open {
                 Some(open) if !self.due(&i) => open,
                 _ => continue,
             };
             i.in_flight += 1;
-            return Entry::Go(Ticket {
+            return Ok(Entry::Go(Ticket {
                 epochs: self,
                 epoch: open.id,
                 start: open.start,
                 ended: false,
                 _in_flight: guard,
-            });
+                _fleet: fleet,
+            }));
         }
     }
 
-    /// The turn to close the epoch: waits until no upload is in flight. Cancel-safe.
-    pub async fn settle_turn(&self) -> SettleTurn<'_> {
-        SettleTurn {
-            _held: self.barrier.write().await,
-        }
+    /// The turn to close the epoch: waits until no upload is in flight (on a shared queue, on
+    /// any node). Cancel-safe.
+    pub async fn settle_turn(&self) -> Result<SettleTurn<'_>, StoreError> {
+        let held = self.barrier.write().await;
+        let fleet = self.fleet(true).await?;
+        Ok(SettleTurn {
+            _held: held,
+            _fleet: fleet,
+        })
     }
 
     /// Closes the open epoch with the reading `now` (taken while `turn` is held), moves its

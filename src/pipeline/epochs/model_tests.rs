@@ -101,7 +101,8 @@ impl World {
             }
             let entry = tokio::time::timeout(Duration::from_secs(5), self.epochs.enter())
                 .await
-                .expect("admission never blocks with nothing in flight");
+                .expect("admission never blocks with nothing in flight")
+                .expect("no store error");
             match entry {
                 Entry::Go(ticket) => {
                     let sha = format!("{:064x}", job.id.0);
@@ -242,7 +243,8 @@ impl World {
         assert!(self.in_flight.is_empty());
         let turn = tokio::time::timeout(Duration::from_secs(5), self.epochs.settle_turn())
             .await
-            .expect("the turn is free with nothing in flight");
+            .expect("the turn is free with nothing in flight")
+            .expect("no store error");
         self.settle(turn, "lost answer").await;
     }
 

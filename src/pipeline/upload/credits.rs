@@ -62,7 +62,7 @@ pub(super) async fn reserve<'a>(ctx: &'a Ctx, job: &Job) -> Result<Option<Go<'a>
 async fn admit<'a>(ctx: &'a Ctx, job: &Job) -> Result<Option<Ticket<'a>>, PipelineError> {
     loop {
         let entry = tokio::select! {
-            e = ctx.epochs.enter() => e,
+            e = ctx.epochs.enter() => e?,
             _ = ctx.shutdown.cancelled() => return Ok(None),
         };
         let turn = match entry {

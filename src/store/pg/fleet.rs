@@ -11,7 +11,7 @@ use sqlx::Row;
 
 use super::PgStore;
 use crate::store::error::SqlContext;
-use crate::store::{StoreError, now_ms};
+use crate::store::{FleetGuard, StoreError, now_ms};
 
 /// How often a node says it is alive (and renews its leases).
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
@@ -109,7 +109,12 @@ impl PgStore {
         .execute(&mut *tx)
         .await
         .ctx(&context)?;
-        sqlx::query("UPDATE jobs SET lease_until = $2 WHERE lease_node = $1")
+        // Leases on the jobs it works; a queued job's lease (taken when it was due) is not
+        // renewed, so one this node does not upload soon goes back to the others.
+        sqlx::query(
+            "UPDATE jobs SET lease_until = $2 WHERE lease_node = $1 \
+             AND state IN ('uploading', 'processing', 'downloading')",
+        )
             .bind(self.node.as_str())
             .bind(now + lease_ms())
             .execute(&mut *tx)
@@ -198,6 +203,32 @@ impl PgStore {
             });
         }
         Ok(out)
+    }
+}
+
+/// The advisory lock key of the fleet's credit barrier ("hili" and 1).
+const EPOCH_BARRIER: i64 = 0x6869_6c69_0001;
+
+impl PgStore {
+    /// A place in the fleet's credit barrier: `pg_advisory_lock_shared` (an upload in flight)
+    /// or `pg_advisory_lock` (closing an epoch: waits for every node's uploads in flight, and
+    /// PostgreSQL queues new shared requests behind it). Held on a connection of its own,
+    /// taken out of the pool: dropping the guard closes it, and the server releases the lock —
+    /// as it does when the node dies (its connections drop; a machine that vanishes is noticed
+    /// by TCP keepalives, see `mod.rs`).
+    pub async fn barrier(&self, exclusive: bool) -> Result<FleetGuard, StoreError> {
+        let context = "taking a place in the shared queue's credit barrier";
+        let mut conn = self.pool().acquire().await.ctx(context)?.detach();
+        let sql = match exclusive {
+            true => "SELECT pg_advisory_lock($1)",
+            false => "SELECT pg_advisory_lock_shared($1)",
+        };
+        sqlx::query(sql)
+            .bind(EPOCH_BARRIER)
+            .execute(&mut conn)
+            .await
+            .ctx(context)?;
+        Ok(FleetGuard(Box::new(std::sync::Mutex::new(conn))))
     }
 }
 

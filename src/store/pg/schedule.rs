@@ -1,27 +1,176 @@
-//! PLACEHOLDER (schedule): replaced by the PostgreSQL implementation.
+//! What is due next on the shared queue, claimed for this node in the same statement: paid
+//! jobs (polls and downloads) whose lease is free, this node's own or expired (a dead node's),
+//! and queued jobs this node can read (its own, or a shared folder's). Each is taken with
+//! `FOR UPDATE SKIP LOCKED`, so nodes looking at once never wait on each other or take the
+//! same job, and leased to this node (`lease_node`, `lease_until`), which its heartbeat renews
+//! while it works the job. The guarded transitions stay the authority: a lease only keeps
+//! other nodes from spending requests on a job this node already works.
 
-#![allow(unused_variables)]
+use sqlx::Row;
 
 use super::PgStore;
-use super::unbuilt;
-#[allow(unused_imports)]
-use crate::media::mover::MovePlan;
-#[allow(unused_imports)]
-use crate::repair::{Repair, Rgb};
-#[allow(unused_imports)]
-use crate::store::*;
-#[allow(unused_imports)]
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-#[allow(unused_imports)]
-use std::path::{Path, PathBuf};
+use super::fleet::lease_ms;
+use crate::store::error::SqlContext;
+use crate::store::jobs::decode_job;
+use crate::store::{DueLimits, DueWork, JobId, Paid, Stage, StoreError};
+
+/// The claim; `$6` is this node. Polls most overdue first (a NULL `next_poll_at`, "at once",
+/// first, as on SQLite), downloads oldest result first, uploads in queue order.
+const CLAIM: &str = "\
+WITH p AS (SELECT id FROM jobs WHERE state = 'processing' \
+      AND (next_poll_at IS NULL OR next_poll_at <= $1) AND NOT (id = ANY($5)) \
+      AND (lease_node IS NULL OR lease_node = $6 OR lease_until < $1) \
+      ORDER BY next_poll_at NULLS FIRST, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
+  d AS (SELECT id FROM jobs WHERE state = 'downloading' AND not_before <= $1 \
+      AND NOT (id = ANY($5)) \
+      AND (lease_node IS NULL OR lease_node = $6 OR lease_until < $1) \
+      ORDER BY COALESCE(processing_since, 0), id LIMIT $3 FOR UPDATE SKIP LOCKED), \
+  u AS (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= $1 \
+      AND NOT (id = ANY($5)) AND (node = $6 OR node IS NULL) \
+      AND (lease_node IS NULL OR lease_node = $6 OR lease_until < $1) \
+      ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
+UPDATE jobs SET lease_node = $6, lease_until = $1 + $7 \
+  WHERE id IN (SELECT id FROM p UNION ALL SELECT id FROM d UNION ALL SELECT id FROM u) \
+  RETURNING CASE state WHEN 'processing' THEN 0 WHEN 'downloading' THEN 1 ELSE 2 END \
+  AS stage, jobs.*";
+
+/// The earliest instant something may fall due for this node: a poll or download, a queued
+/// job of its own, or another node's lease running out (that node may have died).
+const NEXT_DUE: &str = "\
+SELECT MIN(t) FROM ( \
+  SELECT MIN(COALESCE(next_poll_at, 0)) AS t FROM jobs WHERE state = 'processing' \
+    AND (lease_node IS NULL OR lease_node = $1 OR lease_until < $2) \
+  UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'downloading' \
+    AND (lease_node IS NULL OR lease_node = $1 OR lease_until < $2) \
+  UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'queued' \
+    AND (node = $1 OR node IS NULL) \
+  UNION ALL SELECT MIN(lease_until) FROM jobs \
+    WHERE state IN ('processing', 'downloading') AND lease_node != $1) AS due";
 
 impl PgStore {
+    /// See [`JobStore::due_work`](crate::store::JobStore::due_work); the jobs returned are
+    /// leased to this node (see the module documentation).
     pub async fn due_work(
         &self,
         now_ms: i64,
         limits: DueLimits,
         skip: &[JobId],
     ) -> Result<DueWork, StoreError> {
-        Err(unbuilt("due_work"))
+        let context = "finding due work on the shared queue";
+        let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let skip: Vec<i64> = skip.iter().map(|id| id.0).collect();
+        let mut tx = self.begin(context).await?;
+        let rows = sqlx::query(CLAIM)
+            .bind(now_ms)
+            .bind(limit(limits.polls))
+            .bind(limit(limits.downloads))
+            .bind(limit(limits.uploads))
+            .bind(&skip)
+            .bind(self.node().as_str())
+            .bind(lease_ms())
+            .fetch_all(&mut *tx)
+            .await
+            .ctx(context)?;
+        let next_due: Option<i64> = sqlx::query_scalar(NEXT_DUE)
+            .bind(self.node().as_str())
+            .bind(now_ms)
+            .fetch_one(&mut *tx)
+            .await
+            .ctx(context)?;
+        tx.commit().await.ctx(context)?;
+        let mut work = DueWork {
+            next_due_ms: next_due,
+            ..DueWork::default()
+        };
+        for row in &rows {
+            let stage: i32 = row.try_get("stage").ctx(context)?;
+            let job = decode_job(row)?;
+            match (stage, &job.stage) {
+                (0, Stage::Processing(photo)) => work.polls.push(Paid {
+                    photo: photo.clone(),
+                    job,
+                }),
+                (1, Stage::Downloading(photo)) => work.downloads.push(Paid {
+                    photo: photo.clone(),
+                    job,
+                }),
+                (2, Stage::Queued) => work.uploads.push(job),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        job: job.id,
+                        detail: format!("due as stage {stage} while {}", job.state()),
+                    });
+                }
+            }
+        }
+        // UPDATE … RETURNING keeps no order: restore each stage's.
+        work.polls.sort_by_key(|p| (p.job.next_poll_at_ms.unwrap_or(0), p.job.id));
+        work.downloads
+            .sort_by_key(|p| (p.job.processing_since_ms.unwrap_or(0), p.job.id));
+        work.uploads.sort_by_key(|j| j.id);
+        Ok(work)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::pg::{PgStore, testdb};
+
+    /// Inserts a job row directly (the enqueue operation is tested on its own).
+    async fn job(store: &PgStore, state: &str, node: Option<&str>, extra: &str) -> i64 {
+        let sql = format!(
+            "INSERT INTO jobs (source_path, source_root, output_dir, repair, size, mtime_ns, \
+             state, created_at, updated_at, node, mdf, img_url{}) VALUES ('\\x61', '\\x2f', \
+             '\\x6f', 'sr', 1, 1, $1, 0, 0, $2, {}, {}{}) RETURNING id",
+            if extra.is_empty() { "" } else { ", lease_node, lease_until" },
+            if state == "queued" { "NULL" } else { "'m'" },
+            if state == "queued" { "NULL" } else { "'u'" },
+            extra,
+        );
+        sqlx::query_scalar(&sql)
+            .bind(state)
+            .bind(node)
+            .fetch_one(store.pool())
+            .await
+            .expect("insert job")
+    }
+
+    fn all() -> DueLimits {
+        DueLimits {
+            polls: 10,
+            downloads: 10,
+            uploads: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn each_node_takes_its_own_queue_shared_jobs_once_and_a_dead_nodes_paid_work() {
+        let Some(url) = testdb::fresh().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let a = PgStore::open(&url, "a".parse().unwrap(), dir.path()).await.unwrap();
+        let b = PgStore::open(&url, "b".parse().unwrap(), dir.path()).await.unwrap();
+        let a_own = job(&a, "queued", Some("a"), "").await;
+        let b_own = job(&a, "queued", Some("b"), "").await;
+        let shared = job(&a, "queued", None, "").await;
+        // A paid job leased by a node that stopped renewing (dead) and one by a live node.
+        let dead = job(&a, "processing", Some("c"), ", 'c', 5").await;
+        let live = job(&a, "processing", Some("c"), ", 'c', 9999999999999").await;
+
+        let wa = a.due_work(1000, all(), &[]).await.unwrap();
+        let ids = |w: &DueWork| {
+            let mut v: Vec<i64> = w.uploads.iter().map(|j| j.id.0).collect();
+            v.extend(w.polls.iter().map(|p| p.job.id.0));
+            v
+        };
+        assert_eq!(ids(&wa), vec![a_own, shared, dead]);
+        // b sees its own job; the shared one and the dead node's poll are leased to a now.
+        let wb = b.due_work(1000, all(), &[]).await.unwrap();
+        assert_eq!(ids(&wb), vec![b_own]);
+        assert!(!ids(&wb).contains(&live));
+        // The next due instant includes the live node's lease running out.
+        assert_eq!(wb.next_due_ms, Some(0));
     }
 }
