@@ -295,3 +295,30 @@ impl PgStore {
     }
 }
 
+/// Inserts a queued job for `path` under `/in`, writing to `/out`, as the enqueue would (the
+/// schema's trigger writes its first event), then sets `sets` on it directly (e.g.
+/// `"state = 'done', mdf = 'm1'"`; no event). For the tests of the PostgreSQL files.
+#[cfg(test)]
+pub(super) async fn insert_job(store: &PgStore, path: &str, sets: &str) -> JobId {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO jobs (source_path, source_root, output_dir, repair, size, mtime_ns, state, \
+         created_at, updated_at) VALUES ($1, $2, $3, 'sr', 10, 1, 'queued', 1, 1) RETURNING id",
+    )
+    .bind(path_bytes(&Path::new("/in").join(path)))
+    .bind(path_bytes(Path::new("/in")))
+    .bind(path_bytes(Path::new("/out")))
+    .fetch_one(store.pool())
+    .await
+    .expect("insert a job");
+    if !sets.is_empty() {
+        store
+            .execute(&format!("UPDATE jobs SET {sets} WHERE id = {id}"))
+            .await
+            .expect("set the job's columns");
+    }
+    JobId(id)
+}
+
+#[cfg(test)]
+#[path = "queries_tests.rs"]
+mod tests;

@@ -217,3 +217,154 @@ impl PgStore {
         Ok(value.and_then(|v| v.parse().ok()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::JobId;
+    use crate::store::pg::queries::insert_job;
+    use crate::store::pg::{test_store, testdb};
+
+    /// Writes an events row for `job` (as a transition would, without moving the job).
+    async fn event(store: &PgStore, job: JobId, from: &str, to: &str, at: i64) {
+        sqlx::query(
+            "INSERT INTO events (job_id, from_state, to_state, at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(job.0)
+        .bind(from)
+        .bind(to)
+        .bind(at)
+        .execute(store.pool())
+        .await
+        .expect("insert an event");
+    }
+
+    /// Two nodes on one fresh database (`None`: no test server).
+    async fn two_nodes() -> Option<(PgStore, PgStore, tempfile::TempDir)> {
+        let url = testdb::fresh().await?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = |name: &str| PgStore::open(&url, name.parse().expect("node"), dir.path());
+        let (a, b) = (
+            open("scan-1").await.expect("open"),
+            open("scan-2").await.expect("open"),
+        );
+        Some((a, b, dir))
+    }
+
+    #[tokio::test]
+    async fn a_run_counts_the_jobs_that_ended_after_its_mark_and_those_still_active() {
+        let Some((store, _dir)) = test_store("node-a").await else {
+            return;
+        };
+        assert_eq!(store.last_event_id().await.unwrap(), 0);
+        let before = insert_job(&store, "old.jpg", "state = 'done'").await;
+        event(&store, before, "downloading", "done", 50).await;
+        let mark = store.last_event_id().await.unwrap();
+        assert!(mark > 0);
+
+        let a = insert_job(&store, "a.jpg", "state = 'done'").await;
+        let b = insert_job(&store, "b.jpg", "state = 'failed'").await;
+        insert_job(&store, "c.jpg", "").await;
+        insert_job(&store, "d.jpg", "state = 'processing', mdf = 'm'").await;
+        event(&store, a, "downloading", "done", 100).await;
+        // A note (no change of state) is no outcome; a job ending twice counts once.
+        event(&store, a, "done", "done", 101).await;
+        event(&store, b, "queued", "failed", 102).await;
+        event(&store, b, "failed", "queued", 103).await;
+        event(&store, b, "queued", "failed", 104).await;
+
+        let tally = store.run_tally(mark).await.unwrap();
+        let ended: BTreeMap<State, u64> = [(State::Done, 1), (State::Failed, 1)].into();
+        assert_eq!(tally.ended, ended);
+        assert_eq!(tally.active, 2);
+        assert_eq!(store.outcomes_since(100).await.unwrap(), ended);
+        let with_old: BTreeMap<State, u64> = [(State::Done, 2), (State::Failed, 1)].into();
+        assert_eq!(store.outcomes_since(0).await.unwrap(), with_old);
+        assert!(store.outcomes_since(105).await.unwrap().is_empty());
+        let tally = store
+            .run_tally(store.last_event_id().await.unwrap())
+            .await
+            .unwrap();
+        assert!(tally.ended.is_empty());
+    }
+
+    #[tokio::test]
+    async fn folders_and_output_dirs_are_listed_once_each() {
+        let Some((store, _dir)) = test_store("node-a").await else {
+            return;
+        };
+        assert!(store.output_dirs().await.unwrap().is_empty());
+        insert_job(&store, "x/a.jpg", "").await;
+        insert_job(&store, "x/b.jpg", "state = 'downloading', mdf = 'm'").await;
+        insert_job(&store, "y/c.jpg", "state = 'done'").await;
+        insert_job(&store, "z/d.jpg", "output_dir = '\\x2f6f32'::bytea").await;
+        let mut dirs = store.output_dirs().await.unwrap();
+        dirs.sort();
+        assert_eq!(dirs, [PathBuf::from("/o2"), PathBuf::from("/out")]);
+
+        let folders = store
+            .job_folders(&[State::Queued, State::Downloading])
+            .await
+            .unwrap();
+        let got: Vec<_> = folders
+            .iter()
+            .map(|f| {
+                (
+                    f.output_dir.clone(),
+                    f.source_root.clone(),
+                    f.source_dir.clone(),
+                )
+            })
+            .collect();
+        let folder = |out: &str, dir: &str| (out.into(), "/in".into(), dir.into());
+        assert_eq!(got, [folder("/o2", "/in/z"), folder("/out", "/in/x")]);
+        assert!(store.job_folders(&[]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_queue_id_is_shared_and_pause_notes_and_run_marks_are_each_nodes_own() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let id = a.queue_id().await.unwrap();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(b.queue_id().await.unwrap(), id);
+
+        assert_eq!(a.pause_note().await.unwrap(), None);
+        let t0 = now_ms();
+        a.set_pause_note(Some("no credits left")).await.unwrap();
+        let (at, text) = a.pause_note().await.unwrap().expect("a's note");
+        assert_eq!(text, "no credits left");
+        assert!(at >= t0 && at <= now_ms());
+        assert_eq!(b.pause_note().await.unwrap(), None);
+        b.set_pause_note(Some("budget spent")).await.unwrap();
+        a.set_pause_note(Some("vendor down")).await.unwrap();
+        assert_eq!(a.pause_note().await.unwrap().expect("a").1, "vendor down");
+        a.set_pause_note(None).await.unwrap();
+        assert_eq!(a.pause_note().await.unwrap(), None);
+        assert_eq!(b.pause_note().await.unwrap().expect("b").1, "budget spent");
+
+        assert_eq!(a.last_run_started().await.unwrap(), None);
+        let first = a.mark_run_started().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let second = a.mark_run_started().await.unwrap();
+        assert!(second > first);
+        assert_eq!(a.last_run_started().await.unwrap(), Some(second));
+        assert_eq!(b.last_run_started().await.unwrap(), None);
+        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM meta ORDER BY key")
+            .fetch_all(a.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            keys,
+            [
+                "agent",
+                "pause_note:scan-2",
+                "pause_note_at:scan-2",
+                "queue_id",
+                "run_started_at:scan-1"
+            ]
+        );
+    }
+}
