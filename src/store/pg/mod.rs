@@ -14,6 +14,7 @@ mod epochs;
 mod export;
 mod fleet;
 mod queries;
+mod queries_meta;
 mod schedule;
 mod sources;
 #[doc(hidden)]
