@@ -233,3 +233,182 @@ async fn forget_move(
         .ctx(context)?;
     Ok(())
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::store::pg::{PgStore, testdb};
+
+    /// A job row written directly (the enqueue is another file's), in `state`, owned by `node`
+    /// (`None`: a shared folder's); a done job has a result in `/out`. Its trigger writes the
+    /// creation event.
+    pub(in crate::store::pg) async fn insert_job(
+        store: &PgStore,
+        path: &[u8],
+        state: &str,
+        node: Option<&str>,
+    ) -> JobId {
+        let done = state == "done";
+        let name = path.rsplit(|&b| b == b'/').next().unwrap();
+        let out = done.then(|| [b"/out/".as_slice(), name].concat());
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO jobs (source_path, source_root, output_dir, repair, size, mtime_ns, \
+             state, created_at, updated_at, node, output_path, output_sha256) \
+             VALUES ($1, $2, $3, 'sr', 10, 1, $4, 1000, 1000, $5, $6, $7) RETURNING id",
+        )
+        .bind(path)
+        .bind(b"/in".as_slice())
+        .bind(b"/out".as_slice())
+        .bind(state)
+        .bind(node)
+        .bind(out)
+        .bind(done.then_some("ab".repeat(32)))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        JobId(id)
+    }
+
+    /// Two nodes on one fresh database.
+    pub(in crate::store::pg) async fn two_nodes() -> Option<(PgStore, PgStore, tempfile::TempDir)>
+    {
+        let url = testdb::fresh().await?;
+        let dir = tempfile::tempdir().unwrap();
+        let a = PgStore::open(&url, "node-a".parse().unwrap(), dir.path());
+        let a = a.await.unwrap();
+        let b = PgStore::open(&url, "node-b".parse().unwrap(), dir.path());
+        Some((a, b.await.unwrap(), dir))
+    }
+
+    /// The job's events after its creation: (from, to, detail, agent, node).
+    type Row5 = (Option<String>, String, Option<String>, Option<String>, Option<String>);
+    async fn notes(store: &PgStore, id: JobId) -> Vec<Row5> {
+        sqlx::query_as(
+            "SELECT from_state, to_state, detail, agent, node FROM events \
+             WHERE job_id = $1 AND from_state IS NOT NULL ORDER BY id",
+        )
+        .bind(id.0)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    }
+
+    fn plan(n: u8) -> MovePlan {
+        MovePlan {
+            source: PathBuf::from(format!("/in/{n}.jpg")),
+            dest: PathBuf::from(format!("/done/{n}.jpg")),
+            temp: PathBuf::from(format!("/done/.hili-tmp-{n}")),
+            // Above i64::MAX: stored as the bits, read back whole.
+            source_id: FileId {
+                dev: u64::MAX - 1,
+                ino: u64::from(n),
+            },
+            size: 12_345,
+            mtime_ns: -7,
+        }
+    }
+
+    #[tokio::test]
+    async fn undisposed_lists_finished_jobs_this_node_can_reach() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let roots = [PathBuf::from("/in")];
+        let mine = insert_job(&a, b"/in/1.jpg", "done", Some("node-a")).await;
+        let shared = insert_job(&a, b"/in/2.jpg", "failed", None).await;
+        let theirs = insert_job(&b, b"/in/3.jpg", "held", Some("node-b")).await;
+        insert_job(&a, b"/in/4.jpg", "queued", Some("node-a")).await;
+        let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+        assert_eq!(ids(a.undisposed(&roots, 10).await.unwrap()), [mine, shared]);
+        assert_eq!(ids(b.undisposed(&roots, 10).await.unwrap()), [shared, theirs]);
+        assert_eq!(ids(a.undisposed(&roots, 1).await.unwrap()), [mine]);
+        assert!(a.undisposed(&[], 10).await.unwrap().is_empty());
+        let other = [PathBuf::from("/elsewhere"), PathBuf::from("/x")];
+        assert!(a.undisposed(&other, 10).await.unwrap().is_empty());
+        a.mark_disposed(mine, None).await.unwrap();
+        assert_eq!(ids(a.undisposed(&roots, 10).await.unwrap()), [shared]);
+    }
+
+    #[tokio::test]
+    async fn a_later_job_counts_only_where_it_may_be_the_same_file() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let p = Path::new("/in/1.jpg");
+        let first = insert_job(&a, b"/in/1.jpg", "done", Some("node-a")).await;
+        insert_job(&a, b"/in/other.jpg", "queued", Some("node-a")).await;
+        let on_b = insert_job(&b, b"/in/1.jpg", "queued", Some("node-b")).await;
+        assert_eq!(a.later_job_at(first, p).await.unwrap(), None);
+        // A shared folder's job may name the same file.
+        let shared = insert_job(&b, b"/in/1.jpg", "queued", None).await;
+        assert_eq!(a.later_job_at(first, p).await.unwrap(), Some(shared));
+        assert_eq!(b.later_job_at(on_b, p).await.unwrap(), Some(shared));
+        a.mark_disposed(shared, None).await.unwrap();
+        assert_eq!(a.later_job_at(first, p).await.unwrap(), None);
+        let again = insert_job(&a, b"/in/1.jpg", "queued", Some("node-a")).await;
+        assert_eq!(a.later_job_at(first, p).await.unwrap(), Some(again));
+        assert_eq!(a.later_job_at(again, p).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn marking_disposed_writes_one_note_even_when_two_nodes_race() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let id = insert_job(&a, b"/in/1.jpg", "held", None).await;
+        let (ra, rb) = tokio::join!(
+            a.mark_disposed(id, Some("deleted /in/1.jpg")),
+            b.mark_disposed(id, Some("deleted /in/1.jpg"))
+        );
+        ra.unwrap();
+        rb.unwrap();
+        let rows = notes(&a, id).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let (from, to, detail, agent, node) = &rows[0];
+        assert_eq!((from.as_deref(), to.as_str()), (Some("held"), "held"));
+        assert_eq!(detail.as_deref(), Some("source: deleted /in/1.jpg"));
+        assert_eq!(agent.as_deref(), Some(AGENT));
+        assert!(matches!(node.as_deref(), Some("node-a" | "node-b")));
+        // Without a note: marked, nothing written.
+        let quiet = insert_job(&a, b"/in/2.jpg", "done", None).await;
+        a.mark_disposed(quiet, None).await.unwrap();
+        assert!(notes(&a, quiet).await.is_empty());
+        assert!(a.undisposed(&[PathBuf::from("/in")], 9).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_recorded_move_is_read_back_then_finished_or_cleared() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let mine = insert_job(&a, b"/in/1.jpg", "done", Some("node-a")).await;
+        let shared = insert_job(&a, b"/in/2.jpg", "failed", None).await;
+        assert_eq!(a.pending_move(mine).await.unwrap(), None);
+        a.record_move(mine, &plan(1)).await.unwrap();
+        a.record_move(shared, &plan(2)).await.unwrap();
+        assert_eq!(a.pending_move(mine).await.unwrap(), Some(plan(1)));
+        let all = a.pending_moves().await.unwrap();
+        assert_eq!(all, [(mine, plan(1)), (shared, plan(2))]);
+        // Node b cannot reach node a's files: only the shared folder's move is its to settle.
+        assert_eq!(b.pending_moves().await.unwrap(), [(shared, plan(2))]);
+        // A second record (another node moving the same source) is refused.
+        let err = b.record_move(shared, &plan(3)).await.unwrap_err();
+        assert!(err.to_string().contains("another node"), "{err}");
+        assert_eq!(a.pending_move(shared).await.unwrap(), Some(plan(2)));
+
+        a.clear_move(shared).await.unwrap();
+        assert_eq!(a.pending_move(shared).await.unwrap(), None);
+        assert_eq!(b.undisposed(&[PathBuf::from("/in")], 9).await.unwrap().len(), 1);
+
+        a.finish_move(mine, Some("moved /in/1.jpg to /done/1.jpg"))
+            .await
+            .unwrap();
+        assert!(a.pending_moves().await.unwrap().is_empty());
+        let rows = notes(&a, mine).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].2.as_deref(), Some("source: moved /in/1.jpg to /done/1.jpg"));
+        assert_eq!(rows[0].4.as_deref(), Some("node-a"));
+        let left = a.undisposed(&[PathBuf::from("/in")], 9).await.unwrap();
+        assert_eq!(left.iter().map(|j| j.id).collect::<Vec<_>>(), [shared]);
+    }
+}
