@@ -126,3 +126,110 @@ impl PgStore {
         Ok(rows.into_iter().map(bytes_path).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+    use crate::store::AGENT;
+    use crate::store::export::{ENQUEUE, SOURCE_DISPOSITION};
+    use crate::store::pg::sources::tests::{insert_job, two_nodes};
+    use crate::store::state::State;
+
+    #[tokio::test]
+    async fn jobs_carry_their_upload_time_and_the_credits_seen_after_it() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let sent = insert_job(&a, b"/in/1.jpg", "processing", Some("node-a")).await;
+        let idle = insert_job(&b, b"/in/2.jpg", "queued", Some("node-b")).await;
+        a.execute(&format!(
+            "UPDATE jobs SET mdf = 'm1', updated_at = 3000 WHERE id = {sent}; \
+             INSERT INTO events (job_id, from_state, to_state, at) VALUES \
+             ({sent}, 'queued', 'uploading', 1500), ({sent}, 'uploading', 'processing', 2000), \
+             ({sent}, 'processing', 'processing', 2600); \
+             INSERT INTO credit_observations (at, credits_left) VALUES \
+             (1900, 100), (2000, 99), (2500, 98)"
+        ))
+        .await
+        .unwrap();
+        let rows = b.export_jobs(None).await.unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.job.id, r.uploaded_at_ms, r.credits_after))
+            .collect();
+        assert_eq!(got, [(sent, Some(2000), Some(99)), (idle, None, None)]);
+        let since = a.export_jobs(Some(1500)).await.unwrap();
+        assert_eq!(since.len(), 1);
+        assert_eq!(since[0].job.id, sent);
+        assert_eq!(since[0].job.state(), State::Processing);
+    }
+
+    #[tokio::test]
+    async fn events_are_typed_by_their_edge_and_name_their_object() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let second = insert_job(&b, b"/in/2.jpg", "done", None).await;
+        a.execute(&format!(
+            "UPDATE jobs SET content_sha256 = 'cd' WHERE id = {second}; \
+             INSERT INTO events (job_id, from_state, to_state, at, agent) VALUES \
+             ({second}, 'downloading', 'done', 5000, 'hili/9')"
+        ))
+        .await
+        .unwrap();
+        b.mark_disposed(second, Some("kept")).await.unwrap();
+        let all = a.export_events(None).await.unwrap();
+        let got: Vec<_> = all
+            .iter()
+            .map(|e| (e.event.job, e.kind, e.agent.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (second, ENQUEUE, Some("hili")),
+                (second, "finish", Some("hili/9")),
+                (second, SOURCE_DISPOSITION, Some(AGENT)),
+            ]
+        );
+        assert!(all.iter().all(|e| e.source_path == Path::new("/in/2.jpg")
+            && e.source_sha256.as_deref() == Some("cd")
+            && e.repair == Repair::Sr));
+        let since = a.export_events(Some(5000)).await.unwrap();
+        assert_eq!(since.len(), 2);
+        assert_eq!(since[1].event.detail.as_deref(), Some("source: kept"));
+    }
+
+    #[tokio::test]
+    async fn done_results_are_listed_per_output_folder_in_byte_order() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        insert_job(&a, b"/in/\xff.jpg", "done", Some("node-a")).await;
+        insert_job(&b, b"/in/b.jpg", "done", Some("node-b")).await;
+        insert_job(&a, b"/in/a.jpg", "done", None).await;
+        let elsewhere = insert_job(&a, b"/in/c.jpg", "done", None).await;
+        insert_job(&a, b"/in/d.jpg", "failed", None).await;
+        a.execute(&format!(
+            "UPDATE jobs SET output_dir = convert_to('/out2', 'UTF8') WHERE id = {elsewhere}"
+        ))
+        .await
+        .unwrap();
+        let listed = a.done_results_in(Path::new("/out")).await.unwrap();
+        let paths: Vec<&[u8]> = listed
+            .iter()
+            .map(|(p, _)| p.as_os_str().as_bytes())
+            .collect();
+        assert_eq!(paths, [&b"/out/a.jpg"[..], b"/out/b.jpg", b"/out/\xff.jpg"]);
+        assert!(listed.iter().all(|(_, sha)| sha == &"ab".repeat(32)));
+        assert!(
+            a.done_results_in(Path::new("/none"))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let dirs = b.result_dirs().await.unwrap();
+        assert_eq!(dirs, [PathBuf::from("/out"), PathBuf::from("/out2")]);
+    }
+}

@@ -114,15 +114,19 @@ impl PgStore {
 
     /// The recorded move of job `id`'s source that is not settled yet, if any.
     pub async fn pending_move(&self, id: JobId) -> Result<Option<MovePlan>, StoreError> {
-        let rows = sqlx::query(
+        let row = sqlx::query(
             "SELECT job_id, source, dest, temp, source_dev, source_ino, size, mtime_ns \
              FROM source_moves WHERE job_id = $1",
         )
         .bind(id.0)
-        .fetch_all(self.pool())
+        .fetch_optional(self.pool())
         .await
         .ctx("reading moves in progress")?;
-        Ok(rows.iter().map(decode_move).next().transpose()?.map(|m| m.1))
+        Ok(row
+            .as_ref()
+            .map(decode_move)
+            .transpose()?
+            .map(|(_, plan)| plan))
     }
 
     /// Every recorded move not settled yet (left by a crash), oldest job first. Only those of
@@ -270,8 +274,7 @@ pub(super) mod tests {
     }
 
     /// Two nodes on one fresh database.
-    pub(in crate::store::pg) async fn two_nodes() -> Option<(PgStore, PgStore, tempfile::TempDir)>
-    {
+    pub(in crate::store::pg) async fn two_nodes() -> Option<(PgStore, PgStore, tempfile::TempDir)> {
         let url = testdb::fresh().await?;
         let dir = tempfile::tempdir().unwrap();
         let a = PgStore::open(&url, "node-a".parse().unwrap(), dir.path());
@@ -281,7 +284,13 @@ pub(super) mod tests {
     }
 
     /// The job's events after its creation: (from, to, detail, agent, node).
-    type Row5 = (Option<String>, String, Option<String>, Option<String>, Option<String>);
+    type Row5 = (
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
     async fn notes(store: &PgStore, id: JobId) -> Vec<Row5> {
         sqlx::query_as(
             "SELECT from_state, to_state, detail, agent, node FROM events \
@@ -320,7 +329,10 @@ pub(super) mod tests {
         insert_job(&a, b"/in/4.jpg", "queued", Some("node-a")).await;
         let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
         assert_eq!(ids(a.undisposed(&roots, 10).await.unwrap()), [mine, shared]);
-        assert_eq!(ids(b.undisposed(&roots, 10).await.unwrap()), [shared, theirs]);
+        assert_eq!(
+            ids(b.undisposed(&roots, 10).await.unwrap()),
+            [shared, theirs]
+        );
         assert_eq!(ids(a.undisposed(&roots, 1).await.unwrap()), [mine]);
         assert!(a.undisposed(&[], 10).await.unwrap().is_empty());
         let other = [PathBuf::from("/elsewhere"), PathBuf::from("/x")];
@@ -373,7 +385,12 @@ pub(super) mod tests {
         let quiet = insert_job(&a, b"/in/2.jpg", "done", None).await;
         a.mark_disposed(quiet, None).await.unwrap();
         assert!(notes(&a, quiet).await.is_empty());
-        assert!(a.undisposed(&[PathBuf::from("/in")], 9).await.unwrap().is_empty());
+        assert!(
+            a.undisposed(&[PathBuf::from("/in")], 9)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -398,7 +415,13 @@ pub(super) mod tests {
 
         a.clear_move(shared).await.unwrap();
         assert_eq!(a.pending_move(shared).await.unwrap(), None);
-        assert_eq!(b.undisposed(&[PathBuf::from("/in")], 9).await.unwrap().len(), 1);
+        assert_eq!(
+            b.undisposed(&[PathBuf::from("/in")], 9)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
 
         a.finish_move(mine, Some("moved /in/1.jpg to /done/1.jpg"))
             .await
@@ -406,7 +429,10 @@ pub(super) mod tests {
         assert!(a.pending_moves().await.unwrap().is_empty());
         let rows = notes(&a, mine).await;
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].2.as_deref(), Some("source: moved /in/1.jpg to /done/1.jpg"));
+        assert_eq!(
+            rows[0].2.as_deref(),
+            Some("source: moved /in/1.jpg to /done/1.jpg")
+        );
         assert_eq!(rows[0].4.as_deref(), Some("node-a"));
         let left = a.undisposed(&[PathBuf::from("/in")], 9).await.unwrap();
         assert_eq!(left.iter().map(|j| j.id).collect::<Vec<_>>(), [shared]);
