@@ -307,7 +307,9 @@ impl PgStore {
         .bind(live_after_ms)
         .fetch_one(self.pool())
         .await
-        .ctx(format!("counting other nodes' uploads in credit epoch {epoch}"))?;
+        .ctx(format!(
+            "counting other nodes' uploads in credit epoch {epoch}"
+        ))?;
         Ok(count(n))
     }
 }

@@ -79,34 +79,57 @@ async fn opened_by(store: &PgStore, id: EpochId) -> Option<String> {
         .expect("read opened_by")
 }
 
+type Rolled = Result<EpochId, StoreError>;
+
+/// Both nodes roll at once: they start while a third connection holds the epochs' lock, so
+/// both are past their reads of nothing and waiting when it is let go.
+async fn race(a: &PgStore, b: &PgStore, closing: Option<(EpochId, Closing)>) -> (Rolled, Rolled) {
+    let mut held = a.begin("holding the epoch lock").await.unwrap();
+    sqlx::query(EPOCH_LOCK).execute(&mut *held).await.unwrap();
+    let roll = |s: &PgStore| {
+        let s = s.clone();
+        tokio::spawn(async move { s.roll_epoch(closing, 97).await })
+    };
+    let (ta, tb) = (roll(a), roll(b));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !ta.is_finished() && !tb.is_finished(),
+        "a roll went ahead of the lock"
+    );
+    held.commit().await.unwrap();
+    (ta.await.unwrap(), tb.await.unwrap())
+}
+
 #[tokio::test]
 async fn two_nodes_racing_to_roll_one_epoch_one_wins() {
     let Some((a, b, _dir)) = two_nodes().await else {
         return;
     };
     // Both see no epoch and open the first at once: one does.
-    let (ra, rb) = tokio::join!(a.roll_epoch(None, 100), b.roll_epoch(None, 100));
+    let (ra, rb) = race(&a, &b, None).await;
     let first = match (ra, rb) {
-        (Ok(e), Err(StoreError::Invalid { detail })) | (Err(StoreError::Invalid { detail }), Ok(e)) => {
-            assert!(detail.contains(&format!("epoch {e} was opened by another node")), "{detail}");
+        (Ok(e), Err(StoreError::Invalid { detail }))
+        | (Err(StoreError::Invalid { detail }), Ok(e)) => {
+            assert!(
+                detail.contains(&format!("epoch {e} was opened by another node")),
+                "{detail}"
+            );
             e
         }
         other => panic!("expected one opening to win: {other:?}"),
     };
     // Both close it at once and open the next: one does, the other is told and wrote nothing.
     let c = closing(97, 0, Verdict::None);
-    let (ra, rb) = tokio::join!(
-        a.roll_epoch(Some((first, c)), 97),
-        b.roll_epoch(Some((first, c)), 97)
-    );
+    let (ra, rb) = race(&a, &b, Some((first, c))).await;
     let (next, winner, detail) = match (ra, rb) {
         (Ok(e), Err(StoreError::Invalid { detail })) => (e, "node-a", detail),
         (Err(StoreError::Invalid { detail }), Ok(e)) => (e, "node-b", detail),
         other => panic!("expected one roll to win: {other:?}"),
     };
     assert!(
-        detail.contains(&format!("credit epoch {first} was already closed by another node"))
-            && detail.contains(&format!("epoch {next} is open now")),
+        detail.contains(&format!(
+            "credit epoch {first} was already closed by another node"
+        )) && detail.contains(&format!("epoch {next} is open now")),
         "{detail}"
     );
     assert_eq!(a.open_epoch().await.unwrap().map(|e| e.id), Some(next));
@@ -120,24 +143,6 @@ async fn two_nodes_racing_to_roll_one_epoch_one_wins() {
     assert_eq!(closed.closing, Some(c));
     // One observation per successful roll.
     assert_eq!(a.latest_credits().await.unwrap().map(|(_, n)| n), Some(97));
-}
-
-#[tokio::test]
-async fn a_roll_waits_for_the_epoch_lock() {
-    let Some((a, b, _dir)) = two_nodes().await else {
-        return;
-    };
-    let first = a.roll_epoch(None, 50).await.unwrap();
-    let mut held = b.begin("holding the epoch lock").await.unwrap();
-    sqlx::query(EPOCH_LOCK).execute(&mut *held).await.unwrap();
-    let roll = a.roll_epoch(Some((first, closing(50, 0, Verdict::None))), 50);
-    tokio::pin!(roll);
-    let waited = tokio::time::timeout(std::time::Duration::from_millis(300), &mut roll).await;
-    assert!(waited.is_err(), "the roll went ahead while another node held the lock");
-    held.commit().await.unwrap();
-    let next = roll.await.unwrap();
-    assert!(next > first);
-    assert_eq!(opened_by(&a, next).await.as_deref(), Some("node-a"));
 }
 
 #[tokio::test]
@@ -176,6 +181,11 @@ async fn answers_are_counted_by_the_jobs_epoch() {
     let e2 = s.roll_epoch(Some((e1, c)), 96).await.unwrap();
     // The lost upload's answer arrives late, after e2 opened: its id is past e2's start, but
     // it is e1's answer, and e1's books were closed with 3.
+    sqlx::query("UPDATE jobs SET state = 'processing' WHERE id = $1")
+        .bind(flying.0)
+        .execute(s.pool())
+        .await
+        .unwrap();
     event(&s, flying, "uploading", "processing", now_ms()).await;
     // And a job of e1 uploaded again in e2: e1 keeps its count, e2 counts the new answer.
     sqlx::query("UPDATE jobs SET epoch = $1 WHERE id = $2")
@@ -200,8 +210,13 @@ async fn closing_a_closed_epoch_is_refused_and_writes_nothing() {
         return;
     };
     let e1 = s.roll_epoch(None, 10).await.unwrap();
-    let e2 = s.roll_epoch(Some((e1, closing(10, 0, Verdict::None))), 10).await.unwrap();
-    let again = s.roll_epoch(Some((e1, closing(9, 0, Verdict::None))), 9).await;
+    let e2 = s
+        .roll_epoch(Some((e1, closing(10, 0, Verdict::None))), 10)
+        .await
+        .unwrap();
+    let again = s
+        .roll_epoch(Some((e1, closing(9, 0, Verdict::None))), 9)
+        .await;
     assert!(
         matches!(&again, Err(StoreError::Invalid { detail }) if detail.contains("already closed")),
         "{again:?}"
@@ -272,7 +287,10 @@ async fn the_barrier_sees_closing_and_other_live_nodes_uploads() {
 
     assert!(s.begin_closing(e).await.unwrap());
     assert!(!s.begin_closing(e).await.unwrap(), "already closing");
-    let next = s.roll_epoch(Some((e, closing(15, 5, Verdict::Ambiguous))), 15).await.unwrap();
+    let next = s
+        .roll_epoch(Some((e, closing(15, 5, Verdict::Ambiguous))), 15)
+        .await
+        .unwrap();
     assert!(!s.begin_closing(e).await.unwrap(), "closed");
     let flag: i64 = sqlx::query_scalar("SELECT closing FROM credit_epochs WHERE id = $1")
         .bind(next.0)
