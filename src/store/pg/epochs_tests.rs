@@ -54,6 +54,14 @@ async fn event(store: &PgStore, id: JobId, from: &str, to: &str, at: i64) {
         .expect("insert event");
 }
 
+/// Sets columns of job `id` (`changes`: an SQL SET list).
+async fn set(store: &PgStore, id: JobId, changes: &str) {
+    store
+        .execute(&format!("UPDATE jobs SET {changes} WHERE id = {id}"))
+        .await
+        .expect("update job");
+}
+
 /// A job of `epoch` whose upload was answered: intent and answer events, now processing.
 async fn answered(store: &PgStore, epoch: EpochId) -> JobId {
     let id = job(store, "processing", Some(epoch), None).await;
@@ -159,12 +167,7 @@ async fn answers_are_counted_by_the_jobs_epoch() {
     let _a2 = answered(&s, e1).await;
     let flying = job(&s, "uploading", Some(e1), Some("node-a")).await;
     // Its second upload, in e1: only this answer counts there.
-    sqlx::query("UPDATE jobs SET epoch = $1 WHERE id = $2")
-        .bind(e1.0)
-        .bind(again.0)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    set(&s, again, &format!("epoch = {e1}")).await;
     event(&s, again, "processing", "failed", now_ms()).await;
     event(&s, again, "failed", "queued", now_ms()).await;
     event(&s, again, "queued", "uploading", now_ms()).await;
@@ -181,19 +184,10 @@ async fn answers_are_counted_by_the_jobs_epoch() {
     let e2 = s.roll_epoch(Some((e1, c)), 96).await.unwrap();
     // The lost upload's answer arrives late, after e2 opened: its id is past e2's start, but
     // it is e1's answer, and e1's books were closed with 3.
-    sqlx::query("UPDATE jobs SET state = 'processing' WHERE id = $1")
-        .bind(flying.0)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    set(&s, flying, "state = 'processing'").await;
     event(&s, flying, "uploading", "processing", now_ms()).await;
     // And a job of e1 uploaded again in e2: e1 keeps its count, e2 counts the new answer.
-    sqlx::query("UPDATE jobs SET epoch = $1 WHERE id = $2")
-        .bind(e2.0)
-        .bind(a1.0)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    set(&s, a1, &format!("epoch = {e2}")).await;
     event(&s, a1, "queued", "uploading", now_ms()).await;
     event(&s, a1, "uploading", "processing", now_ms()).await;
     let closed = s.epoch(e1).await.unwrap().unwrap();
@@ -322,16 +316,8 @@ async fn credits_readings_spending_and_paid_results() {
     let p = job(&s, "processing", None, None).await;
     let d = job(&s, "downloading", None, None).await;
     job(&s, "done", None, None).await;
-    sqlx::query("UPDATE jobs SET charges = 2, processing_since = 5000 WHERE id = $1")
-        .bind(p.0)
-        .execute(s.pool())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE jobs SET charges = 1 WHERE id = $1")
-        .bind(d.0)
-        .execute(s.pool())
-        .await
-        .unwrap();
+    set(&s, p, "charges = 2, processing_since = 5000").await;
+    set(&s, d, "charges = 1").await;
     assert_eq!(s.paid_waiting().await.unwrap(), (2, Some(5000)));
     assert_eq!(s.credits_spent().await.unwrap(), 3);
 }
