@@ -2,9 +2,8 @@
 //! rows (one open at a time for the whole fleet), the uploads answered in an epoch, and the
 //! credits spent (the daily budget, the results paid for and waiting). The same books as the
 //! SQLite side's (`store/epochs.rs`, `spending.rs`), kept for several nodes at once: opening
-//! and closing an epoch is serialised across nodes, and an epoch can be marked closing so no
-//! node admits an upload into it while its last uploads end (`begin_closing`,
-//! `in_flight_elsewhere`).
+//! and closing an epoch is serialised across nodes. No node has an upload in flight while an
+//! epoch closes: the fleet's barrier ([`PgStore::barrier`]) sees to that.
 
 use sqlx::Row;
 
@@ -136,8 +135,8 @@ impl PgStore {
         }))
     }
 
-    /// The jobs still `uploading` under `epoch`, on any node: once no node has one in flight
-    /// (see [`PgStore::in_flight_elsewhere`]), the ones whose answers were lost.
+    /// The jobs still `uploading` under `epoch`, on any node: while the fleet's barrier is
+    /// held exclusively (no node has one in flight), the ones whose answers were lost.
     pub async fn uploading_in(&self, epoch: EpochId) -> Result<Vec<JobId>, StoreError> {
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM jobs WHERE state = 'uploading' AND epoch = $1 ORDER BY id",
@@ -269,48 +268,6 @@ impl PgStore {
         .await
         .ctx(context)?;
         Ok((count(n), first))
-    }
-
-    /// Marks the open epoch `epoch` closing: from its commit no node admits an upload into it
-    /// (an intent checks the flag with `FOR SHARE` on the epoch row, so this UPDATE waits for
-    /// an intent that read the flag before, and that intent is then visible to
-    /// [`PgStore::in_flight_elsewhere`]). True if this call set it; false if it was already
-    /// set, or the epoch is closed (or does not exist).
-    pub async fn begin_closing(&self, epoch: EpochId) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE credit_epochs SET closing = 1 \
-             WHERE id = $1 AND closed_at IS NULL AND closing = 0",
-        )
-        .bind(epoch.0)
-        .execute(self.pool())
-        .await
-        .ctx(format!("marking credit epoch {epoch} closing"))?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Uploads of `epoch` other live nodes still have in flight: jobs `uploading` in it whose
-    /// lease is another node's, whose heartbeat is newer than `live_after_ms` and which has
-    /// not stopped (a node that stopped keeps its leases on lost uploads, but sends nothing).
-    /// The closing reading waits until there are none.
-    pub async fn in_flight_elsewhere(
-        &self,
-        epoch: EpochId,
-        live_after_ms: i64,
-    ) -> Result<u64, StoreError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs AS j JOIN nodes AS n ON n.name = j.lease_node \
-             WHERE j.epoch = $1 AND j.state = 'uploading' AND j.lease_node != $2 \
-             AND n.heartbeat_at > $3 AND n.stopped_at IS NULL",
-        )
-        .bind(epoch.0)
-        .bind(self.node().as_str())
-        .bind(live_after_ms)
-        .fetch_one(self.pool())
-        .await
-        .ctx(format!(
-            "counting other nodes' uploads in credit epoch {epoch}"
-        ))?;
-        Ok(count(n))
     }
 }
 

@@ -247,54 +247,6 @@ async fn charged_since_counts_the_charging_edges_from_the_instant() {
 }
 
 #[tokio::test]
-async fn the_barrier_sees_closing_and_other_live_nodes_uploads() {
-    let Some((s, _dir)) = test_store("node-a").await else {
-        return;
-    };
-    let now = now_ms();
-    for (name, beat, stopped) in [
-        ("node-b", now, None),
-        ("node-c", now - 60_000, None),
-        ("node-d", now, Some(now)),
-    ] {
-        sqlx::query(
-            "INSERT INTO nodes (name, host, pid, version, started_at, heartbeat_at, stopped_at) \
-             VALUES ($1, 'h', 1, 'v', $2, $2, $3)",
-        )
-        .bind(name)
-        .bind(beat)
-        .bind(stopped)
-        .execute(s.pool())
-        .await
-        .unwrap();
-    }
-    s.heartbeat().await.unwrap();
-    let e = s.roll_epoch(None, 20).await.unwrap();
-    for lease in ["node-a", "node-b", "node-b", "node-c", "node-d"] {
-        job(&s, "uploading", Some(e), Some(lease)).await;
-    }
-    job(&s, "processing", Some(e), Some("node-b")).await;
-    job(&s, "uploading", None, Some("node-b")).await;
-    // node-b's two: node-a is this node, node-c is late, node-d stopped.
-    assert_eq!(s.in_flight_elsewhere(e, now - 10_000).await.unwrap(), 2);
-    assert_eq!(s.in_flight_elsewhere(e, now + 1).await.unwrap(), 0);
-
-    assert!(s.begin_closing(e).await.unwrap());
-    assert!(!s.begin_closing(e).await.unwrap(), "already closing");
-    let next = s
-        .roll_epoch(Some((e, closing(15, 5, Verdict::Ambiguous))), 15)
-        .await
-        .unwrap();
-    assert!(!s.begin_closing(e).await.unwrap(), "closed");
-    let flag: i64 = sqlx::query_scalar("SELECT closing FROM credit_epochs WHERE id = $1")
-        .bind(next.0)
-        .fetch_one(s.pool())
-        .await
-        .unwrap();
-    assert_eq!(flag, 0, "the next epoch opens admitting uploads");
-}
-
-#[tokio::test]
 async fn credits_readings_spending_and_paid_results() {
     let Some((s, _dir)) = test_store("node-a").await else {
         return;
