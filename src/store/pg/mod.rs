@@ -10,6 +10,7 @@
 
 mod answers;
 mod enqueue;
+mod enqueue_notes;
 mod epochs;
 mod export;
 mod fleet;
