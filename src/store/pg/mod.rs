@@ -11,6 +11,8 @@
 mod answers;
 mod enqueue;
 mod enqueue_notes;
+#[cfg(test)]
+mod enqueue_tests;
 mod epochs;
 mod export;
 mod fleet;
