@@ -56,10 +56,8 @@ impl PgStore {
         &self,
         jobs: Vec<(NewJob, String)>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        let files: Vec<NewJob> = jobs.iter().map(|(j, _)| j.clone()).collect();
-        let mut tx = self
-            .begin_enqueue(&files, "recording invalid files")
-            .await?;
+        let files: Vec<&NewJob> = jobs.iter().map(|(j, _)| j).collect();
+        let mut tx = self.begin_enqueue(files, "recording invalid files").await?;
         let now = now_ms();
         let mut out = Vec::with_capacity(jobs.len());
         for (j, reason) in jobs {
@@ -82,17 +80,19 @@ impl PgStore {
 
     /// Checks `jobs`, then opens the transaction that enqueues them: hili's version recorded
     /// for the creation trigger, and the locks of their paths taken.
-    async fn begin_enqueue(
+    async fn begin_enqueue<'a>(
         &self,
-        jobs: &[NewJob],
+        jobs: impl IntoIterator<Item = &'a NewJob>,
         context: &str,
     ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut paths = Vec::new();
         for j in jobs {
             crate::store::enqueue::validate(j)?;
+            paths.push(path_bytes(&j.source_path));
         }
         let mut tx = self.begin(context).await?;
         set_agent(&mut tx).await?;
-        lock_paths(&mut tx, jobs).await?;
+        lock_paths(&mut tx, paths).await?;
         Ok(tx)
     }
 }
@@ -120,8 +120,7 @@ async fn set_agent(conn: &mut PgConnection) -> Result<(), StoreError> {
 /// rules, and of the own-result check. The locks are taken in one statement in bucket order,
 /// so two batches naming the same files in any order cannot deadlock. (The agent upsert also
 /// serialises enqueues today; the dedupe does not rely on it.)
-async fn lock_paths(conn: &mut PgConnection, jobs: &[NewJob]) -> Result<(), StoreError> {
-    let paths: Vec<Vec<u8>> = jobs.iter().map(|j| path_bytes(&j.source_path)).collect();
+async fn lock_paths(conn: &mut PgConnection, paths: Vec<Vec<u8>>) -> Result<(), StoreError> {
     sqlx::query(
         "SELECT pg_advisory_xact_lock($1, b) FROM \
          (SELECT DISTINCT abs(hashtext(encode(p, 'hex')) % $2) AS b \

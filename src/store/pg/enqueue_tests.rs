@@ -46,6 +46,7 @@ async fn a_file_version_is_queued_once_by_the_node_that_found_it() {
         return;
     };
     let a = sample(dir.path(), "a.jpg");
+    assert!(store.enqueue_many(Vec::new()).await.unwrap().is_empty());
     let [EnqueueOutcome::Queued(id)] = store.enqueue_many(vec![a.clone()]).await.unwrap()[..]
     else {
         panic!("not queued");
