@@ -10,6 +10,9 @@
 
 mod answers;
 mod enqueue;
+mod enqueue_notes;
+#[cfg(test)]
+mod enqueue_tests;
 mod epochs;
 mod export;
 mod fleet;
