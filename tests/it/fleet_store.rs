@@ -128,7 +128,11 @@ async fn racing_upload_intents_from_two_nodes_exactly_one_wins() {
         }
         assert_eq!(wins, 1, "round {round}");
         let j = b.get(id).await.unwrap().unwrap();
-        assert_eq!((j.state(), j.attempts), (State::Uploading, 1), "round {round}");
+        assert_eq!(
+            (j.state(), j.attempts),
+            (State::Uploading, 1),
+            "round {round}"
+        );
         assert_eq!(b.events(id).await.unwrap().len(), 2, "round {round}");
     }
 }
@@ -140,7 +144,11 @@ async fn heartbeats_count_live_nodes_and_a_node_that_leaves_stops_counting() {
     let Some((_queue, [(a, _), (b, _)])) = two_nodes().await else {
         return;
     };
-    assert_eq!(a.heartbeat().await.unwrap(), 1, "only a has said it is alive");
+    assert_eq!(
+        a.heartbeat().await.unwrap(),
+        1,
+        "only a has said it is alive"
+    );
     assert_eq!(b.heartbeat().await.unwrap(), 2);
     assert_eq!(a.heartbeat().await.unwrap(), 2);
     let nodes = a.nodes().await.unwrap();

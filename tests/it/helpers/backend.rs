@@ -1,7 +1,7 @@
 //! The store's two backends for the tests that must hold on both: [`Backend`] names one,
 //! [`Queue`] is where one test's queue lives (a SQLite file in a temp directory, or a fresh
 //! database on the PostgreSQL test server) and opens handles on it, and [`both_backends!`]
-//! turns one test body into `NAME::sqlite` and `NAME::postgres`. Without
+//! turns one test function into `NAME::sqlite` and `NAME::postgres`. Without
 //! `HILI_TEST_DATABASE_URL` the PostgreSQL half returns at once (the skip line is printed
 //! once per test binary by `testdb::fresh`).
 
@@ -102,45 +102,35 @@ impl Queue {
 
     /// A second handle on the same queue (node [`SECOND`]), for racing a first one.
     pub(crate) async fn other(&self) -> Store {
-        self.open_as(SECOND).await.expect("open the test queue again")
+        self.open_as(SECOND)
+            .await
+            .expect("open the test queue again")
     }
 }
 
-/// Declares a store test for both backends: `both_backends! { async fn NAME(backend) { … } }`
-/// (doc comments allowed, and optionally `#[tokio::test(…)]` before `async fn` for the
-/// runtime) makes a module `NAME` holding the body as `body(backend: Backend)` and two tests,
-/// `sqlite` and `postgres`, that call it. The body opens its queue with
-/// `let Some((queue, store)) = backend.fresh().await else { return };`.
+/// Declares a store test for both backends: `both_backends!(NAME);` above
+/// `async fn NAME(backend: Backend) { … }` makes a module `NAME` of two tests, `sqlite` and
+/// `postgres`, each calling the function with its backend (a module and a function may share
+/// a name, so the tests are `NAME::sqlite` and `NAME::postgres`). The body is an ordinary
+/// function, formatted and linted as any other; it opens its queue with
+/// `let Some((queue, store)) = backend.fresh().await else { return };`. The runtime may be
+/// chosen: `both_backends!(#[tokio::test(flavor = "multi_thread")] NAME);`.
 macro_rules! both_backends {
-    ($(#[doc = $doc:literal])* #[tokio::test($($args:tt)*)]
-     async fn $name:ident($backend:ident) $body:block) => {
-        $crate::helpers::backend::both_backends!(
-            @[tokio::test($($args)*)] $(#[doc = $doc])* async fn $name($backend) $body
-        );
+    ($name:ident) => {
+        $crate::helpers::backend::both_backends!(#[tokio::test] $name);
     };
-    ($(#[doc = $doc:literal])* async fn $name:ident($backend:ident) $body:block) => {
-        $crate::helpers::backend::both_backends!(
-            @[tokio::test] $(#[doc = $doc])* async fn $name($backend) $body
-        );
-    };
-    (@[$($test:tt)*] $(#[doc = $doc:literal])* async fn $name:ident($backend:ident)
-     $body:block) => {
-        $(#[doc = $doc])*
+    (#[$($test:tt)*] $name:ident) => {
         mod $name {
-            #[allow(unused_imports)]
-            use super::*;
             use $crate::helpers::backend::Backend;
-
-            async fn body($backend: Backend) $body
 
             #[$($test)*]
             async fn sqlite() {
-                body(Backend::Sqlite).await
+                super::$name(Backend::Sqlite).await
             }
 
             #[$($test)*]
             async fn postgres() {
-                body(Backend::Postgres).await
+                super::$name(Backend::Postgres).await
             }
         }
     };
