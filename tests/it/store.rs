@@ -922,7 +922,12 @@ both_backends!(
 /// while `hili status` runs: each sees every migration pending). PostgreSQL: 8 nodes open
 /// one new database at once (the migrator's lock applies the schema once).
 async fn processes_opening_a_new_queue_at_once_all_open_it(backend: Backend) {
-    for round in 0..10 {
+    // Each PostgreSQL round leaves a database on the test server: fewer of them.
+    let rounds = match backend {
+        Backend::Sqlite => 10,
+        Backend::Postgres => 3,
+    };
+    for round in 0..rounds {
         let Some(queue) = backend.place().await else {
             return;
         };
