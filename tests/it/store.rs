@@ -1,14 +1,18 @@
-//! Integration tests: store. Real SQLite files in temp dirs; each test bounded by its work.
+//! Integration tests: store. Each test runs on both backends (`NAME::sqlite`: a real SQLite
+//! file in a temp dir; `NAME::postgres`: a fresh database on the PostgreSQL test server, see
+//! `helpers::backend`), except those about SQLite's file and commit machinery, which say so.
+//! Each test is bounded by its work.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::helpers::backend::{Backend, both_backends};
 use hili::repair::{Repair, Rgb};
 use hili::store::{
-    DueLimits, EnqueueOutcome, Job, JobId, NewJob, Paid, State, Store, StoreError, UploadIntent,
-    Uploaded,
+    DueLimits, EnqueueOutcome, Job, JobId, NewJob, Paid, PgStore, State, Store, StoreError,
+    UploadIntent, Uploaded,
 };
 
 fn job(name: &str) -> NewJob {
@@ -23,14 +27,6 @@ fn job(name: &str) -> NewJob {
         file_id: None,
         force: false,
     }
-}
-
-async fn open_tmp() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state/hili.db"))
-        .await
-        .unwrap();
-    (dir, store)
 }
 
 async fn add(store: &Store, name: &str) -> JobId {
@@ -82,31 +78,58 @@ fn paid_ids(work: &[Paid]) -> Vec<JobId> {
     work.iter().map(|w| w.job.id).collect()
 }
 
-#[tokio::test]
-async fn open_existing_refuses_a_missing_file_and_reads_a_live_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("nope.db");
-    let err = Store::open_existing(&path).await.unwrap_err();
-    assert!(matches!(err, StoreError::Missing { .. }));
-    let msg = err.to_string();
-    assert!(msg.contains("nope.db") && msg.contains("hili add"), "{msg}");
-    assert!(!path.exists(), "open_existing must not create the file");
-
-    let writer = Store::open(&path).await.unwrap();
-    let id = match writer.enqueue(job("a.jpg")).await.unwrap() {
-        EnqueueOutcome::Queued(id) => id,
-        o => panic!("{o:?}"),
+both_backends!(open_existing_refuses_a_missing_file_and_reads_a_live_one);
+/// A queue that is not there is refused, not created, and a second handle reads what a live
+/// one wrote. SQLite: `open_existing` on a missing file. PostgreSQL, the nearest meaning (a
+/// node only ever opens the shared queue it is given, there is no `open_existing`): a
+/// database the server does not have is refused as unreachable, naming it, and opening it
+/// again finds it still missing.
+async fn open_existing_refuses_a_missing_file_and_reads_a_live_one(backend: Backend) {
+    let Some(queue) = backend.place().await else {
+        return;
     };
-    let reader = Store::open_existing(&path).await.unwrap();
+    match backend {
+        Backend::Sqlite => {
+            let path = queue.sqlite_path().unwrap();
+            let err = Store::open_existing(path).await.unwrap_err();
+            assert!(matches!(err, StoreError::Missing { .. }));
+            let msg = err.to_string();
+            assert!(msg.contains("hili.db") && msg.contains("hili add"), "{msg}");
+            assert!(!path.exists(), "open_existing must not create the file");
+        }
+        Backend::Postgres => {
+            let mut missing = url::Url::parse(queue.url().unwrap()).unwrap();
+            let name = format!("{}_missing", missing.path().trim_start_matches('/'));
+            missing.set_path(&name);
+            for _ in 0..2 {
+                let node = "a".parse().unwrap();
+                let err = PgStore::open(missing.as_str(), node, queue.dir.path())
+                    .await
+                    .unwrap_err();
+                let msg = err.to_string();
+                assert!(matches!(err, StoreError::Unreachable { .. }), "{msg}");
+                assert!(msg.contains(&name) && msg.contains("PostgreSQL"), "{msg}");
+            }
+        }
+    }
+
+    let writer = queue.open().await;
+    let id = add(&writer, "a.jpg").await;
+    let reader = match queue.sqlite_path() {
+        Some(path) => Store::open_existing(path).await.unwrap(),
+        None => queue.other().await,
+    };
     assert_eq!(
         reader.get(id).await.unwrap().unwrap().state(),
         State::Queued
     );
 }
 
-#[tokio::test]
-async fn enqueue_is_idempotent_per_file_version_and_settings() {
-    let (_d, store) = open_tmp().await;
+both_backends!(enqueue_is_idempotent_per_file_version_and_settings);
+async fn enqueue_is_idempotent_per_file_version_and_settings(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let id = add(&store, "a.jpg").await;
     assert_eq!(
         store.enqueue(job("a.jpg")).await.unwrap(),
@@ -154,9 +177,11 @@ async fn enqueue_is_idempotent_per_file_version_and_settings() {
     assert_eq!(store.all_jobs(None).await.unwrap().len(), 5);
 }
 
-#[tokio::test]
-async fn enqueue_many_ten_thousand_in_one_go() {
-    let (_d, store) = open_tmp().await;
+both_backends!(enqueue_many_ten_thousand_in_one_go);
+async fn enqueue_many_ten_thousand_in_one_go(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let batch: Vec<NewJob> = (0..10_000).map(|i| job(&format!("{i:05}.jpg"))).collect();
     let t = Instant::now();
     let out = store.enqueue_many(batch.clone()).await.unwrap();
@@ -179,9 +204,11 @@ async fn enqueue_many_ten_thousand_in_one_go() {
     eprintln!("enqueue_many(10_000) took {took:?}");
 }
 
-#[tokio::test]
-async fn paths_that_are_not_utf8_round_trip() {
-    let (_d, store) = open_tmp().await;
+both_backends!(paths_that_are_not_utf8_round_trip);
+async fn paths_that_are_not_utf8_round_trip(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let mut j = job("x");
     j.source_path = PathBuf::from(OsStr::from_bytes(b"/in/caf\xe9-\xff.jpg"));
     let id = store.enqueue(j.clone()).await.unwrap().id();
@@ -193,9 +220,11 @@ async fn paths_that_are_not_utf8_round_trip() {
     );
 }
 
-#[tokio::test]
-async fn each_transition_writes_exactly_one_event_and_its_columns() {
-    let (_d, store) = open_tmp().await;
+both_backends!(each_transition_writes_exactly_one_event_and_its_columns);
+async fn each_transition_writes_exactly_one_event_and_its_columns(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let id = add(&store, "a.jpg").await;
     store.begin_upload(id, 42).await.unwrap();
     let j = store.get(id).await.unwrap().unwrap();
@@ -239,9 +268,11 @@ async fn each_transition_writes_exactly_one_event_and_its_columns() {
     assert_eq!(store.credits_spent().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn illegal_and_stale_transitions_change_nothing() {
-    let (_d, store) = open_tmp().await;
+both_backends!(illegal_and_stale_transitions_change_nothing);
+async fn illegal_and_stale_transitions_change_nothing(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let id = add(&store, "a.jpg").await;
     let err = store.fail(id, State::Processing, "x").await.unwrap_err();
     assert!(matches!(err, StoreError::Illegal(_)), "{err}");
@@ -259,13 +290,14 @@ async fn illegal_and_stale_transitions_change_nothing() {
     assert_eq!(store.get(id).await.unwrap().unwrap().state(), State::Queued);
 }
 
-#[tokio::test]
-async fn racing_callers_exactly_one_wins() {
-    let (dir, store) = open_tmp().await;
-    // A second Store on the same file stands in for another process.
-    let other = Store::open(&dir.path().join("state/hili.db"))
-        .await
-        .unwrap();
+both_backends!(racing_callers_exactly_one_wins);
+async fn racing_callers_exactly_one_wins(backend: Backend) {
+    let Some((queue, store)) = backend.fresh().await else {
+        return;
+    };
+    // A second handle stands in for another process (SQLite: on the same file) or another
+    // node (PostgreSQL: on the same database).
+    let other = queue.other().await;
     for round in 0..5 {
         let id = add(&store, &format!("{round}.jpg")).await;
         let mut tasks = Vec::new();
@@ -295,9 +327,11 @@ async fn racing_callers_exactly_one_wins() {
     }
 }
 
-#[tokio::test]
-async fn retry_rules() {
-    let (_d, store) = open_tmp().await;
+both_backends!(retry_rules);
+async fn retry_rules(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     // failed -> queued, attempts reset.
     let a = add(&store, "a.jpg").await;
     store.begin_upload(a, 5).await.unwrap();
@@ -375,9 +409,11 @@ async fn retry_rules() {
     ));
 }
 
-#[tokio::test]
-async fn the_content_hash_comes_with_the_intent_and_twins_are_found_by_identity() {
-    let (_d, store) = open_tmp().await;
+both_backends!(the_content_hash_comes_with_the_intent_and_twins_are_found_by_identity);
+async fn the_content_hash_comes_with_the_intent_and_twins_are_found_by_identity(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let a = add(&store, "a.jpg").await;
     let b = add(&store, "b.jpg").await;
     let c = add(&store, "c.jpg").await;
@@ -436,11 +472,14 @@ async fn the_content_hash_comes_with_the_intent_and_twins_are_found_by_identity(
     );
 }
 
-#[tokio::test]
-async fn queue_views_credits_and_integrity_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hili.db");
-    let store = Store::open(&path).await.unwrap();
+both_backends!(queue_views_credits_and_integrity_survive_reopen);
+/// Reopening: SQLite opens the file again (and checks its integrity); PostgreSQL, the nearest
+/// meaning, closes the node's pool and opens the same database again as the same node
+/// (integrity is the server's own business there).
+async fn queue_views_credits_and_integrity_survive_reopen(backend: Backend) {
+    let Some((queue, store)) = backend.fresh().await else {
+        return;
+    };
     let a = add(&store, "a.jpg").await;
     let b = add(&store, "b.jpg").await;
     store.defer(a, State::Queued, 10_000).await.unwrap();
@@ -476,16 +515,20 @@ async fn queue_views_credits_and_integrity_survive_reopen() {
     assert_eq!(ids(&store.jobs_in(State::Failed).await.unwrap()), vec![a]);
     store.close().await;
 
-    let store = Store::open(&path).await.unwrap();
+    let store = queue.open().await;
     assert_eq!(store.get(a).await.unwrap().unwrap().state(), State::Failed);
     assert_eq!(store.events(b).await.unwrap().len(), 3);
-    assert_eq!(crate::helpers::integrity(&path).await, Ok(()));
+    if let Some(path) = queue.sqlite_path() {
+        assert_eq!(crate::helpers::integrity(path).await, Ok(()));
+    }
 }
 
-#[tokio::test]
-async fn every_legal_transition_through_the_api_writes_one_event() {
+both_backends!(every_legal_transition_through_the_api_writes_one_event);
+async fn every_legal_transition_through_the_api_writes_one_event(backend: Backend) {
     use State::*;
-    let (_d, store) = open_tmp().await;
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let id = add(&store, "a.jpg").await;
     let mut seen = std::collections::BTreeSet::new();
     let mut n_events = 1;
@@ -600,7 +643,9 @@ async fn every_legal_transition_through_the_api_writes_one_event() {
 }
 
 /// Crash at the fail points around a transition's COMMIT, in a child process (this test
-/// binary re-run on `crash_child`), then check what a restart finds.
+/// binary re-run on `crash_child`), then check what a restart finds. SQLite only: the fail
+/// points sit in SQLite's group commit (`store/write.rs`), and the file is what survives; on
+/// PostgreSQL a node that dies mid-transaction is rolled back by the server.
 #[tokio::test]
 async fn crash_before_commit_loses_the_step_and_after_commit_keeps_it() {
     for (at, expect_state, expect_events) in [
@@ -654,11 +699,13 @@ async fn crash_child() {
     std::process::exit(0);
 }
 
+both_backends!(the_upload_intent_is_refused_while_an_identical_photo_is_in_flight);
 /// Two workers that hashed the same photo at the same moment: the store lets exactly one of
 /// them commit to the upload, atomically with the state change.
-#[tokio::test]
-async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
-    let (_d, store) = open_tmp().await;
+async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let a = add(&store, "a.jpg").await;
     let b = add(&store, "b.jpg").await;
     let c = add(&store, "c.jpg").await;
@@ -714,9 +761,11 @@ async fn the_upload_intent_is_refused_while_an_identical_photo_is_in_flight() {
     );
 }
 
-#[tokio::test]
-async fn due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs() {
-    let (_d, store) = open_tmp().await;
+both_backends!(due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs);
+async fn due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let q1 = add(&store, "q1.jpg").await;
     let q2 = add(&store, "q2.jpg").await;
     let p = add(&store, "p.jpg").await;
@@ -758,10 +807,12 @@ async fn due_work_answers_every_stage_in_one_look_and_leaves_out_busy_jobs() {
     assert!(due.polls.is_empty() && due.uploads.is_empty());
 }
 
-#[tokio::test]
-async fn job_folders_lists_each_folder_of_the_chosen_states_once() {
+both_backends!(job_folders_lists_each_folder_of_the_chosen_states_once);
+async fn job_folders_lists_each_folder_of_the_chosen_states_once(backend: Backend) {
     use hili::store::JobFolders;
-    let (_d, store) = open_tmp().await;
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let new = |path: &[u8], out: &str| {
         let mut j = job("x");
         j.source_path = PathBuf::from(OsStr::from_bytes(path));
@@ -816,12 +867,14 @@ async fn job_folders_lists_each_folder_of_the_chosen_states_once() {
     assert!(store.job_folders(&[]).await.unwrap().is_empty());
 }
 
+both_backends!(a_reused_inode_is_not_taken_for_a_renamed_file);
 /// A rename keeps a file's device, inode, size, time and content; an inode that a new photo
 /// reuses after the old one was deleted keeps none but the inode. Only the first is the same
 /// file (superseded / renamed), never the second (it must be processed).
-#[tokio::test]
-async fn a_reused_inode_is_not_taken_for_a_renamed_file() {
-    let (_d, store) = open_tmp().await;
+async fn a_reused_inode_is_not_taken_for_a_renamed_file(backend: Backend) {
+    let Some((_q, store)) = backend.fresh().await else {
+        return;
+    };
     let inode = Some(hili::media::FileId { dev: 7, ino: 42 });
     let enqueue = |name: &str, size: u64, mtime_ns: i64| NewJob {
         file_id: inode,
@@ -861,22 +914,33 @@ async fn a_reused_inode_is_not_taken_for_a_renamed_file() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn processes_opening_a_new_queue_at_once_all_open_it() {
-    // A daemon starting while `hili status` runs: each sees every migration pending. Here, 8
-    // stores with their own connections open one new file at once, 10 times over.
-    for round in 0..10 {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("hili.db");
-        let opens = (0..8).map(|_| {
-            let db = db.clone();
-            tokio::spawn(async move { Store::open(&db).await.map(|_| ()) })
+both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    processes_opening_a_new_queue_at_once_all_open_it
+);
+/// SQLite: 8 stores with their own connections open one new file at once (a daemon starting
+/// while `hili status` runs: each sees every migration pending). PostgreSQL: 8 nodes open
+/// one new database at once (the migrator's lock applies the schema once).
+async fn processes_opening_a_new_queue_at_once_all_open_it(backend: Backend) {
+    // Each PostgreSQL round leaves a database on the test server: fewer of them.
+    let rounds = match backend {
+        Backend::Sqlite => 10,
+        Backend::Postgres => 3,
+    };
+    for round in 0..rounds {
+        let Some(queue) = backend.place().await else {
+            return;
+        };
+        let queue = std::sync::Arc::new(queue);
+        let opens = (0..8).map(|i| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.open_as(&format!("n{i}")).await.map(|_| ()) })
         });
         for (i, open) in opens.collect::<Vec<_>>().into_iter().enumerate() {
             let opened = open.await.unwrap();
             assert!(opened.is_ok(), "round {round}, store {i}: {opened:?}");
         }
-        let store = Store::open(&db).await.unwrap();
+        let store = queue.open().await;
         assert_eq!(store.job_count().await.unwrap(), 0);
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod backend;
 mod daemon;
 pub(crate) use daemon::Daemon;
 
