@@ -65,6 +65,12 @@ macro_rules! operations {
             /// Where this queue keeps the converted copies of its inputs on this machine.
             fn converted_dir(&self) -> PathBuf;
 
+            /// Names the watch folders shared by every node of a shared queue (the same path on
+            /// each): their jobs are any node's. Nothing for a queue of its own.
+            fn share_roots(&self, roots: Vec<PathBuf>) {
+                let _ = roots;
+            }
+
             /// This process's node on a shared queue (`None`: a queue of its own).
             fn node(&self) -> Option<&NodeName> {
                 None
@@ -155,6 +161,10 @@ macro_rules! operations {
 
             fn node(&self) -> Option<&NodeName> {
                 Some(PgStore::node(self))
+            }
+
+            fn share_roots(&self, roots: Vec<PathBuf>) {
+                PgStore::share_roots(self, roots)
             }
 
             async fn heartbeat(&self) -> Result<usize, StoreError> {

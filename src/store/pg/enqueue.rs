@@ -42,7 +42,8 @@ impl PgStore {
         let now = now_ms();
         let mut out = Vec::with_capacity(jobs.len());
         for j in &jobs {
-            out.push(enqueue_one(&mut tx, j, now, known, self.node().as_str()).await?);
+            let owner = self.owner_of(&j.source_root);
+            out.push(enqueue_one(&mut tx, j, now, known, owner.as_deref()).await?);
         }
         tx.commit().await.ctx("committing enqueued files")?;
         Ok(out)
@@ -63,9 +64,9 @@ impl PgStore {
         for (j, reason) in jobs {
             // Processing it again cannot help: an invalid file is never forced into the queue.
             let j = NewJob { force: false, ..j };
-            let node = self.node().as_str();
+            let owner = self.owner_of(&j.source_root);
             out.push(
-                match enqueue_one(&mut tx, &j, now, Known::SameSettings, node).await? {
+                match enqueue_one(&mut tx, &j, now, Known::SameSettings, owner.as_deref()).await? {
                     EnqueueOutcome::Queued(id) => {
                         fail_new(&mut tx, id, &reason, now).await?;
                         EnqueueOutcome::Failed(id)
@@ -136,13 +137,15 @@ async fn lock_paths(conn: &mut PgConnection, paths: Vec<Vec<u8>>) -> Result<(), 
 }
 
 /// One file, under its path's lock: its outcome (see `SqliteStore::enqueue_many`). A new job
-/// names `node`, whose paths it holds.
+/// names `node`, whose paths it holds (`None`: a shared folder's, any node's). A path is the
+/// same file only on the same node (or in the shared folders): `/home/scan/a.jpg` on two
+/// workstations is two photos.
 async fn enqueue_one(
     conn: &mut PgConnection,
     j: &NewJob,
     now: i64,
     known: Known,
-    node: &str,
+    node: Option<&str>,
 ) -> Result<EnqueueOutcome, StoreError> {
     let src = path_bytes(&j.source_path);
     let ctx = || format!("enqueueing {}", j.source_path.display());
@@ -158,7 +161,7 @@ async fn enqueue_one(
             return Ok(EnqueueOutcome::OwnResult(JobId(writer)));
         }
     }
-    if let Some((id, state_s)) = latest_version(conn, j, known, &ctx).await? {
+    if let Some((id, state_s)) = latest_version(conn, j, known, node, &ctx).await? {
         let id = JobId(id);
         let state = state_s.parse::<State>().map_err(|e| StoreError::Corrupt {
             job: id,
@@ -195,7 +198,6 @@ async fn enqueue_one(
     // The u64s' bits, as PostgreSQL's integers are signed.
     .bind(j.file_id.map(|f| f.dev as i64))
     .bind(j.file_id.map(|f| f.ino as i64))
-    // shared folders: see PgStore::share_root
     .bind(node)
     .fetch_one(&mut *conn)
     .await
@@ -210,6 +212,7 @@ async fn latest_version(
     conn: &mut PgConnection,
     j: &NewJob,
     known: Known,
+    node: Option<&str>,
     ctx: &impl Fn() -> String,
 ) -> Result<Option<(i64, String)>, StoreError> {
     let src = path_bytes(&j.source_path);
@@ -218,21 +221,23 @@ async fn latest_version(
         Known::SameSettings => sqlx::query_as(
             "SELECT id, state FROM jobs WHERE source_path = $1 AND size = $2 AND mtime_ns = $3 \
              AND repair = $4 AND rgb IS NOT DISTINCT FROM $5 AND output_dir = $6 \
-             ORDER BY id DESC LIMIT 1",
+             AND node IS NOT DISTINCT FROM $7 ORDER BY id DESC LIMIT 1",
         )
         .bind(src)
         .bind(size)
         .bind(j.mtime_ns)
         .bind(j.repair.wire())
         .bind(rgb_text(j.rgb))
-        .bind(path_bytes(&j.output_dir)),
+        .bind(path_bytes(&j.output_dir))
+        .bind(node),
         Known::AnySettings => sqlx::query_as(
             "SELECT id, state FROM jobs WHERE source_path = $1 AND size = $2 AND mtime_ns = $3 \
-             ORDER BY id DESC LIMIT 1",
+             AND node IS NOT DISTINCT FROM $4 ORDER BY id DESC LIMIT 1",
         )
         .bind(src)
         .bind(size)
-        .bind(j.mtime_ns),
+        .bind(j.mtime_ns)
+        .bind(node),
     }
     .fetch_optional(&mut *conn)
     .await

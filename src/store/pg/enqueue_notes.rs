@@ -18,7 +18,7 @@ const INPUT_PREFIX: &str = "input: ";
 
 impl PgStore {
     /// path → (size, mtime_ns) of the latest job found under `source_root` (any state, any
-    /// settings, any node), so the watcher can skip asking about files it knows; whether a
+    /// settings; this node's, or the shared folders' for a shared root), so the watcher can skip asking about files it knows; whether a
     /// file is new is still decided by `enqueue_many_as`.
     pub async fn known_versions(
         &self,
@@ -29,9 +29,11 @@ impl PgStore {
             source_root.display()
         );
         let rows = sqlx::query(
-            "SELECT source_path, size, mtime_ns FROM jobs WHERE source_root = $1 ORDER BY id",
+            "SELECT source_path, size, mtime_ns FROM jobs WHERE source_root = $1 \
+             AND node IS NOT DISTINCT FROM $2 ORDER BY id",
         )
         .bind(path_bytes(source_root))
+        .bind(self.owner_of(source_root))
         .fetch_all(self.pool())
         .await
         .ctx(&context)?;

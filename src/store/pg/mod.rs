@@ -57,6 +57,9 @@ pub struct PgStore {
     /// This machine's state directory (converted copies of inputs live under it).
     local_dir: PathBuf,
     answers: Arc<answers::Answers>,
+    /// The watch folders marked `shared` (the same path on every node): their jobs are any
+    /// node's.
+    shared: Arc<std::sync::RwLock<Vec<PathBuf>>>,
 }
 
 impl fmt::Debug for PgStore {
@@ -125,12 +128,28 @@ impl PgStore {
             node,
             local_dir: local_dir.to_path_buf(),
             answers: Arc::default(),
+            shared: Arc::default(),
         })
     }
 
     /// This process's node name.
     pub fn node(&self) -> &NodeName {
         &self.node
+    }
+
+    /// Names the shared folders (see [`PgStore::owner_of`]); replaces the earlier list.
+    pub fn share_roots(&self, roots: Vec<PathBuf>) {
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = roots;
+    }
+
+    /// The node a job under `source_root` belongs to: this one, or none (any node) when the
+    /// root is a shared folder or inside one.
+    pub(crate) fn owner_of(&self, source_root: &Path) -> Option<String> {
+        let shared = self.shared.read().unwrap_or_else(|p| p.into_inner());
+        match shared.iter().any(|r| source_root.starts_with(r)) {
+            true => None,
+            false => Some(self.node.to_string()),
+        }
     }
 
     /// The database as messages name it (no password).
