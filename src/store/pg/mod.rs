@@ -23,6 +23,7 @@ mod sources;
 #[doc(hidden)]
 pub mod testdb;
 mod transitions;
+mod transitions_write;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
