@@ -24,9 +24,8 @@ CREATE TABLE credit_epochs (
     lost            BIGINT,
     verdict         TEXT CHECK (verdict IN ('none', 'requeue', 'charged', 'ambiguous')),
     spent_elsewhere BIGINT NOT NULL DEFAULT 0,
-    -- The node that opened it; while `closing` is 1 no node admits an upload into it.
-    opened_by       TEXT,
-    closing         BIGINT NOT NULL DEFAULT 0
+    -- The node that opened it.
+    opened_by       TEXT
 );
 
 CREATE TABLE jobs (

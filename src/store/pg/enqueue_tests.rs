@@ -187,6 +187,10 @@ async fn two_nodes_adding_the_same_files_at_once_make_one_job_of_each() {
     let dir = tempfile::tempdir().unwrap();
     let open = |node: &str| PgStore::open(&url, node.parse().unwrap(), dir.path());
     let (a, b) = (open("node-a").await.unwrap(), open("node-b").await.unwrap());
+    // A shared folder (the same path on both nodes, on the NAS): its files are one set.
+    for s in [&a, &b] {
+        s.share_roots(vec![dir.path().to_path_buf()]);
+    }
     let files: Vec<NewJob> = (0..300)
         .map(|i| sample(dir.path(), &format!("{i:03}.jpg")))
         .collect();
@@ -225,7 +229,7 @@ async fn two_nodes_adding_the_same_files_at_once_make_one_job_of_each() {
     }
     let all = jobs(&a).await;
     assert_eq!(all.len(), 3 * files.len());
-    assert!(all.iter().all(|j| j.2.is_some()));
+    assert!(all.iter().all(|j| j.2.is_none()), "a shared folder's jobs are any node's");
     a.close().await;
     b.close().await;
 }
@@ -353,4 +357,40 @@ async fn a_note_is_written_once_even_by_two_nodes_at_once() {
     assert_eq!(inputs, [(id, "first page of 3".to_string())].into());
     a.close().await;
     b.close().await;
+}
+
+#[tokio::test]
+async fn the_same_path_on_two_nodes_is_two_photos_unless_the_folder_is_shared() {
+    let Some(url) = testdb::fresh().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let open = |node: &str| PgStore::open(&url, node.parse().unwrap(), dir.path());
+    let (a, b) = (open("node-a").await.unwrap(), open("node-b").await.unwrap());
+    let file = sample(dir.path(), "a.jpg");
+    let ra = a.enqueue_many(vec![file.clone()]).await.unwrap()[0];
+    let rb = b.enqueue_many(vec![file.clone()]).await.unwrap()[0];
+    assert!(matches!(ra, EnqueueOutcome::Queued(_)), "{ra:?}");
+    assert!(matches!(rb, EnqueueOutcome::Queued(_)), "each workstation's own file: {rb:?}");
+    assert_ne!(ra.id(), rb.id());
+    let owners: Vec<Option<String>> = sqlx::query_scalar("SELECT node FROM jobs ORDER BY id")
+        .fetch_all(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(owners, vec![Some("node-a".into()), Some("node-b".into())]);
+    // Shared: one job, any node's.
+    for s in [&a, &b] {
+        s.share_roots(vec![dir.path().to_path_buf()]);
+    }
+    let other = sample(dir.path(), "b.jpg");
+    let ra = a.enqueue_many(vec![other.clone()]).await.unwrap()[0];
+    let rb = b.enqueue_many(vec![other]).await.unwrap()[0];
+    assert!(matches!(ra, EnqueueOutcome::Queued(_)), "{ra:?}");
+    assert!(matches!(rb, EnqueueOutcome::AlreadyKnown(..)), "{rb:?}");
+    let owner: Option<String> = sqlx::query_scalar("SELECT node FROM jobs WHERE id = $1")
+        .bind(ra.id().0)
+        .fetch_one(a.pool())
+        .await
+        .unwrap();
+    assert_eq!(owner, None);
 }

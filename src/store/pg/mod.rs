@@ -271,10 +271,3 @@ mod tests {
         assert!(!redact("not a url s3cret").contains("s3cret"));
     }
 }
-
-/// Scaffolding while the PostgreSQL operations are written: none is left when it lands.
-pub(super) fn unbuilt(op: &str) -> StoreError {
-    StoreError::Invalid {
-        detail: format!("{op} is not built for PostgreSQL yet"),
-    }
-}

@@ -99,7 +99,7 @@ impl PgStore {
     }
 
     /// queued → uploading (edge `begin_upload`) with everything the pipeline knows at that
-    /// instant, in ONE transaction: its credit epoch (which must be open and not closing) and
+    /// instant, in ONE transaction: its credit epoch (which must be open) and
     /// the count that opened it, the content hash, this node's lease on the job, and — when
     /// `exclusive` — the guarantee that no identical photo is in flight or held after a
     /// charge. Race-free across nodes: the identity's advisory lock is taken before the check

@@ -36,11 +36,12 @@ const NO_BUSY_TWIN: &str = "NOT EXISTS (SELECT 1 FROM jobs AS t \
      AND (t.state IN ('uploading', 'processing', 'downloading') \
      OR (t.state = 'held' AND t.credit_spent = 1)))";
 
-/// Holds the epoch an intent is admitted into open until the intent commits: an epoch being
-/// closed (`closing = 1`, set by an UPDATE of this row) waits for the intents that hold it, so
-/// its count of uploads cannot miss one; an intent that comes after finds it closing.
+/// Holds the epoch an intent is admitted into open until the intent commits: closing it (an
+/// UPDATE of this row) waits for the intents that hold it, so its count of uploads cannot miss
+/// one; an intent that comes after finds it closed. (The fleet's barrier already keeps intents
+/// and closings apart; this keeps the books right even without it.)
 const EPOCH_OPEN: &str = "SELECT id FROM credit_epochs \
-     WHERE id = $1 AND closed_at IS NULL AND closing = 0 FOR SHARE";
+     WHERE id = $1 AND closed_at IS NULL FOR SHARE";
 
 /// Parts of a write beyond the guarded UPDATE and its event (the PG twin of `write::Extras`).
 #[derive(Debug, Default)]
@@ -49,7 +50,7 @@ pub(super) struct Extras<'a> {
     pub twin: Option<&'a str>,
     /// Refuse unless the job has no mdf (an answer adopted late never replaces another).
     pub no_mdf: bool,
-    /// Write only while this credit epoch is open and not closing ([`EPOCH_OPEN`]).
+    /// Write only while this credit epoch is open ([`EPOCH_OPEN`]).
     pub epoch: Option<EpochId>,
     /// This node takes the job's lease (it works the job from now on).
     pub lease: bool,
@@ -160,7 +161,7 @@ impl PgStore {
             if open.is_none() {
                 return Err(StoreError::Invalid {
                     detail: format!(
-                        "job {id}: credit epoch {epoch} is closing or closed; the upload \
+                        "job {id}: credit epoch {epoch} is closed; the upload \
                          waits for the next epoch"
                     ),
                 });

@@ -104,7 +104,7 @@ async fn an_intent_waits_for_an_epoch_being_closed_then_is_refused() {
     let id = job(&a, Some(&h), None).await;
     // Another node is closing the epoch and has not committed yet.
     let mut closer = b.begin("test").await.expect("begin");
-    sqlx::query("UPDATE credit_epochs SET closing = 1 WHERE id = $1")
+    sqlx::query("UPDATE credit_epochs SET closed_at = 1 WHERE id = $1")
         .bind(e.0)
         .execute(&mut *closer)
         .await
@@ -119,7 +119,7 @@ async fn an_intent_waits_for_an_epoch_being_closed_then_is_refused() {
     let r = intent.await.expect("task");
     match r {
         Err(StoreError::Invalid { detail }) => assert!(
-            detail.contains(&format!("credit epoch {e} is closing or closed")),
+            detail.contains(&format!("credit epoch {e} is closed")),
             "{detail}"
         ),
         other => panic!("{other:?}"),
