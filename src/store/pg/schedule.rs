@@ -29,7 +29,7 @@ WITH p AS (SELECT id FROM jobs WHERE state = 'processing' \
       AND NOT (id = ANY($5)) AND (node = $6 OR node IS NULL) \
       AND (lease_node IS NULL OR lease_node = $6 OR lease_until < $1) \
       ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) \
-UPDATE jobs SET lease_node = $6, lease_until = $1 + $7 \
+UPDATE jobs SET lease_node = $6, lease_until = $7 \
   WHERE id IN (SELECT id FROM p UNION ALL SELECT id FROM d UNION ALL SELECT id FROM u) \
   RETURNING CASE state WHEN 'processing' THEN 0 WHEN 'downloading' THEN 1 ELSE 2 END \
   AS stage, jobs.*";
@@ -67,7 +67,7 @@ impl PgStore {
             .bind(limit(limits.uploads))
             .bind(&skip)
             .bind(self.node().as_str())
-            .bind(lease_ms())
+            .bind(now_ms.saturating_add(lease_ms()))
             .fetch_all(&mut *tx)
             .await
             .ctx(context)?;
