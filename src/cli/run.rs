@@ -25,6 +25,17 @@ pub(super) async fn run(
     let _lock = RunLock::acquire_for(&queue)?;
     let outputs: Vec<PathBuf> = config.watch.iter().map(|w| w.output.clone()).collect();
     let store = pipeline::queue::open(&queue, &outputs).await?;
+    // On a shared queue: this node's name is its own, and its watch folders marked shared
+    // are any node's.
+    store.join().await?;
+    store.share_roots(
+        config
+            .watch
+            .iter()
+            .filter(|w| w.shared)
+            .map(|w| w.path.clone())
+            .collect(),
+    );
     // Before the scan below, so `hili report --last-run` lists the jobs it queues.
     store.mark_run_started().await?;
     let shutdown = super::stop_on_signal();

@@ -24,6 +24,10 @@ pub struct WatchConfig {
     pub rgb: Option<Rgb>,
     /// Where results are written.
     pub output: PathBuf,
+    /// On a shared queue: the folder is the same on every node (on the NAS), so its photos
+    /// are any node's to process.
+    #[serde(default)]
+    pub shared: bool,
     /// Also watch subfolders.
     #[serde(default = "yes")]
     pub recursive: bool,
@@ -115,6 +119,7 @@ impl WatchConfig {
             repair,
             rgb: None,
             output: output.into(),
+            shared: false,
             recursive: true,
             stable_for: default_stable_for(),
             poll: PollMode::Auto,

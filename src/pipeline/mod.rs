@@ -18,6 +18,7 @@ pub mod dispose;
 pub mod download;
 pub mod epochs;
 mod fetch_error;
+mod fleet;
 pub mod gate;
 pub mod hooks;
 pub mod manifest;

@@ -102,6 +102,8 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<Summary, PipelineError> {
     let started = (Instant::now(), now_ms());
+    // On a shared queue: this node's heartbeat (and its share of the rate) from the start.
+    let beating = tokio::spawn(super::fleet::heartbeats(ctx.clone()));
     match recover::startup(&ctx, opts.once).await {
         Ok(()) | Err(PipelineError::Shutdown) => {}
         Err(e) => return Err(e),
@@ -166,7 +168,10 @@ pub async fn run(
             _ = tokio::time::sleep(wait) => {}
         }
     };
-    wind_down(&ctx, workers.tasks, &*progress).await?;
+    let wound = wind_down(&ctx, workers.tasks, &*progress).await;
+    beating.abort();
+    super::fleet::leave(&ctx).await;
+    wound?;
     summarise(&ctx, started, ended).await
 }
 
@@ -184,7 +189,7 @@ async fn once_is_over(
     opts: RunOptions,
     pause: Option<&Pause>,
 ) -> Result<Over, PipelineError> {
-    let counts = ctx.store.counts().await?;
+    let counts = ctx.store.counts_here().await?;
     let c = |s| counts.get(&s).copied().unwrap_or(0);
     // With no task running, a job still in `uploading` is one whose lost answer could not be
     // reconciled: only the next start moves it, so it does not keep this run.
@@ -228,7 +233,7 @@ async fn summarise(
     ended: Option<(String, bool)>,
 ) -> Result<Summary, PipelineError> {
     let outcomes = ctx.store.outcomes_since(started_ms).await?;
-    let counts = ctx.store.counts().await?;
+    let counts = ctx.store.counts_here().await?;
     let c = |s| counts.get(&s).copied().unwrap_or(0);
     let outcome = |s| outcomes.get(&s).copied().unwrap_or(0);
     let (blocked, cannot_run) = match ended {

@@ -76,6 +76,12 @@ macro_rules! operations {
                 None
             }
 
+            /// Joins a shared queue as this node (refused while another machine runs under its
+            /// name); returns how many nodes are live. Nothing for a queue of its own.
+            async fn join(&self) -> Result<usize, StoreError> {
+                Ok(1)
+            }
+
             /// Says this node is alive and renews its leases; returns how many nodes are live
             /// (1 on a queue of its own), for the share of the account's request rate.
             async fn heartbeat(&self) -> Result<usize, StoreError> {
@@ -93,6 +99,13 @@ macro_rules! operations {
             async fn fleet_guard(&self, exclusive: bool) -> Result<Option<FleetGuard>, StoreError> {
                 let _ = exclusive;
                 Ok(None)
+            }
+
+            /// The jobs this process may work on, by state: all of them on a queue of its own;
+            /// on a shared queue, the queued jobs it can read (its own, the shared folders')
+            /// and the jobs in flight it holds or may take over. What a `--once` run waits for.
+            async fn counts_here(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+                self.counts().await
             }
 
             /// The nodes of a shared queue (none for a queue of its own).
@@ -171,6 +184,10 @@ macro_rules! operations {
                 PgStore::heartbeat(self).await
             }
 
+            async fn join(&self) -> Result<usize, StoreError> {
+                PgStore::join(self).await
+            }
+
             async fn leave(&self) -> Result<(), StoreError> {
                 PgStore::leave(self).await
             }
@@ -181,6 +198,10 @@ macro_rules! operations {
 
             async fn fleet_guard(&self, exclusive: bool) -> Result<Option<FleetGuard>, StoreError> {
                 Ok(Some(PgStore::barrier(self, exclusive).await?))
+            }
+
+            async fn counts_here(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+                PgStore::counts_here(self).await
             }
 
             fn queue_uploaded<'a>(

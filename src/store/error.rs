@@ -45,6 +45,16 @@ pub enum StoreError {
     },
 
     #[error(
+        "the node name {node} is in use on the shared queue by another machine ({host}, pid {pid}, last heard {ago_s} s ago); give this workstation its own `[queue] node` name (each node's jobs are the files on its own disks)"
+    )]
+    NodeTaken {
+        node: String,
+        host: String,
+        pid: i64,
+        ago_s: i64,
+    },
+
+    #[error(
         "cannot bring the shared queue {database} up to date: {source}; if a newer hili wrote it, run that version on every node"
     )]
     MigrateShared {

@@ -131,6 +131,34 @@ impl PgStore {
         Ok(usize::try_from(live).unwrap_or(1).max(1))
     }
 
+    /// Joins the fleet as this node: refused while another machine runs under the same name
+    /// (two workstations taking each other's files for their own). The same machine is the
+    /// run lock's to refuse; its own earlier process, killed, left a heartbeat that means
+    /// nothing now.
+    pub async fn join(&self) -> Result<usize, StoreError> {
+        let context = format!("joining the shared queue as node {}", self.node);
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT host, pid, heartbeat_at FROM nodes \
+             WHERE name = $1 AND stopped_at IS NULL AND heartbeat_at > $2",
+        )
+        .bind(self.node.as_str())
+        .bind(now_ms() - lease_ms())
+        .fetch_optional(self.pool())
+        .await
+        .ctx(&context)?;
+        if let Some((host, pid, at)) = row
+            && host != NodeName::from_host().as_str()
+        {
+            return Err(StoreError::NodeTaken {
+                node: self.node.to_string(),
+                host,
+                pid,
+                ago_s: (now_ms() - at) / 1000,
+            });
+        }
+        self.heartbeat().await
+    }
+
     /// Records that this node stopped cleanly and gives up its leases at once (so another
     /// node may take its polls and downloads without waiting for them to expire).
     pub async fn leave(&self) -> Result<(), StoreError> {

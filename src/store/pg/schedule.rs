@@ -12,7 +12,9 @@ use super::PgStore;
 use super::fleet::lease_ms;
 use crate::store::error::SqlContext;
 use crate::store::jobs::decode_job;
-use crate::store::{DueLimits, DueWork, JobId, Paid, Stage, StoreError};
+use std::collections::BTreeMap;
+
+use crate::store::{DueLimits, DueWork, JobId, Paid, Stage, State, StoreError, now_ms};
 
 /// The claim; `$6` is this node. Polls most overdue first (a NULL `next_poll_at`, "at once",
 /// first, as on SQLite), downloads oldest result first, uploads in queue order.
@@ -47,7 +49,36 @@ SELECT MIN(t) FROM ( \
   UNION ALL SELECT MIN(lease_until) FROM jobs \
     WHERE state IN ('processing', 'downloading') AND lease_node != $1) AS due";
 
+/// The jobs [`PgStore::counts_here`] counts: `$1` is this node, `$2` now.
+const HERE: &str = "\
+SELECT state, COUNT(*) FROM jobs WHERE \
+  (state = 'queued' AND (node = $1 OR node IS NULL)) \
+  OR (state = 'uploading' AND lease_node = $1) \
+  OR (state IN ('processing', 'downloading') \
+      AND (lease_node IS NULL OR lease_node = $1 OR lease_until < $2)) \
+  GROUP BY state";
+
 impl PgStore {
+    /// The jobs this node may work on, by state: the queued jobs it can read (its own and the
+    /// shared folders'), its uploads, and paid work it holds or whose lease is free (a dead or
+    /// departed node's). Another live node's work is not this node's to wait for.
+    pub async fn counts_here(&self) -> Result<BTreeMap<State, u64>, StoreError> {
+        let context = "counting this node's jobs on the shared queue";
+        let rows: Vec<(String, i64)> = sqlx::query_as(HERE)
+            .bind(self.node().as_str())
+            .bind(now_ms())
+            .fetch_all(self.pool())
+            .await
+            .ctx(context)?;
+        let mut out = BTreeMap::new();
+        for (state, n) in rows {
+            if let Ok(state) = state.parse::<State>() {
+                out.insert(state, n.max(0) as u64);
+            }
+        }
+        Ok(out)
+    }
+
     /// See [`JobStore::due_work`](crate::store::JobStore::due_work); the jobs returned are
     /// leased to this node (see the module documentation).
     pub async fn due_work(
