@@ -37,7 +37,14 @@ pub(super) fn init(format: LogFormat, verbose: u8, command: &Command) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|s| EnvFilter::try_new(s).ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
+        .unwrap_or_else(|| EnvFilter::new(default))
+        // PostgreSQL's notices ("relation … already exists, skipping" when a node checks the
+        // schema) are the server talking to itself, not news for the user.
+        .add_directive(
+            "sqlx::postgres::notice=warn"
+                .parse()
+                .unwrap_or_else(|_| tracing_subscriber::filter::LevelFilter::WARN.into()),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -387,7 +387,12 @@ impl Config {
     pub fn database_path_in(&self, env: &Env) -> PathBuf {
         // A shared queue's URL is no file: this machine's own files still go in the state
         // directory, as if its queue were there.
-        if let Some(p) = self.queue.database.as_ref().filter(|d| d.postgres_url().is_none()) {
+        if let Some(p) = self
+            .queue
+            .database
+            .as_ref()
+            .filter(|d| d.postgres_url().is_none())
+        {
             return p.to_path_buf();
         }
         if let Some(dir) = env.path("STATE_DIRECTORY") {

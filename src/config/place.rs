@@ -51,11 +51,13 @@ impl Config {
 
     pub fn queue_location_in(&self, env: &Env) -> Result<Location, ConfigError> {
         let node = match &self.queue.node {
-            Some(n) => n.parse::<NodeName>().map_err(|problem| ConfigError::Invalid {
-                where_: "the configuration".into(),
-                key: "queue.node",
-                problem,
-            })?,
+            Some(n) => n
+                .parse::<NodeName>()
+                .map_err(|problem| ConfigError::Invalid {
+                    where_: "the configuration".into(),
+                    key: "queue.node",
+                    problem,
+                })?,
             None => NodeName::from_host(),
         };
         match self.queue.database.as_ref().and_then(|d| d.postgres_url()) {
@@ -90,7 +92,8 @@ mod tests {
 
     #[test]
     fn a_postgres_url_selects_the_shared_queue_and_never_shows_its_password() {
-        let c = parse("[queue]\ndatabase = \"postgres://hili:s3cret@nas/hili\"\nnode = \"scan-2\"\n");
+        let c =
+            parse("[queue]\ndatabase = \"postgres://hili:s3cret@nas/hili\"\nnode = \"scan-2\"\n");
         let env = Env::default();
         match c.queue_location_in(&env).unwrap() {
             Location::Postgres { url, node, .. } => {
@@ -112,7 +115,10 @@ mod tests {
             Location::Sqlite("/var/lib/hili/hili.db".into())
         );
         let bad = parse("[queue]\ndatabase = \"postgres://nas/hili\"\nnode = \"scan 2\"\n");
-        let err = bad.queue_location_in(&Env::default()).unwrap_err().to_string();
+        let err = bad
+            .queue_location_in(&Env::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("queue.node"), "{err}");
     }
 }

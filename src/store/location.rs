@@ -79,7 +79,13 @@ impl Store {
         }
     }
 
-    async fn open_shared(url: &str, node: &NodeName, local_dir: &Path) -> Result<Store, StoreError> {
-        Ok(Store::new(PgStore::open(url, node.clone(), local_dir).await?))
+    async fn open_shared(
+        url: &str,
+        node: &NodeName,
+        local_dir: &Path,
+    ) -> Result<Store, StoreError> {
+        Ok(Store::new(
+            PgStore::open(url, node.clone(), local_dir).await?,
+        ))
     }
 }

@@ -229,7 +229,10 @@ async fn two_nodes_adding_the_same_files_at_once_make_one_job_of_each() {
     }
     let all = jobs(&a).await;
     assert_eq!(all.len(), 3 * files.len());
-    assert!(all.iter().all(|j| j.2.is_none()), "a shared folder's jobs are any node's");
+    assert!(
+        all.iter().all(|j| j.2.is_none()),
+        "a shared folder's jobs are any node's"
+    );
     a.close().await;
     b.close().await;
 }
@@ -371,7 +374,10 @@ async fn the_same_path_on_two_nodes_is_two_photos_unless_the_folder_is_shared() 
     let ra = a.enqueue_many(vec![file.clone()]).await.unwrap()[0];
     let rb = b.enqueue_many(vec![file.clone()]).await.unwrap()[0];
     assert!(matches!(ra, EnqueueOutcome::Queued(_)), "{ra:?}");
-    assert!(matches!(rb, EnqueueOutcome::Queued(_)), "each workstation's own file: {rb:?}");
+    assert!(
+        matches!(rb, EnqueueOutcome::Queued(_)),
+        "each workstation's own file: {rb:?}"
+    );
     assert_ne!(ra.id(), rb.id());
     let owners: Vec<Option<String>> = sqlx::query_scalar("SELECT node FROM jobs ORDER BY id")
         .fetch_all(a.pool())

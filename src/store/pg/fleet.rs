@@ -115,11 +115,11 @@ impl PgStore {
             "UPDATE jobs SET lease_until = $2 WHERE lease_node = $1 \
              AND state IN ('uploading', 'processing', 'downloading')",
         )
-            .bind(self.node.as_str())
-            .bind(now + lease_ms())
-            .execute(&mut *tx)
-            .await
-            .ctx(&context)?;
+        .bind(self.node.as_str())
+        .bind(now + lease_ms())
+        .execute(&mut *tx)
+        .await
+        .ctx(&context)?;
         let live: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > $1",
         )

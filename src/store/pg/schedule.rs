@@ -135,7 +135,8 @@ impl PgStore {
             }
         }
         // UPDATE … RETURNING keeps no order: restore each stage's.
-        work.polls.sort_by_key(|p| (p.job.next_poll_at_ms.unwrap_or(0), p.job.id));
+        work.polls
+            .sort_by_key(|p| (p.job.next_poll_at_ms.unwrap_or(0), p.job.id));
         work.downloads
             .sort_by_key(|p| (p.job.processing_since_ms.unwrap_or(0), p.job.id));
         work.uploads.sort_by_key(|j| j.id);
@@ -154,7 +155,11 @@ mod tests {
             "INSERT INTO jobs (source_path, source_root, output_dir, repair, size, mtime_ns, \
              state, created_at, updated_at, node, mdf, img_url{}) VALUES ('\\x61', '\\x2f', \
              '\\x6f', 'sr', 1, 1, $1, 0, 0, $2, {}, {}{}) RETURNING id",
-            if extra.is_empty() { "" } else { ", lease_node, lease_until" },
+            if extra.is_empty() {
+                ""
+            } else {
+                ", lease_node, lease_until"
+            },
             if state == "queued" { "NULL" } else { "'m'" },
             if state == "queued" { "NULL" } else { "'u'" },
             extra,
@@ -181,8 +186,12 @@ mod tests {
             return;
         };
         let dir = tempfile::tempdir().unwrap();
-        let a = PgStore::open(&url, "a".parse().unwrap(), dir.path()).await.unwrap();
-        let b = PgStore::open(&url, "b".parse().unwrap(), dir.path()).await.unwrap();
+        let a = PgStore::open(&url, "a".parse().unwrap(), dir.path())
+            .await
+            .unwrap();
+        let b = PgStore::open(&url, "b".parse().unwrap(), dir.path())
+            .await
+            .unwrap();
         let a_own = job(&a, "queued", Some("a"), "").await;
         let b_own = job(&a, "queued", Some("b"), "").await;
         let shared = job(&a, "queued", None, "").await;
