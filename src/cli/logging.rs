@@ -37,14 +37,7 @@ pub(super) fn init(format: LogFormat, verbose: u8, command: &Command) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|s| EnvFilter::try_new(s).ok())
-        .unwrap_or_else(|| EnvFilter::new(default))
-        // PostgreSQL's notices ("relation … already exists, skipping" when a node checks the
-        // schema) are the server talking to itself, not news for the user.
-        .add_directive(
-            "sqlx::postgres::notice=warn"
-                .parse()
-                .unwrap_or_else(|_| tracing_subscriber::filter::LevelFilter::WARN.into()),
-        );
+        .unwrap_or_else(|| quiet_dependencies(EnvFilter::new(default)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -57,6 +50,24 @@ pub(super) fn init(format: LogFormat, verbose: u8, command: &Command) {
         }
         LogFormat::Auto => builder.with_ansi(colour_on_stderr()).try_init(),
     };
+}
+
+/// hili's own default filter, with two chatty dependencies kept at `warn`.
+fn quiet_dependencies(filter: EnvFilter) -> EnvFilter {
+    filter
+        // PostgreSQL's notices ("relation … already exists, skipping" when a node checks the
+        // schema) are the server talking to itself, not news for the user.
+        // Likewise the pool's notes on connections it drops while the server restarts: hili
+        // says itself what it waits for.
+        .add_directive(quiet("sqlx::postgres::notice=warn"))
+        .add_directive(quiet("sqlx::pool=warn"))
+}
+
+/// A directive that keeps a chatty dependency at `warn`.
+fn quiet(directive: &str) -> tracing_subscriber::filter::Directive {
+    directive
+        .parse()
+        .unwrap_or_else(|_| tracing_subscriber::filter::LevelFilter::WARN.into())
 }
 
 /// Whether hili may colour what it writes to stderr, for this process.

@@ -64,7 +64,7 @@ pub enum StoreError {
     },
 
     #[error(
-        "queue database error while {context}: {source}; if it persists, run `hili status` and check the disk"
+        "queue database error while {context}: {source}; if it persists, check the disk (a queue file) or that the database server answers (a shared queue), then run `hili status`"
     )]
     Sql {
         context: String,
