@@ -114,11 +114,11 @@ mod tests {
             c.queue_location_in(&Env::default()).unwrap(),
             Location::Sqlite("/var/lib/hili/hili.db".into())
         );
-        let bad = parse("[queue]\ndatabase = \"postgres://nas/hili\"\nnode = \"scan 2\"\n");
-        let err = bad
-            .queue_location_in(&Env::default())
+        // Refused when the file is read, before anything opens the queue.
+        let bad = "[queue]\ndatabase = \"postgres://nas/hili\"\nnode = \"scan 2\"\n";
+        let err = Config::parse(bad, Path::new("t.toml"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("queue.node"), "{err}");
+        assert!(err.contains("t.toml: queue.node"), "{err}");
     }
 }
