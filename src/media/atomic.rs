@@ -10,6 +10,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -306,6 +307,12 @@ pub fn copy_atomic(src: &Path, dest: &Path) -> io::Result<(PathBuf, String)> {
 /// how many. Run it at start-up, before any writer of this process starts: it cannot tell a
 /// crash's debris from a file being written right now. A missing `dir` counts as clean.
 pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
+    remove_temps_older_than(dir, Duration::ZERO)
+}
+
+/// [`remove_stale_temps`] for a folder other processes may be writing into (a shared queue's
+/// nodes, on the NAS): only temp files untouched for `age`, which no live writer leaves.
+pub fn remove_temps_older_than(dir: &Path, age: Duration) -> io::Result<usize> {
     if fs::symlink_metadata(dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
         return Ok(0);
     }
@@ -316,7 +323,16 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
             .file_name()
             .as_bytes()
             .starts_with(TEMP_PREFIX.as_bytes());
-        if is_temp && entry.file_type().is_file() {
+        let old_enough = || {
+            age.is_zero()
+                || entry
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|e| e >= age)
+        };
+        if is_temp && entry.file_type().is_file() && old_enough() {
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -27,7 +27,9 @@ mod probe;
 mod space;
 mod walk;
 
-pub use atomic::{AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps};
+pub use atomic::{
+    AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps, remove_temps_older_than,
+};
 pub use complete::{Incomplete, check_complete, check_complete_bytes};
 pub use convert::{ConvertError, Converted, JPEG_QUALITY, clear_converted, convert};
 pub use hash::{sha256_bytes, sha256_file, sha256_files, sha256_reader};

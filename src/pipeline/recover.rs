@@ -13,6 +13,10 @@ use crate::store::{JobId, State};
 use super::gate::Priority;
 use super::{Ctx, PipelineError, blocking};
 
+/// How old a temp file in an output folder must be for a node of a shared queue to take it
+/// for debris: a download writes its file in seconds, so none of a live node is this old.
+const SHARED_TEMP_AGE: Duration = Duration::from_secs(600);
+
 /// Runs before any stage starts: reconciles interrupted uploads, cleans temp files. With
 /// `give_up` (`run --once`), an upload that cannot be reconciled after `max_attempts` tries to
 /// read the credits is left in `uploading` for the next start instead of waiting forever.
@@ -26,6 +30,11 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
         .store
         .job_folders(&[State::Queued, State::Downloading])
         .await?;
+    // On a shared queue other nodes may be writing into the same (NAS) folders right now.
+    let age = match ctx.store.node() {
+        Some(_) => SHARED_TEMP_AGE,
+        None => Duration::ZERO,
+    };
     let removed = blocking(move || {
         let dirs: BTreeSet<_> = folders
             .iter()
@@ -34,7 +43,7 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
         let mut n = 0;
         for d in dirs {
             if d.is_dir() {
-                n += media::remove_stale_temps(&d).unwrap_or(0);
+                n += media::remove_temps_older_than(&d, age).unwrap_or(0);
             }
         }
         n

@@ -395,6 +395,29 @@ fn stale_temps_are_removed_and_nothing_else() {
     );
 }
 
+/// A node of a shared queue starting while another writes into the same NAS folder: only
+/// temp files untouched for the given age are debris.
+#[test]
+fn on_a_shared_folder_only_old_temps_are_debris() {
+    let d = tempfile::tempdir().unwrap();
+    let old = write(d.path(), ".hili-tmp-old", b"debris");
+    let fresh = write(d.path(), ".hili-tmp-fresh", b"being written");
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(an_hour_ago)
+        .unwrap();
+    let ten_minutes = std::time::Duration::from_secs(600);
+    assert_eq!(
+        media::remove_temps_older_than(d.path(), ten_minutes).unwrap(),
+        1
+    );
+    assert!(!old.exists());
+    assert!(fresh.exists(), "a live writer's file is left alone");
+}
+
 #[test]
 fn copy_atomic_copies_durably_without_clobbering() {
     let d = tempfile::tempdir().unwrap();
