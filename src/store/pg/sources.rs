@@ -17,10 +17,17 @@ use crate::store::error::SqlContext;
 use crate::store::jobs::{JOB_COLUMNS, bytes_path, decode_job, path_bytes};
 use crate::store::{AGENT, Job, JobId, StoreError, now_ms};
 
+/// The job's latest move into its state was written by this node (`$2`): the node that ended
+/// it (notes, which change no state, do not count).
+const ENDED_HERE: &str = "(SELECT e.node FROM events AS e WHERE e.job_id = jobs.id \
+     AND e.to_state = jobs.state AND e.from_state IS DISTINCT FROM e.to_state \
+     ORDER BY e.id DESC LIMIT 1) = $2";
+
 impl PgStore {
     /// Done, failed or held jobs found under one of `roots` whose source has not been disposed
-    /// of yet, oldest first, at most `limit`. Only this node's jobs and shared folders' (node
-    /// NULL): another node's source is a file on its machine, not reachable from here.
+    /// of yet, oldest first, at most `limit`. Only this node's jobs (another node's source is a
+    /// file on its machine, not reachable from here) and the shared folders' jobs this node
+    /// ended ([`ENDED_HERE`]: one node disposes of each, so two never move one file).
     pub async fn undisposed(
         &self,
         roots: &[PathBuf],
@@ -33,7 +40,7 @@ impl PgStore {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE disposed = 0 \
              AND state IN ('done', 'failed', 'held') AND source_root = ANY($1) \
-             AND (node = $2 OR node IS NULL) ORDER BY id LIMIT $3"
+             AND (node = $2 OR (node IS NULL AND {ENDED_HERE})) ORDER BY id LIMIT $3"
         );
         let rows = sqlx::query(&sql)
             .bind(roots)
@@ -130,14 +137,16 @@ impl PgStore {
     }
 
     /// Every recorded move not settled yet (left by a crash), oldest job first. Only those of
-    /// this node's jobs and shared folders' (node NULL): the files of another node's move are
-    /// on its machine, and it settles them when it starts again.
+    /// this node's jobs and of the shared folders' jobs it ended (the ones it moves): another
+    /// node's move is its own to settle when it starts again.
     pub async fn pending_moves(&self) -> Result<Vec<(JobId, MovePlan)>, StoreError> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT m.job_id, m.source, m.dest, m.temp, m.source_dev, m.source_ino, m.size, \
-             m.mtime_ns FROM source_moves AS m JOIN jobs AS j ON j.id = m.job_id \
-             WHERE j.node = $1 OR j.node IS NULL ORDER BY m.job_id",
-        )
+             m.mtime_ns FROM source_moves AS m JOIN jobs ON jobs.id = m.job_id \
+             WHERE jobs.node = $1 OR (jobs.node IS NULL AND {}) ORDER BY m.job_id",
+            ENDED_HERE.replace("$2", "$1")
+        );
+        let rows = sqlx::query(&sql)
         .bind(self.node().as_str())
         .fetch_all(self.pool())
         .await
@@ -327,11 +336,14 @@ pub(super) mod tests {
         let shared = insert_job(&a, b"/in/2.jpg", "failed", None).await;
         let theirs = insert_job(&b, b"/in/3.jpg", "held", Some("node-b")).await;
         insert_job(&a, b"/in/4.jpg", "queued", Some("node-a")).await;
+        // A shared folder's job node b ended (its creation row here stands for that move).
+        let shared_b = insert_job(&b, b"/in/5.jpg", "done", None).await;
         let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+        // Each shared job is disposed of by the node that ended it, never by two.
         assert_eq!(ids(a.undisposed(&roots, 10).await.unwrap()), [mine, shared]);
         assert_eq!(
             ids(b.undisposed(&roots, 10).await.unwrap()),
-            [shared, theirs]
+            [theirs, shared_b]
         );
         assert_eq!(ids(a.undisposed(&roots, 1).await.unwrap()), [mine]);
         assert!(a.undisposed(&[], 10).await.unwrap().is_empty());
@@ -406,8 +418,9 @@ pub(super) mod tests {
         assert_eq!(a.pending_move(mine).await.unwrap(), Some(plan(1)));
         let all = a.pending_moves().await.unwrap();
         assert_eq!(all, [(mine, plan(1)), (shared, plan(2))]);
-        // Node b cannot reach node a's files: only the shared folder's move is its to settle.
-        assert_eq!(b.pending_moves().await.unwrap(), [(shared, plan(2))]);
+        // Node b cannot reach node a's files, and the shared folder's job is node a's to move
+        // (it ended it): nothing is b's to settle.
+        assert_eq!(b.pending_moves().await.unwrap(), []);
         // A second record (another node moving the same source) is refused.
         let err = b.record_move(shared, &plan(3)).await.unwrap_err();
         assert!(err.to_string().contains("another node"), "{err}");
@@ -415,12 +428,15 @@ pub(super) mod tests {
 
         a.clear_move(shared).await.unwrap();
         assert_eq!(a.pending_move(shared).await.unwrap(), None);
+        // Cleared: the source is undisposed again, for node a (which ended the job).
         assert_eq!(
-            b.undisposed(&[PathBuf::from("/in")], 9)
+            a.undisposed(&[PathBuf::from("/in")], 9)
                 .await
                 .unwrap()
-                .len(),
-            1
+                .iter()
+                .map(|j| j.id)
+                .collect::<Vec<_>>(),
+            [mine, shared]
         );
 
         a.finish_move(mine, Some("moved /in/1.jpg to /done/1.jpg"))
