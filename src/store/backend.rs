@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 use super::{
     Closing, DueLimits, DueWork, EnqueueOutcome, Epoch, EpochId, Event, ExportRow, Identity, Job,
-    JobFolders, JobId, Known, NewJob, NodeInfo, NodeName, PgStore, ProvenanceEvent, RunTally,
+    JobFolders, JobId, Known, NewJob, NodeInfo, NodeName, PgStore, Photo, ProvenanceEvent, RunTally,
     SqliteStore, State, StoreError, UploadIntent, Uploaded,
 };
 use crate::media::mover::MovePlan;
@@ -243,6 +243,9 @@ operations! {
         -> Result<(), StoreError>;
     /// `processing` → `downloading`.
     fn begin_download(&self, id: JobId) -> Result<(), StoreError>;
+    /// `queued` → `downloading`: the same photo as a done twin whose result the service keeps.
+    fn fetch_twin(&self, id: JobId, twin: JobId, photo: &Photo, processed_at_ms: i64)
+        -> Result<(), StoreError>;
     /// To `done`, with the result's path and hash.
     fn finish(&self, id: JobId, from: State, output_path: &Path, output_sha256: &str)
         -> Result<(), StoreError>;

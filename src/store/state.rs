@@ -277,6 +277,14 @@ pub const EDGES: &[Edge] = &[
         why: "`hili retry --reupload` of a skipped job: processed anyway",
     },
     Edge {
+        name: "fetch_twin",
+        from: &[Queued],
+        to: Downloading,
+        given: &["mdf", "img_url", "processing_since"],
+        fixed: &["next_poll_at = NULL", "reason = NULL"],
+        why: "same photo as a done job whose result file is out of reach (another node's disk, or deleted) while the service still keeps it: fetched again, no credit",
+    },
+    Edge {
         name: "retry_fetch",
         from: &[Held],
         to: Downloading,
@@ -347,7 +355,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(legal.len(), 22);
+        assert_eq!(legal.len(), 23);
     }
 
     #[test]

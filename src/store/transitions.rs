@@ -11,7 +11,7 @@ use super::jobs::path_bytes;
 use super::sql::{Set, Val, hash_val, text};
 use super::state::IllegalTransition;
 use super::write::{Extras, QueuedWrite};
-use super::{JobId, SqliteStore, State, StoreError, check, now_ms};
+use super::{JobId, Photo, SqliteStore, State, StoreError, check, now_ms};
 
 /// The columns an upload's answer sets (edges `uploaded`, `adopt_answer[_held]`).
 fn answer_values(id: JobId, answer: &Uploaded<'_>) -> Result<Vec<(&'static str, Val)>, StoreError> {
@@ -25,6 +25,15 @@ fn answer_values(id: JobId, answer: &Uploaded<'_>) -> Result<Vec<(&'static str, 
         given.push(("content_sha256", hash_val(id, sha, "sent hash")?));
     }
     Ok(given)
+}
+
+/// The columns edge `fetch_twin` sets: the twin's photo at the service.
+pub(crate) fn twin_photo(photo: &Photo, processed_at_ms: i64) -> Vec<(&'static str, Val)> {
+    vec![
+        ("mdf", text(&photo.mdf)),
+        ("img_url", Val::Text(photo.img_url.clone())),
+        ("processing_since", Val::Int(Some(processed_at_ms))),
+    ]
 }
 
 /// The upload guard: no OTHER job with the same identity (hash bound, repair and colour of the
@@ -199,6 +208,26 @@ impl SqliteStore {
             from,
             vec![("reason", text(reason))],
             reason.to_string(),
+        )
+        .await
+    }
+
+    /// queued → downloading (edge `fetch_twin`): the job is the same photo as `twin`, whose
+    /// result the service still keeps (`photo`, processed at `processed_at_ms`) but whose
+    /// file cannot be copied here: the download stage fetches it again, no credit.
+    pub async fn fetch_twin(
+        &self,
+        id: JobId,
+        twin: JobId,
+        photo: &Photo,
+        processed_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.take_now(
+            "fetch_twin",
+            id,
+            State::Queued,
+            twin_photo(photo, processed_at_ms),
+            format!("fetching the result of job {twin} (the same photo) again: no credit"),
         )
         .await
     }

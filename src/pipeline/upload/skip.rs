@@ -92,6 +92,15 @@ pub(super) async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> 
     {
         return Ok(true);
     }
+    // No result file to copy here (another node's disk, or deleted): the service may still
+    // keep one of them, the newest first.
+    let mut done: Vec<&Job> = twins.iter().filter(|t| t.state() == State::Done).collect();
+    done.sort_by_key(|t| std::cmp::Reverse(t.processing_since_ms));
+    for twin in done {
+        if fetch_again(ctx, job, twin).await? {
+            return Ok(true);
+        }
+    }
     if let Some(held) = twins
         .iter()
         .find(|t| t.state() == State::Held && t.credit_spent)
@@ -117,9 +126,38 @@ pub(super) async fn dedupe(ctx: &Ctx, job: &Job) -> Result<bool, PipelineError> 
     Ok(false)
 }
 
+/// How long after processing a result is still taken to be at the service: its retention is
+/// one hour, and the download must start and finish within it.
+const TWIN_RESULT_FRESH_MS: i64 = 50 * 60 * 1000;
+
+/// Has `job` fetch the result of `twin` (done, the same photo) from the service again, when
+/// it was processed recently enough to still be there: no upload, no credit. Returns whether
+/// it did (or another worker moved the job first).
+async fn fetch_again(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, PipelineError> {
+    let (Some(photo), Some(at)) = (twin.stage.photo(), twin.processing_since_ms) else {
+        return Ok(false);
+    };
+    if now_ms() - at > TWIN_RESULT_FRESH_MS {
+        return Ok(false);
+    }
+    match ctx.store.fetch_twin(job.id, twin.id, photo, at).await {
+        Ok(()) => {
+            tracing::info!(
+                job = %job.id,
+                "same photo as job {}, whose result file is not reachable here: fetching its \
+                 result from the service again, no credit spent",
+                twin.id
+            );
+            Ok(true)
+        }
+        Err(crate::store::StoreError::Conflict { .. }) => Ok(true),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Gives `job` the output of `twin`, an earlier job with the same identity that is done: the
 /// file is copied durably, no upload, no credit. Returns false when the twin's output is gone
-/// (then the photo is uploaded as usual).
+/// or is not that result (the same path on another node's machine is another file).
 async fn copy_from_twin(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, PipelineError> {
     let (Some(src), Some(sha)) = (twin.output_path.clone(), twin.output_sha256.clone()) else {
         return Ok(false);
@@ -139,7 +177,15 @@ async fn copy_from_twin(ctx: &Ctx, job: &Job, twin: &Job) -> Result<bool, Pipeli
         .map_err(|e| std::io::Error::other(e.to_string()))?;
         match media::unique_destination(&candidate, &sha)? {
             Destination::AlreadyThere(p) => Ok(Some(p)),
-            Destination::Free(p) => Ok(Some(media::copy_atomic(&src, &p)?.0)),
+            Destination::Free(p) => {
+                let (copied, got) = media::copy_atomic(&src, &p)?;
+                if got.eq_ignore_ascii_case(&sha) {
+                    return Ok(Some(copied));
+                }
+                // Not the twin's result: leave no file of ours behind.
+                std::fs::remove_file(&copied)?;
+                Ok(None)
+            }
         }
     })
     .await?;

@@ -15,7 +15,7 @@ use super::transitions_write::Extras;
 use crate::store::error::SqlContext;
 use crate::store::jobs::path_bytes;
 use crate::store::sql::{Set, Val, hash_val, text};
-use crate::store::{JobId, State, StoreError, UploadIntent, Uploaded, now_ms};
+use crate::store::{JobId, Photo, State, StoreError, UploadIntent, Uploaded, now_ms};
 
 /// The columns an upload's answer sets (edges `uploaded`, `adopt_answer[_held]`); the PG twin
 /// of the SQLite side's private `answer_values`.
@@ -213,6 +213,28 @@ impl PgStore {
     }
 
     /// processing → downloading (edge `begin_download`): the vendor says the result is ready.
+    /// See [`SqliteStore::fetch_twin`](crate::store::SqliteStore::fetch_twin).
+    pub async fn fetch_twin(
+        &self,
+        id: JobId,
+        twin: JobId,
+        photo: &Photo,
+        processed_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let extras = Extras::default();
+        self.take(
+            "fetch_twin",
+            id,
+            State::Queued,
+            crate::store::transitions::twin_photo(photo, processed_at_ms),
+            Some(format!(
+                "fetching the result of job {twin} (the same photo) again: no credit"
+            )),
+            &extras,
+        )
+        .await
+    }
+
     pub async fn begin_download(&self, id: JobId) -> Result<(), StoreError> {
         let extras = Extras::default();
         self.take(
