@@ -14,9 +14,7 @@ use crate::config::Config;
 use crate::store::{Location, NodeInfo, State, Store, now_ms};
 
 pub(super) async fn nodes(config: &Config, args: NodesArgs) -> anyhow::Result<Exit> {
-    let location = config
-        .queue_location()
-        .map_err(super::ConfigProblem)?;
+    let location = config.queue_location().map_err(super::ConfigProblem)?;
     if let Location::Sqlite(_) = location {
         // A program asking for JSON still gets an array (no nodes); the reason goes to stderr.
         match args.json {

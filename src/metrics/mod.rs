@@ -251,7 +251,9 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }
-        let series = text.lines().filter(|l| !l.starts_with('#') && !l.is_empty());
+        let series = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty());
         for l in series {
             assert!(l.contains("node=\"scan-2\""), "{l} has no node label");
         }

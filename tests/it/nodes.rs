@@ -59,11 +59,13 @@ async fn fleet(queue: &Queue) -> Vec<PgStore> {
     // c's process vanished a minute ago: its last heartbeat is put back in time (waiting out
     // the real timeout would make the test slow).
     let pool = sqlx::PgPool::connect(queue.url().unwrap()).await.unwrap();
-    sqlx::query("UPDATE nodes SET heartbeat_at = heartbeat_at - 60000, \
-         started_at = started_at - 120000 WHERE name = 'c'")
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE nodes SET heartbeat_at = heartbeat_at - 60000, \
+         started_at = started_at - 120000 WHERE name = 'c'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
     pool.close().await;
     vec![a, b, c]
 }
@@ -74,10 +76,7 @@ async fn env_on(queue: &Queue) -> Env {
     let text = std::fs::read_to_string(&env.config).unwrap();
     let sqlite = format!("database = \"{}\"", env.db.display());
     assert!(text.contains(&sqlite), "{text}");
-    let shared = format!(
-        "database = \"{}\"\nnode = \"viewer\"",
-        queue.url().unwrap()
-    );
+    let shared = format!("database = \"{}\"\nnode = \"viewer\"", queue.url().unwrap());
     std::fs::write(&env.config, text.replace(&sqlite, &shared)).unwrap();
     env
 }
@@ -106,19 +105,41 @@ async fn nodes_and_status_show_each_node_of_a_shared_queue() {
         (&"live".into(), &true.into(), &1.into()),
         "{a:#}"
     );
-    assert_eq!((&a["jobs"]["queued"], &a["jobs"]["uploading"]), (&2.into(), &1.into()));
-    assert!(a["heartbeat_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{a:#}");
+    assert_eq!(
+        (&a["jobs"]["queued"], &a["jobs"]["uploading"]),
+        (&2.into(), &1.into())
+    );
+    assert!(
+        a["heartbeat_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{a:#}"
+    );
     let b = by_name(&all, "b");
-    assert_eq!((&b["status"], &b["live"]), (&"stopped".into(), &false.into()));
-    assert!(b["stopped_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{b:#}");
+    assert_eq!(
+        (&b["status"], &b["live"]),
+        (&"stopped".into(), &false.into())
+    );
+    assert!(
+        b["stopped_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{b:#}"
+    );
     let c = by_name(&all, "c");
-    assert_eq!((&c["status"], &c["stopped_at"]), (&"silent".into(), &Value::Null));
-    assert!(c["heartbeat_age_s"].as_i64().is_some_and(|s| s >= 59), "{c:#}");
+    assert_eq!(
+        (&c["status"], &c["stopped_at"]),
+        (&"silent".into(), &Value::Null)
+    );
+    assert!(
+        c["heartbeat_age_s"].as_i64().is_some_and(|s| s >= 59),
+        "{c:#}"
+    );
 
     let out = env.run_hili(["nodes"]).await;
     out.expect_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert!(lines[0].starts_with("node  ") && lines[0].ends_with("jobs"), "{}", out.both());
+    assert!(
+        lines[0].starts_with("node  ") && lines[0].ends_with("jobs"),
+        "{}",
+        out.both()
+    );
     let row = |name: &str| {
         lines
             .iter()
@@ -127,10 +148,22 @@ async fn nodes_and_status_show_each_node_of_a_shared_queue() {
             .to_string()
     };
     assert!(row("a").contains(" live ") && row("a").ends_with("queued 2, uploading 1"));
-    assert!(row("b").contains(" stopped 20") && row("b").ends_with("none"), "{}", row("b"));
+    assert!(
+        row("b").contains(" stopped 20") && row("b").ends_with("none"),
+        "{}",
+        row("b")
+    );
     assert!(row("c").contains(" silent since 20"), "{}", row("c"));
-    assert!(row("c").contains(" 1m") && row("c").contains(" ago"), "{}", row("c"));
-    assert!(!out.stdout.contains("viewer"), "reading does not join\n{}", out.both());
+    assert!(
+        row("c").contains(" 1m") && row("c").contains(" ago"),
+        "{}",
+        row("c")
+    );
+    assert!(
+        !out.stdout.contains("viewer"),
+        "reading does not join\n{}",
+        out.both()
+    );
 
     let out = env.run_hili(["status", "--json"]).await;
     out.expect_code(0);
@@ -153,7 +186,11 @@ async fn nodes_and_status_show_each_node_of_a_shared_queue() {
     assert!(section[1].trim_start().starts_with("node "), "{section:#?}");
     let a_row: Vec<&str> = section[2].split_whitespace().collect();
     assert_eq!(a_row[..2], ["a", "live"], "{section:#?}");
-    assert_eq!(a_row[a_row.len() - 4..], ["1", "2", "1", "0"], "{section:#?}");
+    assert_eq!(
+        a_row[a_row.len() - 4..],
+        ["1", "2", "1", "0"],
+        "{section:#?}"
+    );
     assert!(section[3].split_whitespace().take(2).eq(["b", "stopped"]));
     assert!(section[4].split_whitespace().take(2).eq(["c", "silent"]));
 }
