@@ -59,6 +59,8 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Queue failed or held jobs again.
     Retry(RetryArgs),
+    /// The nodes of a shared queue: live or not, last heartbeat, leases, jobs by state.
+    Nodes(NodesArgs),
     /// Re-hash every result (and every source still present) against the queue's SHA-256s,
     /// and check the output folders' manifests: exit 3 when anything changed or is missing.
     Verify(VerifyArgs),
@@ -156,6 +158,13 @@ pub struct JobsArgs {
     #[arg(long, value_parser = clap::value_parser!(State))]
     pub state: Option<State>,
     /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NodesArgs {
+    /// Machine-readable output: one array, times in RFC 3339 UTC.
     #[arg(long)]
     pub json: bool,
 }

@@ -22,6 +22,7 @@ pub(super) fn init(format: LogFormat, verbose: u8, command: &Command) {
             // Reports print their own output; only problems are logged.
             Command::Status(_)
             | Command::Jobs(_)
+            | Command::Nodes(_)
             | Command::Credits(_)
             | Command::Doctor(_)
             | Command::Verify(_)

@@ -15,6 +15,7 @@ mod jobs;
 mod logging;
 mod man;
 mod money;
+mod nodes;
 mod progress;
 mod report;
 mod run;
@@ -173,6 +174,7 @@ async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => report::status(&load_config(config_path)?, args).await,
         Command::Jobs(args) => jobs::jobs(&load_config(config_path)?, args).await,
         Command::Retry(args) => report::retry(&load_config(config_path)?, args).await,
+        Command::Nodes(args) => nodes::nodes(&load_config(config_path)?, args).await,
         Command::Verify(args) => verify::verify(&load_config(config_path)?, args).await,
         Command::Export(args) => export::export(&load_config(config_path)?, args).await,
         Command::Report(args) => html_report::report(&load_config(config_path)?, args).await,

@@ -10,7 +10,7 @@ use super::Exit;
 use super::args::{RetryArgs, StatusArgs};
 use super::jobs::{job_json, plain_table, table_lines, without_path};
 use crate::config::Config;
-use crate::store::{Job, JobId, State, Store};
+use crate::store::{Job, JobId, NodeInfo, State, Store};
 
 async fn open(config: &Config) -> anyhow::Result<Store> {
     Ok(Store::open_existing_at(&config.queue_location()?).await?)
@@ -30,6 +30,8 @@ struct Facts {
     failed_reasons: Vec<(String, u64)>,
     /// Money in the configured currency, and today's spending.
     money: super::money::MoneyStatus,
+    /// A shared queue's nodes (`None`: a queue of its own), and when they were read.
+    nodes: Option<(Vec<NodeInfo>, i64)>,
 }
 
 /// How many of the failed jobs' reasons `hili status` names.
@@ -48,6 +50,10 @@ pub(super) async fn status(config: &Config, args: StatusArgs) -> anyhow::Result<
         paused: store.pause_note().await?,
         failed_reasons: top_reasons(&failed, TOP_REASONS),
         money: super::money::MoneyStatus::read(config, &store).await?,
+        nodes: match store.node() {
+            Some(_) => Some((store.nodes().await?, crate::store::now_ms())),
+            None => None,
+        },
     };
     store.close().await;
     match args.json {
@@ -66,7 +72,7 @@ fn status_json(f: &Facts) -> Value {
         .iter()
         .map(|s| (s.as_str().to_string(), json!(count(f, *s))))
         .collect();
-    json!({
+    let mut v = json!({
         "counts": counts,
         "credits_left": f.credits.map(|c| c.1),
         "credits_seen_at_ms": f.credits.map(|c| c.0),
@@ -84,7 +90,11 @@ fn status_json(f: &Facts) -> Value {
         "failed_reasons": f.failed_reasons.iter()
             .map(|(reason, n)| json!({"reason": reason, "jobs": n}))
             .collect::<Vec<_>>(),
-    })
+    });
+    if let Some((nodes, now)) = &f.nodes {
+        v["nodes"] = super::nodes::status_json(nodes, *now);
+    }
+    v
 }
 
 /// `hili status` for people, one line after another: a new fact is one more push.
@@ -139,6 +149,10 @@ fn status_lines(f: &Facts) -> Vec<String> {
             ));
             out.push(format!("    resolve: {}", resolve_hint(j)));
         }
+    }
+    if let Some((nodes, now)) = &f.nodes {
+        out.push(String::new());
+        out.extend(super::nodes::status_lines(nodes, *now));
     }
     out
 }

@@ -3,10 +3,12 @@
 //! ([`crate::api::observe::CallObserver`]), limiter waits from the rate limiter, and the queue's
 //! figures (jobs by state, the oldest queued job, credits) are read from the store at each
 //! scrape. The listener serving them is in [`server`]. Recording is a few atomic operations,
-//! so it is always on; only serving is configured (`[metrics] listen`).
+//! so it is always on; only serving is configured (`[metrics] listen`). On a shared queue every
+//! series carries the process's `node` label, so one Prometheus tells the fleet's nodes apart.
 
 pub mod server;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -80,9 +82,17 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    /// The metrics of a process on a queue of its own: no `node` label.
     pub fn new() -> Metrics {
+        Metrics::for_node(None)
+    }
+
+    /// The metrics of node `node` of a shared queue (`None`: a queue of its own), its name a
+    /// `node` label on every series.
+    pub fn for_node(node: Option<&str>) -> Metrics {
+        let labels = node.map(|n| (Cow::Borrowed("node"), Cow::Owned(n.to_string())));
         let mut m = Metrics {
-            registry: Registry::with_prefix("hili"),
+            registry: Registry::with_prefix_and_labels("hili", labels.into_iter()),
             api_requests: Family::default(),
             api_latency: Family::new_with_constructor(latency_histogram),
             limiter_waits: Family::new_with_constructor(wait_histogram),
@@ -224,6 +234,28 @@ mod tests {
             "hili_credits_spent_total 3",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("node="), "{text}");
+    }
+
+    #[test]
+    fn a_node_of_a_shared_queue_labels_every_series_with_its_name() {
+        let m = Metrics::for_node(Some("scan-2"));
+        m.request_done(Endpoint::Upload, "ok", Duration::from_millis(30));
+        m.set_queue(&BTreeMap::from([(State::Done, 3)]), Duration::ZERO, None);
+        let text = m.encode();
+        for line in [
+            "hili_api_requests_total{node=\"scan-2\",endpoint=\"upload\",outcome=\"ok\"} 1",
+            "hili_jobs{node=\"scan-2\",state=\"done\"} 3",
+            "hili_credits_left{node=\"scan-2\"} -1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        let series = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty());
+        for l in series {
+            assert!(l.contains("node=\"scan-2\""), "{l} has no node label");
         }
     }
 }

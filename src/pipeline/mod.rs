@@ -100,7 +100,8 @@ impl Ctx {
         settings: Settings,
         shutdown: CancellationToken,
     ) -> Arc<Ctx> {
-        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let node = store.node().map(crate::store::NodeName::as_str);
+        let metrics = Arc::new(crate::metrics::Metrics::for_node(node));
         Arc::new(Ctx {
             gate: ApiGate::new(settings.requests_per_second, settings.burst)
                 .observed(metrics.clone()),

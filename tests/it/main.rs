@@ -19,6 +19,7 @@ mod incomplete_input;
 mod media;
 mod metadata;
 mod money;
+mod nodes;
 mod operator;
 mod package;
 mod pipeline;

@@ -10,12 +10,13 @@ use hili::cli::Exit;
 use crate::helpers::*;
 
 /// The commands a completion script must offer.
-const COMMANDS: [&str; 13] = [
+const COMMANDS: [&str; 14] = [
     "add",
     "run",
     "status",
     "jobs",
     "retry",
+    "nodes",
     "verify",
     "export",
     "credits",
