@@ -605,6 +605,21 @@ async fn every_legal_transition_through_the_api_writes_one_event(backend: Backen
     step!(store.retry(id, true), Done, Queued);
     step!(store.skip(id, "hili's own result"), Queued, Skipped);
     step!(store.retry(id, true), Skipped, Queued);
+    // The same photo as a done job whose result file is out of reach: fetched again.
+    let twin_photo = hili::store::Photo {
+        mdf: "m-twin".into(),
+        img_url: Some("u-twin".into()),
+    };
+    step!(
+        store.fetch_twin(id, JobId(999), &twin_photo, 1),
+        Queued,
+        Downloading
+    );
+    step!(
+        store.requeue(id, Downloading, "expired, reupload", 0),
+        Downloading,
+        Queued
+    );
     // A late upload answer is adopted from whatever state the job was moved to.
     let late = |mdf| Uploaded {
         mdf,
