@@ -20,8 +20,8 @@ use async_trait::async_trait;
 
 use super::{
     Closing, DueLimits, DueWork, EnqueueOutcome, Epoch, EpochId, Event, ExportRow, Identity, Job,
-    JobFolders, JobId, Known, NewJob, NodeInfo, NodeName, PgStore, Photo, ProvenanceEvent, RunTally,
-    SqliteStore, State, StoreError, UploadIntent, Uploaded,
+    JobFolders, JobId, Known, NewJob, NodeInfo, NodeName, PgStore, Photo, ProvenanceEvent,
+    RunTally, SqliteStore, State, StoreError, UploadIntent, Uploaded,
 };
 use crate::media::mover::MovePlan;
 use crate::repair::{Repair, Rgb};

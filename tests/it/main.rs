@@ -31,5 +31,6 @@ mod sim;
 mod store;
 mod superseded;
 mod terminal;
+mod twins;
 mod watch;
 mod watch_symlink;

@@ -147,10 +147,10 @@ impl PgStore {
             ENDED_HERE.replace("$2", "$1")
         );
         let rows = sqlx::query(&sql)
-        .bind(self.node().as_str())
-        .fetch_all(self.pool())
-        .await
-        .ctx("reading moves in progress")?;
+            .bind(self.node().as_str())
+            .fetch_all(self.pool())
+            .await
+            .ctx("reading moves in progress")?;
         rows.iter().map(decode_move).collect()
     }
 
