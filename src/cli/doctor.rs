@@ -132,7 +132,17 @@ async fn run_in(config_path: Option<&Path>, env: &Env, r: &mut Report<'_>) {
         }
     };
     check_api(r, &config, secret).await;
-    check_state_dir(r, &config.database_path_in(env));
+    match config.queue_location_in(env) {
+        Ok(shared @ crate::store::Location::Postgres { .. }) => {
+            match super::doctor_queue::check(&shared).await {
+                Ok(found) => r.ok("shared queue", &found),
+                Err(problem) => r.fail("shared queue", &problem),
+            }
+            // Converted copies and thumbnails still go in this machine's state directory.
+            check_writable(r, &config.database_path_in(env));
+        }
+        _ => check_state_dir(r, &config.database_path_in(env)),
+    }
 }
 
 /// One credits call answers reachability, third_code, clock skew and credits.
@@ -240,6 +250,11 @@ fn vendor_host(base_url: &str) -> Option<String> {
 
 fn check_state_dir(r: &mut Report<'_>, database: &Path) {
     check_database_mode(r, database);
+    check_writable(r, database);
+}
+
+/// The directory of `database` (this machine's state directory) is writable.
+fn check_writable(r: &mut Report<'_>, database: &Path) {
     let dir = match database.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),

@@ -8,6 +8,7 @@ mod client;
 mod completions;
 mod demo;
 pub mod doctor;
+mod doctor_queue;
 mod dry_run;
 mod export;
 mod html_report;

@@ -87,6 +87,15 @@ impl PgStore {
             database: shown.to_string(),
             source: e,
         })?;
+        // One connection first: its error says why (refused, unknown host, bad password),
+        // where the pool's would only say it timed out.
+        sqlx::Connection::close(
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
+                .await
+                .map_err(unreachable)?,
+        )
+        .await
+        .map_err(unreachable)?;
         let name = node.to_string();
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
