@@ -269,6 +269,97 @@ pub(super) fn lease_ms() -> i64 {
 mod tests {
     use super::*;
 
+    use crate::store::pg::{PgStore, testdb};
+
+    /// Two nodes on one fresh database.
+    async fn two_nodes() -> Option<(PgStore, PgStore, tempfile::TempDir)> {
+        let url = testdb::fresh().await?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let open = |n: &str| PgStore::open(&url, n.parse().expect("name"), dir.path());
+        let (a, b) = (open("a").await.expect("a"), open("b").await.expect("b"));
+        Some((a, b, dir))
+    }
+
+    /// Whether `f` is still waiting after a moment.
+    async fn waits<T>(f: &mut (impl std::future::Future<Output = T> + Unpin)) -> bool {
+        tokio::time::timeout(std::time::Duration::from_millis(300), f)
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn closing_an_epoch_waits_for_every_nodes_uploads_and_holds_new_ones_back() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let upload_on_a = a.barrier(false).await.expect("shared");
+        let mut close_on_b = Box::pin(b.barrier(true));
+        assert!(
+            waits(&mut close_on_b).await,
+            "b waits for a's upload in flight"
+        );
+        // A new upload anywhere queues behind the waiting close (no starving it).
+        let mut next_upload = Box::pin(a.barrier(false));
+        assert!(waits(&mut next_upload).await);
+        drop(upload_on_a);
+        let closing = tokio::time::timeout(std::time::Duration::from_secs(5), close_on_b)
+            .await
+            .expect("the close goes once a's upload ended")
+            .expect("exclusive");
+        assert!(waits(&mut next_upload).await, "held back while b closes");
+        drop(closing);
+        tokio::time::timeout(std::time::Duration::from_secs(5), next_upload)
+            .await
+            .expect("admitted once the close is done")
+            .expect("shared");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_dies_gives_its_place_back() {
+        let Some((a, b, _dir)) = two_nodes().await else {
+            return;
+        };
+        let upload_on_a = a.barrier(false).await.expect("shared");
+        // The node's process dies: its connections close (here, the pool's and the guard's).
+        a.pool().close().await;
+        drop(upload_on_a);
+        tokio::time::timeout(std::time::Duration::from_secs(5), b.barrier(true))
+            .await
+            .expect("b closes the epoch without waiting for the dead node")
+            .expect("exclusive");
+    }
+
+    #[tokio::test]
+    async fn another_machine_under_the_same_name_is_refused_a_restart_here_is_not() {
+        let Some((a, _b, _dir)) = two_nodes().await else {
+            return;
+        };
+        assert_eq!(a.join().await.expect("first join"), 1);
+        // The same machine again (a killed process restarting at once): fine.
+        a.join().await.expect("rejoin from this machine");
+        sqlx::query("UPDATE nodes SET host = 'scan-station-2', pid = 4242 WHERE name = 'a'")
+            .execute(a.pool())
+            .await
+            .expect("update");
+        match a.join().await {
+            Err(StoreError::NodeTaken {
+                node, host, pid, ..
+            }) => {
+                assert_eq!(
+                    (node.as_str(), host.as_str(), pid),
+                    ("a", "scan-station-2", 4242)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Silent for longer than a lease: that machine is gone, the name is free.
+        sqlx::query("UPDATE nodes SET heartbeat_at = heartbeat_at - 60000 WHERE name = 'a'")
+            .execute(a.pool())
+            .await
+            .expect("update");
+        a.join().await.expect("a dead node's name is free");
+    }
+
     #[test]
     fn node_names_are_plain() {
         assert!("scan-2.lab_a".parse::<NodeName>().is_ok());
