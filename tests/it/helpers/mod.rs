@@ -1,10 +1,12 @@
-//! Shared test helpers: generated photos, a simulator plus a config and database in a temp
-//! directory, and ways to run hili in-process or as a child process against them.
+//! Shared test helpers: generated photos, a simulator plus a config and a queue (a SQLite file
+//! in a temp directory, or a fresh database on the PostgreSQL test server: [`Env::on`]), and
+//! ways to run hili in-process or as a child process against them.
 
 #![allow(dead_code)]
 
 pub(crate) mod backend;
 mod daemon;
+use backend::Backend;
 pub(crate) use daemon::Daemon;
 
 use std::ffi::OsStr;
@@ -20,7 +22,7 @@ use hili::pipeline::{self, Ctx, Progress, RunOptions, Settings, Snapshot, Summar
 use hili::repair::{Repair, Rgb};
 use hili::secret::Secret;
 use hili::sim::{SimHandle, SimOptions};
-use hili::store::{NewJob, Store};
+use hili::store::{Location, NewJob, Store};
 use image::{ImageBuffer, Rgb as Px, RgbImage};
 use tokio_util::sync::CancellationToken;
 
@@ -85,15 +87,21 @@ pub(crate) fn fast_sim() -> SimOptions {
     }
 }
 
-/// A temp directory with an inbox, an output dir, a database and a config file pointing at a
+/// The node an [`Env`] on PostgreSQL is, in-process and in the `hili` it runs.
+pub(crate) const NODE: &str = "node-a";
+
+/// A temp directory with an inbox, an output dir, a queue and a config file pointing at a
 /// running simulator.
 pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub sim: SimHandle,
     pub inbox: PathBuf,
     pub out: PathBuf,
+    /// The SQLite file (on PostgreSQL no file: the state directory's would-be queue).
     pub db: PathBuf,
     pub config: PathBuf,
+    /// Where the queue is, as `hili` finds it from the config.
+    pub location: Location,
 }
 
 impl Env {
@@ -103,6 +111,29 @@ impl Env {
 
     /// `queue_extra` is appended to the `[queue]` section of the config.
     pub(crate) async fn with_queue(opts: SimOptions, queue_extra: &str) -> Env {
+        Env::build(opts, queue_extra, None).await
+    }
+
+    /// An environment whose queue is on `backend`: for PostgreSQL a fresh database on the
+    /// test server, worked as node [`NODE`]. `None`: no test server (the test returns early).
+    pub(crate) async fn on(backend: Backend, opts: SimOptions) -> Option<Env> {
+        Env::on_with_queue(backend, opts, "").await
+    }
+
+    /// [`Env::on`] with `queue_extra` appended to the `[queue]` section of the config.
+    pub(crate) async fn on_with_queue(
+        backend: Backend,
+        opts: SimOptions,
+        queue_extra: &str,
+    ) -> Option<Env> {
+        let url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(hili::store::pg::testdb::fresh().await?),
+        };
+        Some(Env::build(opts, queue_extra, url).await)
+    }
+
+    async fn build(opts: SimOptions, queue_extra: &str, url: Option<String>) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let sim = hili::sim::serve(opts).await.unwrap();
         let inbox = dir.path().join("inbox");
@@ -111,16 +142,30 @@ impl Env {
         std::fs::create_dir_all(&inbox).unwrap();
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, SECRET).unwrap();
+        let (database, location) = match url {
+            None => (
+                format!("database = \"{}\"", db.display()),
+                Location::Sqlite(db.clone()),
+            ),
+            Some(url) => (
+                format!("database = \"{url}\"\nnode = \"{NODE}\""),
+                Location::Postgres {
+                    url,
+                    node: NODE.parse().unwrap(),
+                    // The child's too: `hili` gets it as STATE_DIRECTORY.
+                    local_dir: dir.path().join("state"),
+                },
+            ),
+        };
         let config = dir.path().join("hili.toml");
         std::fs::write(
             &config,
             format!(
                 "[api]\nbase_url = \"{}\"\nthird_code = \"{THIRD}\"\nsecret_key_file = \"{}\"\n\
                  requests_per_second = 500.0\nburst = 50\ntimeout = \"5s\"\npoll_interval = \"100ms\"\n\n\
-                 [queue]\ndatabase = \"{}\"\n{queue_extra}\n",
+                 [queue]\n{database}\n{queue_extra}\n",
                 sim.base_url(),
                 secret_file.display(),
-                db.display()
             ),
         )
         .unwrap();
@@ -131,6 +176,14 @@ impl Env {
             out,
             db,
             config,
+            location,
+        }
+    }
+
+    pub(crate) fn backend(&self) -> Backend {
+        match self.location {
+            Location::Sqlite(_) => Backend::Sqlite,
+            Location::Postgres { .. } => Backend::Postgres,
         }
     }
 
@@ -138,8 +191,19 @@ impl Env {
         Config::load(Some(&self.config)).unwrap()
     }
 
+    /// A handle on the queue (as node [`NODE`] on PostgreSQL).
     pub(crate) async fn store(&self) -> Store {
-        Store::open(&self.db).await.unwrap()
+        Store::open_at(&self.location).await.unwrap()
+    }
+
+    /// Whether the queue survived intact: SQLite's `PRAGMA integrity_check` of the file. On
+    /// PostgreSQL the server keeps its own files; what a crash of hili can break there is the
+    /// rows, which the callers check.
+    pub(crate) async fn queue_intact(&self) -> Result<(), String> {
+        match self.backend() {
+            Backend::Sqlite => integrity(&self.db).await,
+            Backend::Postgres => Ok(()),
+        }
     }
 
     /// Queues every file under the inbox (as `hili add` does) with `repair`.
@@ -192,6 +256,8 @@ impl Env {
         stop: CancellationToken,
     ) -> Summary {
         let store = self.store().await;
+        // As `hili run` does: a node of a shared queue joins before it works.
+        store.join().await.unwrap();
         let ctx = Ctx::new(store, self.client(), settings, stop);
         let summary = tokio::time::timeout(
             Duration::from_secs(60),
@@ -211,6 +277,10 @@ impl Env {
             .env_remove("HILI_SECRET_KEY")
             .env_remove("HILI_CRASH_AT")
             .env("HILI_LOG", "info");
+        if let Location::Postgres { local_dir, .. } = &self.location {
+            // The node's own files where the in-process store puts them.
+            c.env("STATE_DIRECTORY", local_dir);
+        }
         c
     }
 
