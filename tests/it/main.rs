@@ -21,6 +21,7 @@ mod metadata;
 mod money;
 mod operator;
 mod package;
+mod pauses;
 mod pipeline;
 mod promises;
 mod report;
