@@ -1,7 +1,9 @@
 //! Crash tests: `hili run --once` as a real child process, aborted (as by `kill -9`) at every
 //! named step of a job's life — after each transition, right before and after the upload
 //! request, right before the output rename — then restarted. The simulator's ledger proves no
-//! identity was charged twice, and the output directory that no partial file survived.
+//! identity was charged twice, and the output directory that no partial file survived. Each
+//! test runs on both backends (`NAME::sqlite`, `NAME::postgres`: the restarted child is the
+//! same node, see `helpers::backend`).
 
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use hili::sim::Faults;
 use hili::store::State;
 use rand::{Rng, SeedableRng};
 
+use crate::helpers::backend::{Backend, both_backends};
 use crate::helpers::*;
 
 fn run_to_end(mut cmd: Command, limit: Duration) -> (ExitStatus, String) {
@@ -61,7 +64,10 @@ async fn assert_safe(env: &Env, step: &str, photos: usize) -> (usize, usize) {
             other => panic!("{step}: job {} ended {other:?}: {:?}", j.id, j.reason),
         }
     }
-    assert_eq!(integrity(&env.db).await, Ok(()));
+    assert_eq!(env.queue_intact().await, Ok(()), "{step}");
+    // The children worked the queue the config names, not a file of their own.
+    let on_file = env.backend() == Backend::Sqlite;
+    assert_eq!(env.db.exists(), on_file, "{step}: {}", env.db.display());
     store.close().await;
     let outputs = env.outputs();
     for o in &outputs {
@@ -83,8 +89,11 @@ async fn assert_safe(env: &Env, step: &str, photos: usize) -> (usize, usize) {
     (done, held)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_at_every_step_never_charges_twice_nor_leaves_partial_output() {
+both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_crash_at_every_step_never_charges_twice_nor_leaves_partial_output
+);
+async fn a_crash_at_every_step_never_charges_twice_nor_leaves_partial_output(backend: Backend) {
     let steps = [
         ("before:queued->uploading", false),
         ("after:queued->uploading", false),
@@ -100,7 +109,9 @@ async fn a_crash_at_every_step_never_charges_twice_nor_leaves_partial_output() {
         ("after:downloading->done", false),
     ];
     for (step, charged_unrecorded) in steps {
-        let env = Env::new(fast_sim()).await;
+        let Some(env) = Env::on(backend, fast_sim()).await else {
+            return;
+        };
         for i in 0..3 {
             write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
         }
@@ -128,8 +139,11 @@ async fn a_crash_at_every_step_never_charges_twice_nor_leaves_partial_output() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn randomised_kills_over_200_jobs_with_faults_on() {
+both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    randomised_kills_over_200_jobs_with_faults_on
+);
+async fn randomised_kills_over_200_jobs_with_faults_on(backend: Backend) {
     let seed: u64 = std::env::var("HILI_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -146,7 +160,10 @@ async fn randomised_kills_over_200_jobs_with_faults_on() {
         charge_drop: 0.01,
         ..Faults::default()
     };
-    let env = Env::with_queue(opts, "upload_concurrency = 1\ndownload_concurrency = 4").await;
+    let queue = "upload_concurrency = 1\ndownload_concurrency = 4";
+    let Some(env) = Env::on_with_queue(backend, opts, queue).await else {
+        return;
+    };
     let photos = 200;
     for i in 0..photos {
         write_jpeg(&env.inbox.join(format!("d{}/p{i}.jpg", i % 10)), i as u32);
@@ -173,15 +190,22 @@ async fn randomised_kills_over_200_jobs_with_faults_on() {
         child.wait().unwrap();
         kills += 1;
     }
+    // The kills must have landed in work, not only in start-ups.
+    let charged_while_killing = env.sim.ledger().total_charges;
     env.sim.set_faults(Faults::default());
     let (status, stderr) = run_to_end(env.hili(), Duration::from_secs(60));
     let (done, held) = assert_safe(&env, "random", photos).await;
     println!(
-        "crash loop: {photos} photos, {kills} kills, {} faults, {done} done, {held} held, 0 duplicate charges, {:.1}s",
+        "crash loop ({backend:?}): {photos} photos, {kills} kills, {charged_while_killing} charged \
+         while killing, {} faults, {done} done, {held} held, 0 duplicate charges, {:.1}s",
         env.sim.ledger().faults.values().sum::<u64>(),
         started.elapsed().as_secs_f64()
     );
     assert!(kills >= 15, "too few kills to mean anything: {kills}");
+    assert!(
+        charged_while_killing >= 10,
+        "too little work between the kills to mean anything: {charged_while_killing} charges"
+    );
     assert!(
         status.code() == Some(0) || status.code() == Some(3),
         "{stderr}"

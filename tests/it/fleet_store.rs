@@ -164,3 +164,57 @@ async fn heartbeats_count_live_nodes_and_a_node_that_leaves_stops_counting() {
     // Coming back counts again.
     assert_eq!(b.heartbeat().await.unwrap(), 2);
 }
+
+/// An upload's answer is ordered before every write the store accepts after it
+/// (`JobStore::queue_uploaded`): while the answer cannot commit yet — its row held by another
+/// session, as a slow server would — the next upload's intent waits for it, so a crash never
+/// leaves a newer intent without the older answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL commits an upload's answer on a task of its own, unordered with the next \
+            intent: the next intent commits first (issue 16)"]
+async fn an_upload_answer_commits_before_the_next_intent() {
+    use sqlx::Connection;
+    let Some((queue, [(_, a), _])) = two_nodes().await else {
+        return;
+    };
+    let first = add(&a, photo_on(FIRST, "1.jpg")).await;
+    let next = add(&a, photo_on(FIRST, "2.jpg")).await;
+    a.begin_upload(first, 10).await.unwrap();
+    let url = queue.url().expect("a PostgreSQL queue");
+    let mut holder = sqlx::PgConnection::connect(url).await.unwrap();
+    let mut tx = holder.begin().await.unwrap();
+    sqlx::query("SELECT id FROM jobs WHERE id = $1 FOR UPDATE")
+        .bind(first.0)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+
+    let answer = hili::store::Uploaded {
+        mdf: "m1",
+        img_url: "https://x/1.jpg",
+        first_poll_at: None,
+        sent_sha256: None,
+    };
+    let committing = a.queue_uploaded(first, &answer).unwrap();
+    let intent = {
+        let a = a.clone();
+        tokio::spawn(async move { a.begin_upload(next, 9).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let state = |id: JobId| {
+        let b = a.clone();
+        async move { b.get(id).await.unwrap().unwrap().state() }
+    };
+    let seen = (state(first).await, state(next).await);
+    tx.rollback().await.unwrap();
+    committing.await.unwrap();
+    intent.await.unwrap().unwrap();
+    assert_eq!(
+        seen,
+        (State::Uploading, State::Queued),
+        "the next intent was committed while the answer before it was not"
+    );
+    let answered = a.events(first).await.unwrap().last().unwrap().id;
+    let began = a.events(next).await.unwrap().last().unwrap().id;
+    assert!(answered < began, "answer event {answered}, intent {began}");
+}

@@ -22,6 +22,7 @@ mod money;
 mod nodes;
 mod operator;
 mod package;
+mod pauses;
 mod pipeline;
 mod promises;
 mod report;

@@ -1,20 +1,23 @@
 //! The queue and pipeline against the simulator, in-process: every repair type end to end,
-//! every errno path, pauses, expiry, dedupe, and priorities. The simulator's ledger is the
-//! witness for every credit claim.
+//! the errno paths, retries, expiry, dedupe, and upload concurrency (pauses: `pauses.rs`). The
+//! simulator's ledger is the witness for every credit claim. Each test runs on both backends (`NAME::sqlite`,
+//! `NAME::postgres`: see `helpers::backend`).
 
 use std::time::Duration;
 
-use hili::pipeline::{OnExpired, RunOptions};
+use hili::pipeline::OnExpired;
 use hili::repair::{Repair, Rgb};
 use hili::sim::Faults;
 use hili::store::State;
-use tokio_util::sync::CancellationToken;
 
+use crate::helpers::backend::{Backend, both_backends};
 use crate::helpers::*;
 
-#[tokio::test]
-async fn every_repair_type_end_to_end() {
-    let env = Env::new(fast_sim()).await;
+both_backends!(every_repair_type_end_to_end);
+async fn every_repair_type_end_to_end(backend: Backend) {
+    let Some(env) = Env::on(backend, fast_sim()).await else {
+        return;
+    };
     let cases = [
         (Repair::Sr, None, "sr"),
         (Repair::Repair, None, "repair"),
@@ -104,9 +107,11 @@ async fn every_repair_type_end_to_end() {
     }
 }
 
-#[tokio::test]
-async fn the_same_photo_twice_is_charged_once_and_gets_two_outputs() {
-    let env = Env::new(fast_sim()).await;
+both_backends!(the_same_photo_twice_is_charged_once_and_gets_two_outputs);
+async fn the_same_photo_twice_is_charged_once_and_gets_two_outputs(backend: Backend) {
+    let Some(env) = Env::on(backend, fast_sim()).await else {
+        return;
+    };
     write_jpeg(&env.inbox.join("a.jpg"), 7);
     std::fs::copy(env.inbox.join("a.jpg"), env.inbox.join("copy of a.jpg")).unwrap();
     assert_eq!(env.add(Repair::Sr, None).await, 2);
@@ -126,9 +131,11 @@ async fn the_same_photo_twice_is_charged_once_and_gets_two_outputs() {
     assert_eq!(env.sim.ledger().total_charges, 1);
 }
 
-#[tokio::test]
-async fn invalid_input_fails_before_any_request() {
-    let env = Env::new(fast_sim()).await;
+both_backends!(invalid_input_fails_before_any_request);
+async fn invalid_input_fails_before_any_request(backend: Backend) {
+    let Some(env) = Env::on(backend, fast_sim()).await else {
+        return;
+    };
     std::fs::write(env.inbox.join("notes.jpg"), b"this is text, not a photo").unwrap();
     std::fs::write(env.inbox.join("empty.png"), b"").unwrap();
     let big = image::RgbImage::new(7000, 10);
@@ -151,9 +158,11 @@ async fn invalid_input_fails_before_any_request() {
     }
 }
 
-#[tokio::test]
-async fn errno_9009_fails_the_photo_without_a_charge() {
-    let env = Env::new(fast_sim()).await;
+both_backends!(errno_9009_fails_the_photo_without_a_charge);
+async fn errno_9009_fails_the_photo_without_a_charge(backend: Backend) {
+    let Some(env) = Env::on(backend, fast_sim()).await else {
+        return;
+    };
     env.sim.set_faults(Faults {
         e9009: 1.0,
         ..Faults::default()
@@ -169,9 +178,11 @@ async fn errno_9009_fails_the_photo_without_a_charge() {
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
 
-#[tokio::test]
-async fn transient_failures_are_retried_then_give_up_after_max_attempts() {
-    let env = Env::with_queue(fast_sim(), "max_attempts = 2").await;
+both_backends!(transient_failures_are_retried_then_give_up_after_max_attempts);
+async fn transient_failures_are_retried_then_give_up_after_max_attempts(backend: Backend) {
+    let Some(env) = Env::on_with_queue(backend, fast_sim(), "max_attempts = 2").await else {
+        return;
+    };
     env.sim.set_faults(Faults {
         e9006: 1.0,
         ..Faults::default()
@@ -191,13 +202,15 @@ async fn transient_failures_are_retried_then_give_up_after_max_attempts() {
     assert_eq!(env.sim.ledger().total_charges, 0);
 }
 
-#[tokio::test]
-async fn http_500_and_9006_are_retried_until_done() {
+both_backends!(http_500_and_9006_are_retried_until_done);
+async fn http_500_and_9006_are_retried_until_done(backend: Backend) {
     // Enough attempts that a run of bad luck (about a third of all attempts fail here) cannot
     // end a job as failed: this test is about retrying, the attempt limit has its own test.
     // (9006 three times in a row for one photo fails it on purpose — see `promises` — so the
     // random phase has HTTP 500s only; 9006 is retried deterministically below.)
-    let env = Env::with_queue(fast_sim(), "max_attempts = 40").await;
+    let Some(env) = Env::on_with_queue(backend, fast_sim(), "max_attempts = 40").await else {
+        return;
+    };
     env.sim.set_faults(Faults {
         http500: 0.3,
         ..Faults::default()
@@ -218,7 +231,10 @@ async fn http_500_and_9006_are_retried_until_done() {
     assert!(ledger.faults["http500"] > 0, "faults really happened");
 
     // 9006 twice in a row: retried, then done (not charged meanwhile).
-    let env = std::sync::Arc::new(Env::new(fast_sim()).await);
+    let Some(env) = Env::on(backend, fast_sim()).await else {
+        return;
+    };
+    let env = std::sync::Arc::new(env);
     env.sim.set_faults(Faults {
         e9006: 1.0,
         ..Faults::default()
@@ -243,98 +259,14 @@ async fn http_500_and_9006_are_retried_until_done() {
     assert_eq!((ledger.total_charges, ledger.upload_requests), (1, 3));
 }
 
-#[tokio::test]
-async fn a_rejected_token_pauses_everything_and_leaves_jobs_queued() {
-    let mut opts = fast_sim();
-    opts.secret = "a-different-secret".into();
-    let env = Env::new(opts).await;
-    write_jpeg(&env.inbox.join("a.jpg"), 1);
-    env.add(Repair::Sr, None).await;
-    let summary = env.run_once(env.settings()).await;
-    assert!(
-        summary.blocked.as_deref().unwrap().contains("9999"),
-        "{summary:?}"
-    );
-    assert_eq!(job_states(&env).await, [State::Queued]);
-    assert_eq!(env.sim.ledger().total_charges, 0);
-}
-
-#[tokio::test]
-async fn no_credits_pauses_uploads_and_resumes_after_a_top_up() {
-    let mut opts = fast_sim();
-    opts.credits = 0;
-    let env = Env::new(opts).await;
-    for i in 0..2 {
-        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
-    }
-    env.add(Repair::Sr, None).await;
-    let mut settings = env.settings();
-    settings.credits_recheck = Duration::from_millis(200);
-
-    // A --once run with nothing to pay with stops and leaves the jobs queued.
-    let summary = env.run_once(settings.clone()).await;
-    assert!(summary.blocked.is_some(), "{summary:?}");
-    assert_eq!(job_states(&env).await, [State::Queued, State::Queued]);
-
-    // A run that waits for credits resumes by itself once they are topped up.
-    let admin = format!("{}/__sim/credits", env.sim.base_url());
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let body = serde_json::json!({"add": 5});
-        reqwest::Client::new()
-            .post(admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-    });
-    let opts = RunOptions {
-        once: true,
-        exit_when_blocked: false,
-    };
-    let summary = env.run_with(settings, opts, CancellationToken::new()).await;
-    assert_eq!(summary.done, 2, "{summary:?}");
-    assert_eq!(env.sim.credits(), 3);
-}
-
-#[tokio::test]
-async fn errno_9101_mid_run_pauses_uploads_but_downloads_go_on() {
-    let mut opts = fast_sim();
-    opts.credits = 1;
-    let env = Env::new(opts).await;
-    for i in 0..3 {
-        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
-    }
-    env.add(Repair::Sr, None).await;
-    let summary = env.run_once(env.settings()).await;
-    // The one paid photo is downloaded although uploads are paused for the other two.
-    assert_eq!(summary.done, 1, "{summary:?}");
-    assert!(summary.blocked.is_some());
-    let mut s = job_states(&env).await;
-    s.sort();
-    assert_eq!(s, [State::Queued, State::Queued, State::Done]);
-    assert_eq!(env.sim.ledger().total_charges, 1);
-}
-
-#[tokio::test]
-async fn budget_limits_the_credits_one_run_spends() {
-    let env = Env::with_queue(fast_sim(), "budget = 2").await;
-    for i in 0..4 {
-        write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
-    }
-    env.add(Repair::Sr, None).await;
-    let summary = env.run_once(env.settings()).await;
-    assert_eq!((summary.done, summary.credits_spent), (2, 2), "{summary:?}");
-    assert!(summary.blocked.as_deref().unwrap().contains("budget"));
-    assert_eq!(env.sim.ledger().total_charges, 2);
-}
-
-#[tokio::test]
-async fn an_expired_result_is_held_as_a_lost_credit() {
+both_backends!(an_expired_result_is_held_as_a_lost_credit);
+async fn an_expired_result_is_held_as_a_lost_credit(backend: Backend) {
     let mut opts = fast_sim();
     opts.processing = Duration::from_millis(20);
     opts.retention = Duration::from_millis(1);
-    let env = Env::new(opts).await;
+    let Some(env) = Env::on(backend, opts).await else {
+        return;
+    };
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     env.add(Repair::Sr, None).await;
     let summary = env.run_once(env.settings()).await;
@@ -349,12 +281,14 @@ async fn an_expired_result_is_held_as_a_lost_credit() {
     assert!(env.outputs().is_empty());
 }
 
-#[tokio::test]
-async fn an_expired_result_is_uploaded_again_when_configured() {
+both_backends!(an_expired_result_is_uploaded_again_when_configured);
+async fn an_expired_result_is_uploaded_again_when_configured(backend: Backend) {
     let mut opts = fast_sim();
     opts.processing = Duration::from_millis(20);
     opts.retention = Duration::from_millis(1);
-    let env = Env::new(opts).await;
+    let Some(env) = Env::on(backend, opts).await else {
+        return;
+    };
     write_jpeg(&env.inbox.join("a.jpg"), 1);
     env.add(Repair::Sr, None).await;
     let mut settings = env.settings();
@@ -375,15 +309,17 @@ async fn an_expired_result_is_uploaded_again_when_configured() {
     );
 }
 
+both_backends!(a_large_result_streams_to_disk_and_lands_intact);
 /// Results up to 256 KiB are written from memory in one go; larger ones stream into their
 /// temp file as they arrive. Both must land byte for byte.
-#[tokio::test]
-async fn a_large_result_streams_to_disk_and_lands_intact() {
-    let env = Env::new(hili::sim::SimOptions {
+async fn a_large_result_streams_to_disk_and_lands_intact(backend: Backend) {
+    let opts = hili::sim::SimOptions {
         passthrough: true, // the result is the upload itself, so the bytes can be compared
         ..fast_sim()
-    })
-    .await;
+    };
+    let Some(env) = Env::on(backend, opts).await else {
+        return;
+    };
     // Seeded noise compresses badly: a 700×700 JPEG of it is well over 256 KiB.
     let mut x: u32 = 12345;
     let noise = image::RgbImage::from_fn(700, 700, |_, _| {
@@ -437,13 +373,22 @@ async fn upload_spans(env: &Env) -> Vec<((i64, i64), (i64, i64))> {
     spans
 }
 
-#[tokio::test]
-async fn uploads_never_overlap_beyond_upload_concurrency_while_the_next_photo_is_prepared() {
+both_backends!(
+    uploads_never_overlap_beyond_upload_concurrency_while_the_next_photo_is_prepared,
+    postgres: #[ignore = "PostgreSQL commits an upload's answer on a task of its own, unordered \
+                          with the next intent: the next upload may begin first (issue 16; \
+                          fleet_store::an_upload_answer_commits_before_the_next_intent)"]
+);
+async fn uploads_never_overlap_beyond_upload_concurrency_while_the_next_photo_is_prepared(
+    backend: Backend,
+) {
     // Each request takes 30 ms at the sim, so uploads started together would overlap.
     let mut opts = fast_sim();
     opts.latency = Duration::from_millis(30);
     opts.processing = Duration::ZERO;
-    let env = Env::new(opts).await;
+    let Some(env) = Env::on(backend, opts).await else {
+        return;
+    };
     for i in 0..6 {
         write_jpeg(&env.inbox.join(format!("p{i}.jpg")), i);
     }

@@ -114,12 +114,13 @@ impl Queue {
 /// a name, so the tests are `NAME::sqlite` and `NAME::postgres`). The body is an ordinary
 /// function, formatted and linted as any other; it opens its queue with
 /// `let Some((queue, store)) = backend.fresh().await else { return };`. The runtime may be
-/// chosen: `both_backends!(#[tokio::test(flavor = "multi_thread")] NAME);`.
+/// chosen: `both_backends!(#[tokio::test(flavor = "multi_thread")] NAME);`. An attribute for
+/// the PostgreSQL test alone follows the name: `both_backends!(NAME, postgres: #[ignore = "…"]);`.
 macro_rules! both_backends {
-    ($name:ident) => {
-        $crate::helpers::backend::both_backends!(#[tokio::test] $name);
+    ($name:ident $(, postgres: #[$pg:meta])?) => {
+        $crate::helpers::backend::both_backends!(#[tokio::test] $name $(, postgres: #[$pg])?);
     };
-    (#[$($test:tt)*] $name:ident) => {
+    (#[$($test:tt)*] $name:ident $(, postgres: #[$pg:meta])?) => {
         mod $name {
             use $crate::helpers::backend::Backend;
 
@@ -129,6 +130,7 @@ macro_rules! both_backends {
             }
 
             #[$($test)*]
+            $(#[$pg])?
             async fn postgres() {
                 super::$name(Backend::Postgres).await
             }
