@@ -170,8 +170,6 @@ async fn heartbeats_count_live_nodes_and_a_node_that_leaves_stops_counting() {
 /// session, as a slow server would — the next upload's intent waits for it, so a crash never
 /// leaves a newer intent without the older answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "PostgreSQL commits an upload's answer on a task of its own, unordered with the next \
-            intent: the next intent commits first (issue 16)"]
 async fn an_upload_answer_commits_before_the_next_intent() {
     use sqlx::Connection;
     let Some((queue, [(_, a), _])) = two_nodes().await else {

@@ -373,12 +373,7 @@ async fn upload_spans(env: &Env) -> Vec<((i64, i64), (i64, i64))> {
     spans
 }
 
-both_backends!(
-    uploads_never_overlap_beyond_upload_concurrency_while_the_next_photo_is_prepared,
-    postgres: #[ignore = "PostgreSQL commits an upload's answer on a task of its own, unordered \
-                          with the next intent: the next upload may begin first (issue 16; \
-                          fleet_store::an_upload_answer_commits_before_the_next_intent)"]
-);
+both_backends!(uploads_never_overlap_beyond_upload_concurrency_while_the_next_photo_is_prepared);
 async fn uploads_never_overlap_beyond_upload_concurrency_while_the_next_photo_is_prepared(
     backend: Backend,
 ) {

@@ -2,9 +2,10 @@
 //! answer at once and have it durable soon; here the write starts at once on its own task, and
 //! when the database does not answer (PostgreSQL restarting, the network to the NAS down) it is
 //! kept in memory and tried again until it commits or is refused for good: an answer the
-//! account paid for is never dropped because the queue was briefly away. Closing an epoch and
-//! closing the store wait for the answers still outstanding ([`Answers::drain`]), so an
-//! epoch's count of answers never misses one that was received.
+//! account paid for is never dropped because the queue was briefly away. Closing an epoch,
+//! closing the store and the next upload's intent wait for the answers still outstanding
+//! ([`Answers::drain`]), so an epoch's count never misses an answer that was received, and a
+//! newer intent never reaches the books before an older answer.
 //!
 //! [`JobStore::queue_uploaded`]: crate::store::JobStore::queue_uploaded
 
@@ -28,7 +29,7 @@ pub(super) struct Answers {
 
 impl Answers {
     /// Returns once no answer is being committed.
-    pub(super) async fn drain(&self) {
+    pub(crate) async fn drain(&self) {
         loop {
             let idle = self.idle.notified();
             if self.outstanding.load(Ordering::SeqCst) == 0 {

@@ -110,6 +110,10 @@ impl PgStore {
         id: JobId,
         intent: &UploadIntent<'_>,
     ) -> Result<(), StoreError> {
+        // The answers this node received are on the books before its next intent (the order
+        // `JobStore::queue_uploaded` promises): a crash never leaves a newer intent without an
+        // older answer.
+        self.answers.drain().await;
         let credits = i64::try_from(intent.credits_before).unwrap_or(i64::MAX);
         let mut given = vec![
             ("credits_before", Val::Int(Some(credits))),
