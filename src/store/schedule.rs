@@ -79,31 +79,10 @@ impl SqliteStore {
                 continue;
             }
             let stage: i64 = row.try_get("stage").ctx("finding due work")?;
-            let job = decode_job(row)?;
-            match (stage, &job.stage) {
-                (0, Stage::Processing(photo)) => work.polls.push(Paid {
-                    photo: photo.clone(),
-                    job,
-                }),
-                (1, Stage::Downloading(photo)) => work.downloads.push(Paid {
-                    photo: photo.clone(),
-                    job,
-                }),
-                (2, Stage::Queued) => work.uploads.push(job),
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        job: job.id,
-                        detail: format!("due as stage {stage} while {}", job.state()),
-                    });
-                }
-            }
+            work.take(stage, decode_job(row)?)?;
         }
         // A compound SELECT does not promise to keep its parts' order: restore it.
-        work.polls
-            .sort_by_key(|p| (p.job.next_poll_at_ms.unwrap_or(0), p.job.id));
-        work.downloads
-            .sort_by_key(|p| (p.job.processing_since_ms.unwrap_or(0), p.job.id));
-        work.uploads.sort_by_key(|j| j.id);
+        work.sort();
         Ok(work)
     }
 
@@ -188,6 +167,41 @@ fn due_work_sql() -> String {
            UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'queued' \
            UNION ALL SELECT MIN(not_before) FROM jobs WHERE state = 'downloading')"
     )
+}
+
+impl DueWork {
+    /// Files a due job under its stage (0 poll, 1 download, 2 upload), as both backends'
+    /// queries tag them; a job whose state does not fit its stage is corrupt data.
+    pub(crate) fn take(&mut self, stage: i64, job: Job) -> Result<(), StoreError> {
+        match (stage, &job.stage) {
+            (0, Stage::Processing(photo)) => self.polls.push(Paid {
+                photo: photo.clone(),
+                job,
+            }),
+            (1, Stage::Downloading(photo)) => self.downloads.push(Paid {
+                photo: photo.clone(),
+                job,
+            }),
+            (2, Stage::Queued) => self.uploads.push(job),
+            _ => {
+                return Err(StoreError::Corrupt {
+                    job: job.id,
+                    detail: format!("due as stage {stage} while {}", job.state()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each stage's order: polls most overdue first, downloads oldest result first, uploads in
+    /// queue order.
+    pub(crate) fn sort(&mut self) {
+        self.polls
+            .sort_by_key(|p| (p.job.next_poll_at_ms.unwrap_or(0), p.job.id));
+        self.downloads
+            .sort_by_key(|p| (p.job.processing_since_ms.unwrap_or(0), p.job.id));
+        self.uploads.sort_by_key(|j| j.id);
+    }
 }
 
 /// How many due jobs of each stage [`SqliteStore::due_work`] may return.

@@ -14,7 +14,7 @@ use crate::store::error::SqlContext;
 use crate::store::jobs::decode_job;
 use std::collections::BTreeMap;
 
-use crate::store::{DueLimits, DueWork, JobId, Paid, Stage, State, StoreError, now_ms};
+use crate::store::{DueLimits, DueWork, JobId, State, StoreError, now_ms};
 
 /// The claim; `$6` is this node. Polls most overdue first (a NULL `next_poll_at`, "at once",
 /// first, as on SQLite), downloads oldest result first, uploads in queue order.
@@ -115,31 +115,10 @@ impl PgStore {
         };
         for row in &rows {
             let stage: i32 = row.try_get("stage").ctx(context)?;
-            let job = decode_job(row)?;
-            match (stage, &job.stage) {
-                (0, Stage::Processing(photo)) => work.polls.push(Paid {
-                    photo: photo.clone(),
-                    job,
-                }),
-                (1, Stage::Downloading(photo)) => work.downloads.push(Paid {
-                    photo: photo.clone(),
-                    job,
-                }),
-                (2, Stage::Queued) => work.uploads.push(job),
-                _ => {
-                    return Err(StoreError::Corrupt {
-                        job: job.id,
-                        detail: format!("due as stage {stage} while {}", job.state()),
-                    });
-                }
-            }
+            work.take(i64::from(stage), decode_job(row)?)?;
         }
         // UPDATE … RETURNING keeps no order: restore each stage's.
-        work.polls
-            .sort_by_key(|p| (p.job.next_poll_at_ms.unwrap_or(0), p.job.id));
-        work.downloads
-            .sort_by_key(|p| (p.job.processing_since_ms.unwrap_or(0), p.job.id));
-        work.uploads.sort_by_key(|j| j.id);
+        work.sort();
         Ok(work)
     }
 }
