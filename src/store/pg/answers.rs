@@ -103,6 +103,7 @@ impl PgStore {
                 Err(e) if transient(&e) => {
                     tracing::warn!(
                         job = %id,
+                        mdf = %answer.mdf,
                         "the shared queue did not take job {id}'s upload answer ({e}); kept in \
                          memory, trying again in {wait:?}"
                     );

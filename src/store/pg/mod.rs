@@ -41,6 +41,9 @@ use super::error::SqlContext;
 
 pub use fleet::{NodeInfo, NodeName};
 
+/// How long closing the store waits for upload answers the database does not take.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);
+
 /// Connections per node: the workers' transactions are short, and a lab's server serves a few
 /// nodes plus the CLI next to each.
 const MAX_CONNECTIONS: u32 = 8;
@@ -172,9 +175,21 @@ impl PgStore {
         self.local_dir.join("hili-converted")
     }
 
-    /// Waits for the answers still being committed, then closes the pool.
+    /// Waits (at most [`CLOSE_WAIT`]) for the answers still being committed, then closes the
+    /// pool. An answer the database still refuses then is named in the log with its photo id;
+    /// the next start reconciles its job by the credit count, like any lost answer.
     pub async fn close(&self) {
-        self.answers.drain().await;
+        if tokio::time::timeout(CLOSE_WAIT, self.answers.drain())
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "the shared queue {} did not take every upload answer within {CLOSE_WAIT:?} of \
+                 stopping (see the warnings above for their jobs and photo ids); the next start \
+                 reconciles those jobs by the credit count",
+                self.shown
+            );
+        }
         self.pool.close().await;
     }
 
