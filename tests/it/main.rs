@@ -11,6 +11,7 @@ mod dispose;
 mod environment;
 mod epochs;
 mod fixity;
+mod fleet_chaos;
 mod fleet_store;
 mod helpers;
 mod hostile_input;

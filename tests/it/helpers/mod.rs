@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod backend;
+pub(crate) mod pgcluster;
 mod daemon;
 pub(crate) use daemon::Daemon;
 
