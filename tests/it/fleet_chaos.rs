@@ -14,8 +14,8 @@
 //! without the server binaries it uses a fresh database on `HILI_TEST_DATABASE_URL` and does
 //! not restart the server; with neither it is skipped with one line.
 //!
-//! Knobs: `HILI_CHAOS_SEED`, `HILI_FLEET_PHOTOS` (default 150), `HILI_FLEET_KILLS` (default
-//! 12), `HILI_FLEET_KEEP` (keep the nodes' logs in a directory named at the start).
+//! Knobs: `HILI_CHAOS_SEED`, `HILI_FLEET_PHOTOS` (default 240), `HILI_FLEET_KILLS` (default
+//! 16), `HILI_FLEET_KEEP` (keep the nodes' logs in a directory named at the start).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -92,15 +92,21 @@ impl Node {
         }
     }
 
+    /// `hili` as this node.
+    fn hili(&self, env: &Env) -> std::process::Command {
+        let mut cmd = env.hili();
+        cmd.env("HILI_CONFIG", &self.config)
+            .env("STATE_DIRECTORY", &self.state)
+            .current_dir(env.dir.path());
+        cmd
+    }
+
     fn start(&mut self, env: &Env, logs: &Path) {
         let log = logs.join(format!("{}-life-{:03}.log", self.name, self.lives));
         self.lives += 1;
-        let child = env
-            .hili()
+        let child = self
+            .hili(env)
             .arg("run")
-            .env("HILI_CONFIG", &self.config)
-            .env("STATE_DIRECTORY", &self.state)
-            .current_dir(env.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -194,8 +200,8 @@ async fn fleet_chaos_kills_three_nodes_and_postgres_never_pay_twice_nor_lose_a_p
 
 async fn fleet_chaos(url: &str, cluster: Option<&PgCluster>) {
     let seed = env_or("HILI_CHAOS_SEED", 12345);
-    let photos = env_or("HILI_FLEET_PHOTOS", 150) as usize;
-    let target_kills = env_or("HILI_FLEET_KILLS", 12) as usize;
+    let photos = env_or("HILI_FLEET_PHOTOS", 240) as usize;
+    let target_kills = env_or("HILI_FLEET_KILLS", 16) as usize;
     println!(
         "fleet chaos seed {seed} (replay: HILI_CHAOS_SEED={seed} HILI_FLEET_PHOTOS={photos} \
          HILI_FLEET_KILLS={target_kills} cargo test --test it fleet_chaos -- --nocapture)"
@@ -255,7 +261,7 @@ async fn fleet_chaos(url: &str, cluster: Option<&PgCluster>) {
     }
     let per_round = photos.div_ceil(target_kills.max(1));
     let pg_round = rng.gen_range(target_kills / 3..=(2 * target_kills / 3).max(target_kills / 3));
-    let kill_budget = Duration::from_secs(70);
+    let kill_budget = Duration::from_secs(40 + (target_kills as u64) * 3);
     let (mut kills, mut pg_restarts, mut takeovers) = (0usize, 0usize, 0usize);
     while kills < target_kills && started.elapsed() < kill_budget {
         drop_batch(per_round, &nodes);
@@ -495,4 +501,60 @@ async fn from_sql(url: &str) -> (usize, std::collections::BTreeMap<String, usize
         .map(|(node, n)| (node.unwrap_or_default(), n as usize))
         .collect();
     (n as usize, by)
+}
+
+/// Found by the chaos run above: a node that starts while a lost upload waits to be
+/// reconciled (a node killed mid-upload) keeps the credit barrier and reads the credits in its
+/// start-up recovery; PostgreSQL going away then (a restart, a failover) ends the daemon with
+/// exit code 1 ("queue database error while taking a place in the shared queue's credit
+/// barrier" / "… while reading the open credit epoch: pool timed out"), where a daemon at
+/// work logs the same errors and carries on. systemd restarts it (`Restart=on-failure`), but a
+/// daemon is not meant to end by itself.
+#[ignore = "hili bug: a PostgreSQL restart during start-up recovery ends the daemon (exit 1)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_a_postgres_restart_during_start_up_recovery_does_not_end_the_daemon() {
+    let Some(cluster) = PgCluster::start() else {
+        println!("skipped: no PostgreSQL server binaries to start a cluster of the test's own");
+        return;
+    };
+    let mut opts = fast_sim();
+    opts.latency = Duration::from_millis(1500);
+    let env = Env::new(opts).await;
+    let shared = env.dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("inbox")).unwrap();
+    let mut node = Node::new(&env, "n1", &cluster.url(), &shared);
+    write_jpeg(&node.inbox.join("a.jpg"), 1);
+    // The intent is recorded, then the node dies before the request leaves: a lost upload.
+    let crashed = node
+        .hili(&env)
+        .args(["run", "--once"])
+        .env("HILI_CRASH_AT", "before-upload-request")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the fail point was not reached");
+    // Every answer slow: the restarted node's recovery reads the credits for 1.5 s, holding the
+    // barrier, while PostgreSQL restarts.
+    env.sim.set_faults(Faults {
+        slow: 1.0,
+        ..Faults::default()
+    });
+    node.start(&env, env.dir.path());
+    let log = node.life.as_ref().unwrap().1.clone();
+    until(Duration::from_secs(20), "start-up recovery", async || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("reconciling by the credit count"))
+    })
+    .await;
+    tokio::task::block_in_place(|| cluster.restart(Duration::from_secs(10)));
+    env.sim.set_faults(Faults::default());
+    let url = cluster.url();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while counts(&url, env.dir.path()).await.get(&State::Done) != Some(&1) {
+        node.check_alive();
+        assert!(Instant::now() < deadline, "the photo was not done in time");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, log) = node.life.take().unwrap().stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(env.sim.ledger().total_charges, 1, "paid once");
 }
