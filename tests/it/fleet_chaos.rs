@@ -390,7 +390,7 @@ async fn prove(env: &Env, url: &str, nodes: &[Node], shared: &Path, files: usize
     assert_eq!(jobs.len(), files, "one job per file");
     let mut sources = HashSet::new();
     let (mut done, mut held, mut unsure_unpaid) = (0usize, 0usize, 0usize);
-    let mut contents = HashSet::new();
+    let mut contents: HashMap<String, Vec<i64>> = HashMap::new();
     for j in &jobs {
         assert!(sources.insert(j.source_path.clone()), "two jobs for one file");
         // A job done by copying its twin's result never sent its file, and its row keeps no
@@ -437,18 +437,28 @@ async fn prove(env: &Env, url: &str, nodes: &[Node], shared: &Path, files: usize
             }
             other => panic!("job {} ended {other:?}: {:?}", j.id, j.reason),
         }
-        contents.insert(sha);
+        contents.entry(sha).or_default().push(j.id.0);
         check_trail(&store, j).await;
     }
     store.close().await;
     let unaccounted = ledger
         .charges
         .iter()
-        .filter(|c| !contents.contains(&c.sha256))
+        .filter(|c| !contents.contains_key(&c.sha256))
         .count();
     let lost = files.saturating_sub(done + held) + unaccounted;
     assert_eq!(lost, 0, "lost photos or charges");
-    assert_eq!(ledger.duplicate_charges, 0, "a content was charged twice");
+    if ledger.duplicate_charges > 0 {
+        let mut seen = HashSet::new();
+        for c in &ledger.charges {
+            if !seen.insert(c.sha256.as_str()) {
+                let ids = contents.get(&c.sha256).cloned().unwrap_or_default();
+                eprintln!("charged twice: {} (mdf {}), jobs {ids:?}", c.sha256, c.mdf);
+                eprintln!("{}", trails(url, &ids).await);
+            }
+        }
+        panic!("{} charges of a content already charged", ledger.duplicate_charges);
+    }
     let (multi_loss, done_by) = from_sql(url).await;
     assert!(
         unsure_unpaid == 0 || multi_loss > 0,
@@ -476,6 +486,27 @@ async fn prove(env: &Env, url: &str, nodes: &[Node], shared: &Path, files: usize
         lost,
         done_by,
     }
+}
+
+/// The events of jobs `ids`, with the node that wrote each, for a failure's message.
+async fn trails(url: &str, ids: &[i64]) -> String {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    let rows: Vec<(i64, Option<String>, String, i64, Option<String>, Option<String>)> =
+        sqlx::query_as(
+            "SELECT job_id, from_state, to_state, at, node, detail FROM events \
+             WHERE job_id = ANY($1) ORDER BY id",
+        )
+        .bind(ids)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|(job, from, to, at, node, detail)| {
+            format!("  job {job} {from:?} -> {to} at {at} by {node:?}: {detail:?}\n")
+        })
+        .collect()
 }
 
 /// Straight from the database: the credit epochs that closed with several answers lost (the
