@@ -336,7 +336,12 @@ async fn fleet_chaos(url: &str, cluster: Option<&PgCluster>) {
     }
     for node in &mut nodes {
         let (code, log) = node.life.take().unwrap().stop();
-        assert_eq!(code, Some(0), "node {}: SIGTERM must exit 0:\n{log}", node.name);
+        assert_eq!(
+            code,
+            Some(0),
+            "node {}: SIGTERM must exit 0:\n{log}",
+            node.name
+        );
     }
 
     let proof = prove(&env, url, &nodes, &shared, files).await;
@@ -392,7 +397,10 @@ async fn prove(env: &Env, url: &str, nodes: &[Node], shared: &Path, files: usize
     let (mut done, mut held, mut unsure_unpaid) = (0usize, 0usize, 0usize);
     let mut contents: HashMap<String, Vec<i64>> = HashMap::new();
     for j in &jobs {
-        assert!(sources.insert(j.source_path.clone()), "two jobs for one file");
+        assert!(
+            sources.insert(j.source_path.clone()),
+            "two jobs for one file"
+        );
         // A job done by copying its twin's result never sent its file, and its row keeps no
         // content hash: the source (left in place) says what it is.
         let sha = j.content_sha256.clone().unwrap_or_else(|| {
@@ -420,7 +428,8 @@ async fn prove(env: &Env, url: &str, nodes: &[Node], shared: &Path, files: usize
                 held += 1;
                 let reason = j.reason.clone().unwrap_or_default();
                 assert!(
-                    reason.contains("charged, result unknown") || reason.starts_with("same photo as job"),
+                    reason.contains("charged, result unknown")
+                        || reason.starts_with("same photo as job"),
                     "job {} held for an unexplained reason: {reason}",
                     j.id
                 );
@@ -428,7 +437,8 @@ async fn prove(env: &Env, url: &str, nodes: &[Node], shared: &Path, files: usize
                 // count cannot split them), or the twin of such a job.
                 if !charged.contains(sha.as_str()) {
                     assert!(
-                        reason.starts_with("perhaps charged") || reason.starts_with("same photo as job"),
+                        reason.starts_with("perhaps charged")
+                            || reason.starts_with("same photo as job"),
                         "job {} held as charged, but the simulator never charged it: {reason}",
                         j.id
                     );
@@ -457,7 +467,10 @@ async fn prove(env: &Env, url: &str, nodes: &[Node], shared: &Path, files: usize
                 eprintln!("{}", trails(url, &ids).await);
             }
         }
-        panic!("{} charges of a content already charged", ledger.duplicate_charges);
+        panic!(
+            "{} charges of a content already charged",
+            ledger.duplicate_charges
+        );
     }
     let (multi_loss, done_by) = from_sql(url).await;
     assert!(
@@ -470,7 +483,11 @@ async fn prove(env: &Env, url: &str, nodes: &[Node], shared: &Path, files: usize
     }
     for f in files_under(env.dir.path()) {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.starts_with(".hili-tmp-"), "temp file left: {}", f.display());
+        assert!(
+            !name.starts_with(".hili-tmp-"),
+            "temp file left: {}",
+            f.display()
+        );
     }
     outputs.retain(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.'));
     assert_eq!(outputs.len(), done, "one output per done job");
@@ -493,20 +510,15 @@ async fn trails(url: &str, ids: &[i64]) -> String {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
         .await
         .unwrap();
-    let rows: Vec<(i64, Option<String>, String, i64, Option<String>, Option<String>)> =
-        sqlx::query_as(
-            "SELECT job_id, from_state, to_state, at, node, detail FROM events \
-             WHERE job_id = ANY($1) ORDER BY id",
-        )
-        .bind(ids)
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|(job, from, to, at, node, detail)| {
-            format!("  job {job} {from:?} -> {to} at {at} by {node:?}: {detail:?}\n")
-        })
-        .collect()
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT format('  job %s %s -> %s at %s by %s: %s', job_id, from_state, to_state, at, \
+         node, detail) FROM events WHERE job_id = ANY($1) ORDER BY id",
+    )
+    .bind(ids)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    rows.join("\n")
 }
 
 /// Straight from the database: the credit epochs that closed with several answers lost (the
@@ -614,9 +626,11 @@ async fn fleet_a_node_starting_leaves_alone_the_results_other_nodes_are_writing(
     n2.start(&env, env.dir.path());
     n2.ready().await;
     write_jpeg(&shared.join("inbox/d0/a.jpg"), 1);
-    until(Duration::from_secs(20), "the shared photo queued", async || {
-        counts(&url, env.dir.path()).await.get(&State::Queued) == Some(&1)
-    })
+    until(
+        Duration::from_secs(20),
+        "the shared photo queued",
+        async || counts(&url, env.dir.path()).await.get(&State::Queued) == Some(&1),
+    )
     .await;
     // n2 writing a result into the shared output folder (as `AtomicFile` names it).
     let writing = shared.join("out/d0/.hili-tmp-n2-result");

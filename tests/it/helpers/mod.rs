@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 pub(crate) mod backend;
-pub(crate) mod pgcluster;
 mod daemon;
+pub(crate) mod pgcluster;
 pub(crate) use daemon::Daemon;
 
 use std::ffi::OsStr;

@@ -100,12 +100,24 @@ impl PgCluster {
         let log = self.dir.path().join("log").display().to_string();
         self.run(
             "pg_ctl",
-            &["-D", &self.data(), "-l", &log, "-w", "-o", &options, "start"],
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-o",
+                &options,
+                "start",
+            ],
         );
     }
 
     fn down(&self) {
-        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "-w", "stop"]);
+        self.run(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
     }
 
     fn run(&self, tool: &str, args: &[&str]) {
@@ -142,7 +154,10 @@ fn postgres_user() -> (u32, u32) {
     let name = c"postgres";
     // SAFETY: getpwnam with a NUL-terminated name; the record is read at once.
     let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(!pw.is_null(), "no `postgres` user to run the test cluster as");
+    assert!(
+        !pw.is_null(),
+        "no `postgres` user to run the test cluster as"
+    );
     // SAFETY: not null, checked above.
     unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
 }
@@ -152,4 +167,3 @@ fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
-
