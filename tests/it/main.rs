@@ -12,6 +12,8 @@ mod environment;
 mod epochs;
 mod fixity;
 mod fleet_chaos;
+mod fleet_findings;
+mod fleet_proof;
 mod fleet_store;
 mod helpers;
 mod hostile_input;
