@@ -33,7 +33,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// A photo whose content is unique to `i`: the helper's pattern repeats every 256 seeds, and
 /// JPEG smooths away small differences, so the 16 low bits of `i` are also drawn as black or
 /// white 8×8 blocks. No two photos share an identity, so every charge belongs to one job.
-fn write_unique_jpeg(staging_dir: &Path, path: &Path, i: u32) {
+pub(crate) fn write_unique_jpeg(staging_dir: &Path, path: &Path, i: u32) {
     let mut img = photo(i, 48, 32);
     for bit in 0..16u32 {
         let v = if i >> bit & 1 == 1 { 255 } else { 0 };
@@ -301,15 +301,7 @@ async fn chaos(upload_concurrency: usize) {
             other => panic!("job {} ended {other:?}: {:?}", j.id, j.reason),
         }
         accounted.insert(sha);
-        // The audit trail is a legal path ending in the job's state.
-        let events = store.events(j.id).await.unwrap();
-        assert_eq!(events.first().and_then(|e| e.from), None, "job {}", j.id);
-        for w in events.windows(2) {
-            assert_eq!(w[1].from, Some(w[0].to), "job {}: broken trail", j.id);
-            hili::store::check(w[0].to, w[1].to)
-                .unwrap_or_else(|e| panic!("job {}: illegal step in its trail: {e}", j.id));
-        }
-        assert_eq!(events.last().map(|e| e.to), Some(j.state()), "job {}", j.id);
+        check_trail(&store, j).await;
     }
     store.close().await;
     if accounted.len() != jobs.len() {
@@ -380,6 +372,18 @@ async fn chaos(upload_concurrency: usize) {
         kill_phase.as_secs_f64(),
         ledger.total_charges
     );
+}
+
+/// The job's audit trail is a legal path of the state machine ending in its state.
+pub(crate) async fn check_trail(store: &Store, j: &hili::store::Job) {
+    let events = store.events(j.id).await.unwrap();
+    assert_eq!(events.first().and_then(|e| e.from), None, "job {}", j.id);
+    for w in events.windows(2) {
+        assert_eq!(w[1].from, Some(w[0].to), "job {}: broken trail", j.id);
+        hili::store::check(w[0].to, w[1].to)
+            .unwrap_or_else(|e| panic!("job {}: illegal step in its trail: {e}", j.id));
+    }
+    assert_eq!(events.last().map(|e| e.to), Some(j.state()), "job {}", j.id);
 }
 
 /// Credit epochs that closed with several answers lost and could not tell which were charged.

@@ -7,6 +7,7 @@
 pub(crate) mod backend;
 mod daemon;
 mod env;
+pub(crate) mod pgcluster;
 pub(crate) use daemon::Daemon;
 pub(crate) use env::Env;
 
