@@ -19,6 +19,23 @@ use super::naming::first_numbered;
 /// Prefix of temp files; anything named so in an output tree is debris from a crash.
 pub const TEMP_PREFIX: &str = ".hili-tmp-";
 
+/// The node this process writes temp files for (a shared queue's node), named in each temp
+/// file so that a node starting up knows its own debris from another node's file in progress.
+static TEMP_OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process's temp files after `owner` from now on (once; later calls are ignored).
+pub fn tag_temps(owner: &str) {
+    let _ = TEMP_OWNER.set(owner.to_string());
+}
+
+/// The start of this process's temp files' names.
+fn own_temp_prefix() -> String {
+    match TEMP_OWNER.get() {
+        Some(owner) => format!("{TEMP_PREFIX}{owner}-"),
+        None => TEMP_PREFIX.to_string(),
+    }
+}
+
 /// Adds the path (and what was being done) to an I/O error, keeping its kind.
 fn ctx(e: io::Error, what: &str, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
@@ -88,7 +105,7 @@ impl AtomicFile {
     pub fn create_in(dir: &Path) -> io::Result<AtomicFile> {
         create_dir_all_durable(dir)?;
         loop {
-            let temp = dir.join(format!("{TEMP_PREFIX}{:016x}", rand::random::<u64>()));
+            let temp = dir.join(format!("{}{:016x}", own_temp_prefix(), rand::random::<u64>()));
             match OpenOptions::new().write(true).create_new(true).open(&temp) {
                 Ok(file) => {
                     return Ok(AtomicFile {
@@ -311,8 +328,11 @@ pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
 }
 
 /// [`remove_stale_temps`] for a folder other processes may be writing into (a shared queue's
-/// nodes, on the NAS): only temp files untouched for `age`, which no live writer leaves.
+/// nodes, on the NAS): this process's own temp files (named after its node, see
+/// [`tag_temps`]), and others' untouched for `age`, which no live writer leaves.
 pub fn remove_temps_older_than(dir: &Path, age: Duration) -> io::Result<usize> {
+    // Untagged (a queue of its own), no temp file is known to be this process's by name.
+    let own = TEMP_OWNER.get().map(|_| own_temp_prefix());
     if fs::symlink_metadata(dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound) {
         return Ok(0);
     }
@@ -332,7 +352,11 @@ pub fn remove_temps_older_than(dir: &Path, age: Duration) -> io::Result<usize> {
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|e| e >= age)
         };
-        if is_temp && entry.file_type().is_file() && old_enough() {
+        let ours = || {
+            own.as_ref()
+                .is_some_and(|o| entry.file_name().as_bytes().starts_with(o.as_bytes()))
+        };
+        if is_temp && entry.file_type().is_file() && (ours() || old_enough()) {
             match fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

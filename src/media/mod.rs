@@ -28,7 +28,7 @@ mod space;
 mod walk;
 
 pub use atomic::{
-    AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps, remove_temps_older_than,
+    AtomicFile, TEMP_PREFIX, copy_atomic, remove_stale_temps, remove_temps_older_than, tag_temps,
 };
 pub use complete::{Incomplete, check_complete, check_complete_bytes};
 pub use convert::{ConvertError, Converted, JPEG_QUALITY, clear_converted, convert};

@@ -30,9 +30,13 @@ pub async fn startup(ctx: &Ctx, give_up: bool) -> Result<(), PipelineError> {
         .store
         .job_folders(&[State::Queued, State::Downloading])
         .await?;
-    // On a shared queue other nodes may be writing into the same (NAS) folders right now.
+    // On a shared queue other nodes may be writing into the same (NAS) folders right now:
+    // this node's temp files carry its name, and only those (and long-abandoned ones) go.
     let age = match ctx.store.node() {
-        Some(_) => SHARED_TEMP_AGE,
+        Some(node) => {
+            media::tag_temps(node.as_str());
+            SHARED_TEMP_AGE
+        }
         None => Duration::ZERO,
     };
     let removed = blocking(move || {
