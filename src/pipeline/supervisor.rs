@@ -104,10 +104,7 @@ pub async fn run(
     let started = (Instant::now(), now_ms());
     // On a shared queue: this node's heartbeat (and its share of the rate) from the start.
     let beating = tokio::spawn(super::fleet::heartbeats(ctx.clone()));
-    match recover::startup(&ctx, opts.once).await {
-        Ok(()) | Err(PipelineError::Shutdown) => {}
-        Err(e) => return Err(e),
-    }
+    recover_waiting_out_the_database(&ctx, opts).await?;
     ctx.control.set_recovered();
 
     let mut workers = Workers::default();
@@ -173,6 +170,32 @@ pub async fn run(
     super::fleet::leave(&ctx).await;
     wound?;
     summarise(&ctx, started, ended).await
+}
+
+/// Start-up recovery; a database that is away (a shared queue's server restarting) is waited
+/// for, as the running pipeline waits for it, rather than ending a daemon that systemd would
+/// only start again. A `--once` run gives up after `max_attempts` tries.
+async fn recover_waiting_out_the_database(
+    ctx: &Ctx,
+    opts: RunOptions,
+) -> Result<(), PipelineError> {
+    let mut tries = 0;
+    loop {
+        match recover::startup(ctx, opts.once).await {
+            Ok(()) | Err(PipelineError::Shutdown) => return Ok(()),
+            Err(PipelineError::Store(e))
+                if e.is_transient() && !(opts.once && tries >= ctx.settings.max_attempts) =>
+            {
+                tries += 1;
+                tracing::warn!("start-up recovery could not reach the queue ({e}); trying again in {IDLE_LOOK:?}");
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(IDLE_LOOK) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Whether a `--once` run (with no task running) is over.

@@ -108,6 +108,31 @@ pub enum StoreError {
     Corrupt { job: JobId, detail: String },
 }
 
+impl StoreError {
+    /// Whether the database is away (a connection refused or dropped, a server restarting or
+    /// shutting down, a pool that found no connection in time, a deadlock or serialization
+    /// failure) rather than refusing: worth trying again after a moment.
+    pub fn is_transient(&self) -> bool {
+        let source = match self {
+            StoreError::Sql { source, .. } | StoreError::Unreachable { source, .. } => source,
+            _ => return false,
+        };
+        match source {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // Class 08: connection exception; 57P01..57P03: the server shutting down or
+            // starting; 40001/40P01: serialization failure and deadlock.
+            sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Attaches a "while …" context to sqlx errors.
 pub(crate) trait SqlContext<T> {
     fn ctx(self, context: impl Into<String>) -> Result<T, StoreError>;

@@ -1,6 +1,5 @@
 //! What the fleet chaos run (`fleet_chaos`) found wrong, each as a deterministic test of its
-//! own, ignored until hili is fixed: run them with
-//! `cargo test --test it fleet_findings -- --ignored --nocapture`.
+//! own (both failed every time before their fixes).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use crate::helpers::*;
 /// barrier" / "… while reading the open credit epoch: pool timed out"), where a daemon at
 /// work logs the same errors and carries on. systemd restarts it (`Restart=on-failure`), but a
 /// daemon is not meant to end by itself.
-#[ignore = "hili bug: a PostgreSQL restart during start-up recovery ends the daemon (exit 1)"]
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_a_postgres_restart_during_start_up_recovery_does_not_end_the_daemon() {
     let Some(cluster) = PgCluster::start() else {
@@ -76,7 +75,7 @@ async fn fleet_a_postgres_restart_during_start_up_recovery_does_not_end_the_daem
 /// takes for "the twin's output is gone" and uploads the photo again: a second credit for one
 /// content. Here the other node's result in the making is a temp file in the shared output
 /// folder, next to a queued job of that folder, while that node runs.
-#[ignore = "hili bug: a node's start-up removes the temp files live nodes are writing"]
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_a_node_starting_leaves_alone_the_results_other_nodes_are_writing() {
     let Some(url) = hili::store::pg::testdb::fresh().await else {

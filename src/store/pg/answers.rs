@@ -100,7 +100,7 @@ impl PgStore {
         let mut wait = Duration::from_millis(100);
         loop {
             match self.uploaded(id, &answer.view()).await {
-                Err(e) if transient(&e) => {
+                Err(e) if e.is_transient() => {
                     tracing::warn!(
                         job = %id,
                         mdf = %answer.mdf,
@@ -113,26 +113,5 @@ impl PgStore {
                 other => return other,
             }
         }
-    }
-}
-
-/// Whether an error is the database being away (worth trying again) rather than a refusal.
-pub(crate) fn transient(e: &StoreError) -> bool {
-    let source = match e {
-        StoreError::Sql { source, .. } | StoreError::Unreachable { source, .. } => source,
-        _ => return false,
-    };
-    match source {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
-            // Class 08: connection exception; 57P01..57P03: the server shutting down or
-            // starting; 40001/40P01: serialization failure and deadlock, tried again.
-            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
-        }),
-        _ => false,
     }
 }
