@@ -105,7 +105,11 @@ impl AtomicFile {
     pub fn create_in(dir: &Path) -> io::Result<AtomicFile> {
         create_dir_all_durable(dir)?;
         loop {
-            let temp = dir.join(format!("{}{:016x}", own_temp_prefix(), rand::random::<u64>()));
+            let temp = dir.join(format!(
+                "{}{:016x}",
+                own_temp_prefix(),
+                rand::random::<u64>()
+            ));
             match OpenOptions::new().write(true).create_new(true).open(&temp) {
                 Ok(file) => {
                     return Ok(AtomicFile {

@@ -187,7 +187,9 @@ async fn recover_waiting_out_the_database(
                 if e.is_transient() && !(opts.once && tries >= ctx.settings.max_attempts) =>
             {
                 tries += 1;
-                tracing::warn!("start-up recovery could not reach the queue ({e}); trying again in {IDLE_LOOK:?}");
+                tracing::warn!(
+                    "start-up recovery could not reach the queue ({e}); trying again in {IDLE_LOOK:?}"
+                );
                 tokio::select! {
                     _ = ctx.shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(IDLE_LOOK) => {}
