@@ -5,10 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlx::Row;
-
 use super::error::SqlContext;
-use super::jobs::{JOB_COLUMNS, bytes_path, decode_job, path_bytes};
+use super::jobs::{Columns, JOB_COLUMNS, bytes_path, decode_job, path_bytes};
 use super::{Job, JobId, SqliteStore, StoreError, now_ms};
 use crate::media::FileId;
 use crate::media::mover::MovePlan;
@@ -110,33 +108,7 @@ impl SqliteStore {
         .fetch_all(&mut *self.reader("using the queue database").await?)
         .await
         .ctx("reading moves in progress")?;
-        rows.iter()
-            .map(|r| {
-                let sql = |e: sqlx::Error| StoreError::Sql {
-                    context: "reading a move in progress".into(),
-                    source: e,
-                };
-                let job = JobId(r.try_get("job_id").map_err(sql)?);
-                let dev: i64 = r.try_get("source_dev").map_err(sql)?;
-                let ino: i64 = r.try_get("source_ino").map_err(sql)?;
-                let size: i64 = r.try_get("size").map_err(sql)?;
-                let plan = MovePlan {
-                    source: bytes_path(r.try_get("source").map_err(sql)?),
-                    dest: bytes_path(r.try_get("dest").map_err(sql)?),
-                    temp: bytes_path(r.try_get("temp").map_err(sql)?),
-                    source_id: FileId {
-                        dev: dev as u64,
-                        ino: ino as u64,
-                    },
-                    size: u64::try_from(size).map_err(|_| StoreError::Corrupt {
-                        job,
-                        detail: format!("negative size {size} in its recorded move"),
-                    })?,
-                    mtime_ns: r.try_get("mtime_ns").map_err(sql)?,
-                };
-                Ok((job, plan))
-            })
-            .collect()
+        rows.iter().map(decode_move).collect()
     }
 
     /// Forgets a move that was undone (nothing of it is left; it is planned again).
@@ -201,4 +173,30 @@ async fn forget_move(
         .await
         .ctx(context)?;
     Ok(())
+}
+
+/// One `source_moves` row, from either backend.
+pub(crate) fn decode_move(r: &impl Columns) -> Result<(JobId, MovePlan), StoreError> {
+    let sql = |e: sqlx::Error| StoreError::Sql {
+        context: "reading a move in progress".into(),
+        source: e,
+    };
+    let job = JobId(r.int("job_id").map_err(sql)?);
+    let size = r.int("size").map_err(sql)?;
+    let plan = MovePlan {
+        source: bytes_path(r.bytes("source").map_err(sql)?),
+        dest: bytes_path(r.bytes("dest").map_err(sql)?),
+        temp: bytes_path(r.bytes("temp").map_err(sql)?),
+        // Stored as the u64s' bits.
+        source_id: FileId {
+            dev: r.int("source_dev").map_err(sql)? as u64,
+            ino: r.int("source_ino").map_err(sql)? as u64,
+        },
+        size: u64::try_from(size).map_err(|_| StoreError::Corrupt {
+            job,
+            detail: format!("negative size {size} in its recorded move"),
+        })?,
+        mtime_ns: r.int("mtime_ns").map_err(sql)?,
+    };
+    Ok((job, plan))
 }

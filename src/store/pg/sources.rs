@@ -7,14 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlx::Row;
-use sqlx::postgres::PgRow;
-
 use super::PgStore;
-use crate::media::FileId;
 use crate::media::mover::MovePlan;
+use crate::store::dispose::decode_move;
 use crate::store::error::SqlContext;
-use crate::store::jobs::{JOB_COLUMNS, bytes_path, decode_job, path_bytes};
+use crate::store::jobs::{JOB_COLUMNS, decode_job, path_bytes};
 use crate::store::{AGENT, Job, JobId, StoreError, now_ms};
 
 /// The job's latest move into its state was written by this node (`$2`): the node that ended
@@ -172,34 +169,6 @@ impl PgStore {
     }
 }
 
-/// One `source_moves` row (the SQLite side's decoder is private to it and reads `SqliteRow`s:
-/// this is its PostgreSQL twin).
-fn decode_move(r: &PgRow) -> Result<(JobId, MovePlan), StoreError> {
-    let sql = |e: sqlx::Error| StoreError::Sql {
-        context: "reading a move in progress".into(),
-        source: e,
-    };
-    let job = JobId(r.try_get("job_id").map_err(sql)?);
-    let dev: i64 = r.try_get("source_dev").map_err(sql)?;
-    let ino: i64 = r.try_get("source_ino").map_err(sql)?;
-    let size: i64 = r.try_get("size").map_err(sql)?;
-    let plan = MovePlan {
-        source: bytes_path(r.try_get("source").map_err(sql)?),
-        dest: bytes_path(r.try_get("dest").map_err(sql)?),
-        temp: bytes_path(r.try_get("temp").map_err(sql)?),
-        source_id: FileId {
-            dev: dev as u64,
-            ino: ino as u64,
-        },
-        size: u64::try_from(size).map_err(|_| StoreError::Corrupt {
-            job,
-            detail: format!("negative size {size} in its recorded move"),
-        })?,
-        mtime_ns: r.try_get("mtime_ns").map_err(sql)?,
-    };
-    Ok((job, plan))
-}
-
 /// The guarded `disposed` UPDATE and, when it changed the job and there is a note, its
 /// events row (the state is unchanged: from and to are the job's state, read under the
 /// UPDATE's row lock; the row's node is the connection's).
@@ -250,6 +219,7 @@ async fn forget_move(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::media::FileId;
     use crate::store::pg::{PgStore, testdb};
 
     /// A job row written directly (the enqueue is another file's), in `state`, owned by `node`
