@@ -7,10 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlx::Row;
-
 use super::error::SqlContext;
-use super::jobs::{JOB_COLUMNS, bytes_path, decode_event, decode_job, path_bytes};
+use super::jobs::{Columns, JOB_COLUMNS, bytes_path, decode_event, decode_job, path_bytes};
 use super::state::EDGES;
 use super::{Event, Job, SqliteStore, State, StoreError};
 use crate::repair::Repair;
@@ -108,19 +106,7 @@ impl SqliteStore {
                 .ctx("reading the credit counts seen")?;
         drop(conn);
         rows.iter()
-            .map(|row| {
-                let job = decode_job(row)?;
-                let uploaded_at_ms: Option<i64> = row.try_get("uploaded_at").ctx(context)?;
-                let credits_after = uploaded_at_ms.and_then(|t| {
-                    let i = seen.partition_point(|(at, _)| *at < t);
-                    seen.get(i).map(|(_, n)| (*n).max(0) as u64)
-                });
-                Ok(ExportRow {
-                    job,
-                    uploaded_at_ms,
-                    credits_after,
-                })
-            })
+            .map(|row| export_row(row, &seen, context))
             .collect()
     }
 
@@ -141,24 +127,7 @@ impl SqliteStore {
         .await
         .ctx(context)?;
         rows.iter()
-            .map(|row| {
-                let event = decode_event(row)?;
-                let bad = |detail: String| StoreError::Corrupt {
-                    job: event.job,
-                    detail,
-                };
-                let repair_s: String = row.try_get("repair").ctx(context)?;
-                let repair = Repair::from_wire(&repair_s)
-                    .ok_or_else(|| bad(format!("repair type {repair_s:?}")))?;
-                Ok(ProvenanceEvent {
-                    kind: event_type(event.from, event.to, event.detail.as_deref()),
-                    agent: row.try_get("agent").ctx(context)?,
-                    source_path: bytes_path(row.try_get("source_path").ctx(context)?),
-                    source_sha256: row.try_get("content_sha256").ctx(context)?,
-                    repair,
-                    event,
-                })
-            })
+            .map(|row| provenance_event(row, context))
             .collect()
     }
 
@@ -191,6 +160,47 @@ impl SqliteStore {
                 .ctx(context)?;
         Ok(rows.into_iter().map(bytes_path).collect())
     }
+}
+
+/// One row of `hili export`, from either backend: the job, when it was uploaded, and the
+/// first credit count seen at or after that (`seen`: (at, credits left), by time).
+pub(crate) fn export_row(
+    row: &impl Columns,
+    seen: &[(i64, i64)],
+    context: &str,
+) -> Result<ExportRow, StoreError> {
+    let job = decode_job(row)?;
+    let uploaded_at_ms = row.opt_int("uploaded_at").ctx(context)?;
+    let credits_after = uploaded_at_ms.and_then(|t| {
+        let i = seen.partition_point(|(at, _)| *at < t);
+        seen.get(i).map(|(_, n)| (*n).max(0) as u64)
+    });
+    Ok(ExportRow {
+        job,
+        uploaded_at_ms,
+        credits_after,
+    })
+}
+
+/// One event of `hili export --events` with what a PREMIS event needs, from either backend.
+pub(crate) fn provenance_event(
+    row: &impl Columns,
+    context: &str,
+) -> Result<ProvenanceEvent, StoreError> {
+    let event = decode_event(row)?;
+    let repair_s = row.text("repair").ctx(context)?;
+    let repair = Repair::from_wire(&repair_s).ok_or_else(|| StoreError::Corrupt {
+        job: event.job,
+        detail: format!("repair type {repair_s:?}"),
+    })?;
+    Ok(ProvenanceEvent {
+        kind: event_type(event.from, event.to, event.detail.as_deref()),
+        agent: row.opt_text("agent").ctx(context)?,
+        source_path: bytes_path(row.bytes("source_path").ctx(context)?),
+        source_sha256: row.opt_text("content_sha256").ctx(context)?,
+        repair,
+        event,
+    })
 }
 
 #[cfg(test)]

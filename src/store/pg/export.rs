@@ -5,13 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use sqlx::Row;
-
 use super::PgStore;
-use crate::repair::Repair;
 use crate::store::error::SqlContext;
-use crate::store::jobs::{JOB_COLUMNS, bytes_path, decode_event, decode_job, path_bytes};
-use crate::store::{ExportRow, ProvenanceEvent, StoreError, event_type};
+use crate::store::export::{export_row, provenance_event};
+use crate::store::jobs::{JOB_COLUMNS, bytes_path, path_bytes};
+use crate::store::{ExportRow, ProvenanceEvent, StoreError};
 
 impl PgStore {
     /// Every job changed (`updated_at`) at or after `since_ms` (all without it), by id, with
@@ -42,19 +40,7 @@ impl PgStore {
                 .ctx("reading the credit counts seen")?;
         tx.commit().await.ctx(context)?;
         rows.iter()
-            .map(|row| {
-                let job = decode_job(row)?;
-                let uploaded_at_ms: Option<i64> = row.try_get("uploaded_at").ctx(context)?;
-                let credits_after = uploaded_at_ms.and_then(|t| {
-                    let i = seen.partition_point(|(at, _)| *at < t);
-                    seen.get(i).map(|(_, n)| (*n).max(0) as u64)
-                });
-                Ok(ExportRow {
-                    job,
-                    uploaded_at_ms,
-                    credits_after,
-                })
-            })
+            .map(|row| export_row(row, &seen, context))
             .collect()
     }
 
@@ -75,22 +61,7 @@ impl PgStore {
         .await
         .ctx(context)?;
         rows.iter()
-            .map(|row| {
-                let event = decode_event(row)?;
-                let repair_s: String = row.try_get("repair").ctx(context)?;
-                let repair = Repair::from_wire(&repair_s).ok_or_else(|| StoreError::Corrupt {
-                    job: event.job,
-                    detail: format!("repair type {repair_s:?}"),
-                })?;
-                Ok(ProvenanceEvent {
-                    kind: event_type(event.from, event.to, event.detail.as_deref()),
-                    agent: row.try_get("agent").ctx(context)?,
-                    source_path: bytes_path(row.try_get("source_path").ctx(context)?),
-                    source_sha256: row.try_get("content_sha256").ctx(context)?,
-                    repair,
-                    event,
-                })
-            })
+            .map(|row| provenance_event(row, context))
             .collect()
     }
 
@@ -130,6 +101,8 @@ impl PgStore {
 #[cfg(test)]
 mod tests {
     use std::os::unix::ffi::OsStrExt;
+
+    use crate::repair::Repair;
 
     use super::*;
     use crate::store::AGENT;
