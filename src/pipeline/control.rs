@@ -255,11 +255,16 @@ pub(crate) async fn reserve_credit(ctx: &super::Ctx) -> Result<bool, super::Pipe
     let (c, s) = (&ctx.control, &ctx.settings);
     let _turn = c.budget_turn.lock().await;
     if s.budget_per_day > 0 {
+        // Uploads in flight first, then the charges on the books: an upload settles only once
+        // its charge is committed, so one that ends between the two reads is counted by the
+        // second. (Read the other way round, it could be in neither: the daily budget was
+        // overrun by one under load.)
+        let flying = c.in_flight();
         let today = ctx
             .store
             .charged_since(super::day::today_began_ms())
             .await?;
-        if today + c.in_flight() >= s.budget_per_day {
+        if today + flying >= s.budget_per_day {
             c.pause(
                 Pause::DailyBudget(s.budget_per_day),
                 super::day::until_next_midnight(),
