@@ -1,9 +1,11 @@
 //! The download stage: from `downloading` to `done`. Asks the API for the result's URL, GETs it
 //! (http/https only, at most 5 redirects, a size cap, a stall limit and a minimum throughput,
 //! must be an image by magic bytes), streams it into a temp file in the output directory,
-//! writes the source's metadata into it (`carry.rs`), fsyncs, renames without clobbering, fsyncs the directory, and only then records `done` with
-//! the output's path and SHA-256. A server that keeps sending something wrong gets
-//! `max_attempts` tries, then the job is held with the reason.
+//! writes the source's metadata into it (`carry.rs`), fsyncs, renames without clobbering, fsyncs
+//! the directory, and only then records `done` with the output's path and SHA-256. A server
+//! that keeps sending something wrong gets `max_attempts` tries, then the job is held with the
+//! reason. [`fetch_result`] is the part that touches no store: the outage ride
+//! (`outage.rs`) fetches with it while a shared queue's database is away.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,68 +16,137 @@ use tokio::sync::mpsc;
 
 use crate::api::error::ApiError;
 use crate::media::{self, AtomicFile, ImageKind};
-use crate::store::{Job, Paid, State};
+use crate::store::{Job, JobId, Paid, Photo, State, StoreError};
 
 use super::fetch_error::{FetchError, MIN_BYTES_PER_SEC};
 use super::gate::Priority;
 use super::{Ctx, OnExpired, PipelineError, blocking, now_ms};
 
+/// What fetching a job's result came to.
+pub(super) enum Fetched {
+    /// The output is in place: its path and SHA-256, and a warning about the metadata that
+    /// could not be carried into it (to note on the job).
+    Stored {
+        path: PathBuf,
+        sha: String,
+        warning: Option<String>,
+    },
+    /// The service no longer has the photo: its result expired.
+    Expired,
+    /// Asking for the result's address failed.
+    Api(ApiError),
+    /// Getting or writing the result failed.
+    Fetch(FetchError),
+}
+
 pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
     let Paid { job, photo } = work;
     let id = job.id;
-    ctx.gate.acquire(Priority::High).await;
-    let url = match ctx.api.download_url(&photo.mdf).await {
-        Ok(url) => url,
-        Err(ApiError::NotFound { .. }) => return expired(ctx, &job).await,
-        Err(e) => {
+    match fetch_result(ctx, &job, &photo).await? {
+        Fetched::Stored { path, sha, warning } => {
+            super::carry::note(ctx, id, warning).await?;
+            if let Err(e) = ctx.store.finish(id, State::Downloading, &path, &sha).await {
+                return Err(outrun(ctx, id, &path, e).await.into());
+            }
+            super::manifest::result_landed(ctx, &job).await;
+            ctx.control.clear_failures(id);
+            tracing::info!(job = %id, "done: {}", path.display());
+        }
+        Fetched::Expired => return expired(ctx, &job).await,
+        Fetched::Api(e) => {
             ctx.control.pause_if_refused(&e);
             // A malformed answer (not JSON, wrong shape, a URL that is not http(s)) is the
             // server sending something wrong: it counts towards max_attempts, then holds.
             let malformed = matches!(e, ApiError::BadBody { .. });
-            return retry_later(ctx, &job, &e.to_string(), malformed).await;
+            retry_later(ctx, &job, &e.to_string(), malformed).await?
         }
-    };
-    let dest_dir = output_dir_of(&job);
-    match fetch(ctx, &url, dest_dir.clone()).await {
-        Ok((body, kind)) => {
-            let job2 = job.clone();
-            let carry = super::carry::Carry::of(ctx);
-            let stored = blocking(move || {
-                let mut file = match body {
-                    Body::Written(file) => file,
-                    Body::Small(chunks) => {
-                        write_small(&dest_dir, &chunks).map_err(|source| FetchError::Write {
-                            dir: dest_dir.clone(),
-                            source,
-                        })?
-                    }
-                };
-                let warning = carry.apply(&mut file, &job2)?;
-                store_output(file, &job2, kind).map(|stored| (stored, warning))
-            })
-            .await?;
-            match stored {
-                Ok(((path, sha), warning)) => {
-                    super::carry::note(ctx, id, warning).await?;
-                    ctx.store
-                        .finish(id, State::Downloading, &path, &sha)
-                        .await?;
-                    super::manifest::result_landed(ctx, &job).await;
-                    ctx.control.clear_failures(id);
-                    tracing::info!(job = %id, "done: {}", path.display());
-                }
-                Err(e) => {
-                    pause_if_no_room(ctx, &e);
-                    retry_later(ctx, &job, &e.to_string(), false).await?
-                }
-            }
-        }
-        Err(e) => {
+        Fetched::Fetch(e) => {
             pause_if_no_room(ctx, &e);
             retry_later(ctx, &job, &e.to_string(), e.remote_fault()).await?
         }
     }
     Ok(())
+}
+
+/// Fetches job `job`'s result (`photo`) into its output file, without touching the store.
+/// Errors only when the blocking pool fails.
+pub(super) async fn fetch_result(
+    ctx: &Ctx,
+    job: &Job,
+    photo: &Photo,
+) -> Result<Fetched, PipelineError> {
+    ctx.gate.acquire(Priority::High).await;
+    let url = match ctx.api.download_url(&photo.mdf).await {
+        Ok(url) => url,
+        Err(ApiError::NotFound { .. }) => return Ok(Fetched::Expired),
+        Err(e) => return Ok(Fetched::Api(e)),
+    };
+    let dest_dir = output_dir_of(job);
+    let (body, kind) = match fetch(ctx, &url, dest_dir.clone()).await {
+        Ok(fetched) => fetched,
+        Err(e) => return Ok(Fetched::Fetch(e)),
+    };
+    let job = job.clone();
+    let carry = super::carry::Carry::of(ctx);
+    let stored = blocking(move || {
+        let mut file = match body {
+            Body::Written(file) => file,
+            Body::Small(chunks) => {
+                write_small(&dest_dir, &chunks).map_err(|source| FetchError::Write {
+                    dir: dest_dir.clone(),
+                    source,
+                })?
+            }
+        };
+        let warning = carry.apply(&mut file, &job)?;
+        store_output(file, &job, kind).map(|stored| (stored, warning))
+    })
+    .await?;
+    Ok(match stored {
+        Ok(((path, sha), warning)) => Fetched::Stored { path, sha, warning },
+        Err(e) => Fetched::Fetch(e),
+    })
+}
+
+/// A result stored for job `id` at `path` whose `done` the store refused (`e`). When the job
+/// moved on because another node finished it first (its lease ran out while this node worked
+/// it, or the database was away), this copy is a duplicate of the recorded one and is
+/// removed; otherwise it is kept (a paid result is never deleted on a guess) and named in the
+/// log. Returns `e`.
+pub(super) async fn outrun(ctx: &Ctx, id: JobId, path: &Path, e: StoreError) -> StoreError {
+    if !matches!(e, StoreError::Conflict { .. }) {
+        return e;
+    }
+    let recorded = match ctx.store.get(id).await {
+        Ok(Some(job)) if job.state() == State::Done => job.output_path,
+        _ => None,
+    };
+    match recorded {
+        Some(theirs) if theirs != path => {
+            let ours = path.to_path_buf();
+            match blocking(move || std::fs::remove_file(&ours)).await {
+                Ok(Ok(())) => tracing::info!(
+                    job = %id,
+                    "another node finished this job first ({}): removed the duplicate {}",
+                    theirs.display(),
+                    path.display()
+                ),
+                _ => tracing::warn!(
+                    job = %id,
+                    "another node finished this job first ({}); could not remove the duplicate {}: delete it by hand",
+                    theirs.display(),
+                    path.display()
+                ),
+            }
+        }
+        Some(_) => {}
+        None => tracing::warn!(
+            job = %id,
+            "the result was stored at {} but the job moved on meanwhile ({e}); the file is kept",
+            path.display()
+        ),
+    }
+    e
 }
 
 /// A result that cannot be written for want of room (full, read-only, not writable) pauses

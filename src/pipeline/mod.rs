@@ -23,6 +23,7 @@ pub mod gate;
 pub mod hooks;
 pub mod manifest;
 pub mod on_finish;
+mod outage;
 pub mod pause_note;
 pub mod poll;
 mod poll_clock;

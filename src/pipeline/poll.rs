@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx, work: Paid) -> Result<(), PipelineError> {
 }
 
 /// How long after its upload this call was due (when it was made is [`elapsed`]).
-fn due_elapsed(job: &Job) -> Duration {
+pub(super) fn due_elapsed(job: &Job) -> Duration {
     let actual = elapsed(job);
     match (job.next_poll_at_ms, job.processing_since_ms) {
         (Some(due), Some(since)) => Duration::from_millis((due - since).max(0) as u64).min(actual),
@@ -77,7 +77,7 @@ fn due_elapsed(job: &Job) -> Duration {
 }
 
 /// How long the photo has been at the service (since its upload was answered).
-fn elapsed(job: &Job) -> Duration {
+pub(super) fn elapsed(job: &Job) -> Duration {
     let since = job.processing_since_ms.unwrap_or_else(now_ms);
     Duration::from_millis((now_ms() - since).max(0) as u64)
 }

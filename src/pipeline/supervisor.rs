@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use crate::store::{DueLimits, Job, JobId, Paid, State};
 
 use super::control::Pause;
+use super::outage::Outage;
 use super::pause_note::{REPUBLISH, publish_pause};
 use super::{Ctx, PipelineError, download, now_ms, poll, recover, upload};
 
@@ -108,6 +109,8 @@ pub async fn run(
     ctx.control.set_recovered();
 
     let mut workers = Workers::default();
+    // A shared queue's paid work, kept to go on while its database is away (`outage`).
+    let mut outage = Outage::new(&ctx).await;
     let mut last_progress = Instant::now() - Duration::from_secs(1);
     // The pause last written for `hili status`, and when.
     let mut published: (Option<Pause>, Instant) = (None, Instant::now());
@@ -133,10 +136,16 @@ pub async fn run(
         }
         // A database hiccup (busy beyond busy_timeout, disk full) must not end a daemon that
         // runs for months: log it and look again shortly. Job state is safe in the store.
-        let wait = match step(&ctx, &mut workers, pause.as_ref()).await {
-            Ok(wait) => wait,
+        let wait = match step(&ctx, &mut workers, pause.as_ref(), &outage).await {
+            Ok(wait) => {
+                outage.answered(&ctx).await;
+                wait
+            }
             Err(e) => {
                 tracing::error!("scheduling failed, retrying in {IDLE_LOOK:?}: {e}");
+                if matches!(&e, PipelineError::Store(s) if s.is_transient()) {
+                    outage.ride(&ctx, &workers.active);
+                }
                 IDLE_LOOK
             }
         };
@@ -155,10 +164,10 @@ pub async fn run(
             biased;
             _ = ctx.shutdown.cancelled() => break None,
             Some(done) = workers.tasks.join_next(), if !workers.tasks.is_empty() => {
-                workers.finish(done);
+                workers.finish(done, &mut outage);
                 // Collect whatever else finished meanwhile before looking at the store again.
                 while let Some(done) = workers.tasks.try_join_next() {
-                    workers.finish(done);
+                    workers.finish(done, &mut outage);
                 }
             }
             _ = ctx.control.woken() => {}
@@ -166,6 +175,7 @@ pub async fn run(
         }
     };
     let wound = wind_down(&ctx, workers.tasks, &*progress).await;
+    outage.end(&ctx).await;
     beating.abort();
     super::fleet::leave(&ctx).await;
     wound?;
@@ -361,12 +371,13 @@ impl Workers {
         }
     }
 
-    fn finish(&mut self, done: Result<TaskResult, tokio::task::JoinError>) {
+    fn finish(&mut self, done: Result<TaskResult, tokio::task::JoinError>, outage: &mut Outage) {
         match done {
             Ok((stage, id, res)) => {
                 self.active.remove(&id);
                 self.running[stage as usize] -= 1;
                 match res {
+                    Ok(()) if stage == Stage::Download => outage.forget(id),
                     Ok(()) | Err(PipelineError::Shutdown) => {}
                     Err(e) => {
                         tracing::error!(job = %id, "{stage:?} step failed, again in {COOLDOWN:?}: {e}");
@@ -386,6 +397,7 @@ async fn step(
     ctx: &Arc<Ctx>,
     workers: &mut Workers,
     pause: Option<&Pause>,
+    outage: &Outage,
 ) -> Result<Duration, PipelineError> {
     let rested = Instant::now();
     workers.resting.retain(|_, until| *until > rested);
@@ -409,7 +421,9 @@ async fn step(
         },
     };
     let now = now_ms();
-    let due = ctx.store.due_work(now, limits, &workers.busy()).await?;
+    let mut busy = workers.busy();
+    busy.extend(outage.busy());
+    let due = ctx.store.due_work(now, limits, &busy).await?;
     workers.start(
         ctx,
         Stage::Poll,

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 
 use super::{
     Closing, DueLimits, DueWork, EnqueueOutcome, Epoch, EpochId, Event, ExportRow, Identity, Job,
-    JobFolders, JobId, Known, NewJob, NodeInfo, NodeName, PgStore, Photo, ProvenanceEvent,
+    JobFolders, JobId, Known, NewJob, NodeInfo, NodeName, Paid, PgStore, Photo, ProvenanceEvent,
     RunTally, SqliteStore, State, StoreError, UploadIntent, Uploaded,
 };
 use crate::media::mover::MovePlan;
@@ -64,6 +64,10 @@ macro_rules! operations {
 
             /// Where this queue keeps the converted copies of its inputs on this machine.
             fn converted_dir(&self) -> PathBuf;
+
+            /// A file of this process's own beside the queue, on this machine (`name` tells
+            /// what it holds): never shared with another node or another queue.
+            fn local_file(&self, name: &str) -> PathBuf;
 
             /// Names the watch folders shared by every node of a shared queue (the same path on
             /// each): their jobs are any node's. Nothing for a queue of its own.
@@ -148,6 +152,10 @@ macro_rules! operations {
                 SqliteStore::converted_dir(self)
             }
 
+            fn local_file(&self, name: &str) -> PathBuf {
+                SqliteStore::local_file(self, name)
+            }
+
             fn queue_uploaded<'a>(
                 &'a self,
                 id: JobId,
@@ -170,6 +178,10 @@ macro_rules! operations {
 
             fn converted_dir(&self) -> PathBuf {
                 PgStore::converted_dir(self)
+            }
+
+            fn local_file(&self, name: &str) -> PathBuf {
+                PgStore::local_file(self, name)
             }
 
             fn node(&self) -> Option<&NodeName> {
@@ -259,6 +271,10 @@ operations! {
     fn defer(&self, id: JobId, state: State, at_ms: i64) -> Result<(), StoreError>;
     /// When to ask the service about a processing job next.
     fn set_next_poll(&self, id: JobId, at_ms: i64) -> Result<(), StoreError>;
+    /// The paid jobs (`processing`, `downloading`) this process works: every one on a queue
+    /// of its own; on a shared queue those leased to this node, and its own that no other
+    /// node holds. What the pipeline keeps in memory to ride out the database's absence.
+    fn paid_here(&self) -> Result<Vec<Paid>, StoreError>;
 
     // Reading jobs.
     fn get(&self, id: JobId) -> Result<Option<Job>, StoreError>;

@@ -17,8 +17,14 @@ impl SqliteStore {
     /// The folder of this queue's converted copies: `<database>-converted`, beside the
     /// database (like SQLite's `-wal`), so two queues in one state directory never share it.
     pub fn converted_dir(&self) -> PathBuf {
+        self.local_file("converted")
+    }
+
+    /// `<database>-<name>`: a file (or folder) of this queue's own, beside the database.
+    pub fn local_file(&self, name: &str) -> PathBuf {
         let mut p = self.path.clone().into_os_string();
-        p.push("-converted");
+        p.push("-");
+        p.push(name);
         PathBuf::from(p)
     }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::error::SqlContext;
 use super::jobs::{JOB_COLUMNS, decode_event, decode_job, path_bytes};
-use super::{Event, Job, JobId, SqliteStore, State, StoreError, now_ms};
+use super::{Event, Job, JobId, Paid, SqliteStore, State, StoreError, now_ms};
 
 impl SqliteStore {
     /// Runs a job SELECT (`{cols}` is replaced by every column) and decodes the rows.
@@ -100,6 +100,18 @@ impl SqliteStore {
     /// Jobs in `state`, oldest first.
     pub async fn jobs_in(&self, state: State) -> Result<Vec<Job>, StoreError> {
         self.all_jobs(Some(state)).await
+    }
+
+    /// Every paid job (`processing`, `downloading`), by id: all this process's.
+    pub async fn paid_here(&self) -> Result<Vec<Paid>, StoreError> {
+        let jobs = self
+            .select_jobs(
+                "SELECT {cols} FROM jobs WHERE state IN ('processing', 'downloading') ORDER BY id",
+                [],
+                "listing the paid jobs",
+            )
+            .await?;
+        Ok(jobs.into_iter().filter_map(Paid::of).collect())
     }
 
     /// Every job (or those in `filter`), by id.

@@ -220,6 +220,19 @@ pub struct Paid {
     pub photo: Photo,
 }
 
+impl Paid {
+    /// The job with its photo, when it is in `processing` or `downloading`.
+    pub fn of(job: Job) -> Option<Paid> {
+        match &job.stage {
+            Stage::Processing(photo) | Stage::Downloading(photo) => Some(Paid {
+                photo: photo.clone(),
+                job,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// One look at what is due; see [`SqliteStore::due_work`].
 #[derive(Debug, Default)]
 pub struct DueWork {

@@ -13,6 +13,7 @@ mod epochs;
 mod fixity;
 mod fleet_chaos;
 mod fleet_findings;
+mod fleet_outage;
 mod fleet_proof;
 mod fleet_store;
 mod helpers;

@@ -172,7 +172,12 @@ impl PgStore {
 
     /// Where this node keeps the converted copies of its inputs (on this machine).
     pub fn converted_dir(&self) -> PathBuf {
-        self.local_dir.join("hili-converted")
+        self.local_file("converted")
+    }
+
+    /// `hili-<name>` in this node's local folder: a file of its own on this machine.
+    pub fn local_file(&self, name: &str) -> PathBuf {
+        self.local_dir.join(format!("hili-{name}"))
     }
 
     /// Waits (at most [`CLOSE_WAIT`]) for the answers still being committed, then closes the

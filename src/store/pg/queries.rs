@@ -14,7 +14,7 @@ use super::PgStore;
 use crate::repair::{Repair, Rgb};
 use crate::store::error::SqlContext;
 use crate::store::jobs::{JOB_COLUMNS, bytes_path, decode_event, decode_job, path_bytes, rgb_text};
-use crate::store::{Event, Identity, Job, JobId, State, StoreError};
+use crate::store::{Event, Identity, Job, JobId, Paid, State, StoreError, now_ms};
 
 /// A bound parameter of a PostgreSQL job SELECT; lists bind as one array for `= ANY($n)`.
 /// (Some variants serve only the other PostgreSQL files' statements, hence the allow.)
@@ -112,6 +112,24 @@ impl PgStore {
     /// Jobs in `state`, oldest first.
     pub async fn jobs_in(&self, state: State) -> Result<Vec<Job>, StoreError> {
         self.all_jobs(Some(state)).await
+    }
+
+    /// The paid jobs (`processing`, `downloading`) this node works, by id: those leased to
+    /// it, and its own that no other node holds (see [`JobStore::paid_here`]).
+    ///
+    /// [`JobStore::paid_here`]: crate::store::JobStore::paid_here
+    pub async fn paid_here(&self) -> Result<Vec<Paid>, StoreError> {
+        let node = self.node().as_str();
+        let jobs = self
+            .select_jobs(
+                "SELECT {cols} FROM jobs WHERE state IN ('processing', 'downloading') \
+                 AND (lease_node = $1 OR (node = $1 AND (lease_node IS NULL OR lease_until < $2))) \
+                 ORDER BY id",
+                [PgBind::Str(node), PgBind::Int(now_ms())],
+                "listing this node's paid jobs",
+            )
+            .await?;
+        Ok(jobs.into_iter().filter_map(Paid::of).collect())
     }
 
     /// Every job (or those in `filter`), by id.

@@ -90,7 +90,8 @@ impl PgCluster {
         self.dir.path().join("data").display().to_string()
     }
 
-    fn up(&self) {
+    /// Starts the server (again).
+    pub(crate) fn up(&self) {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={} \
              -c max_connections=200 -c shared_buffers=32MB",
@@ -113,7 +114,8 @@ impl PgCluster {
         );
     }
 
-    fn down(&self) {
+    /// Stops the server at once, as a crash would.
+    pub(crate) fn down(&self) {
         self.run(
             "pg_ctl",
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],

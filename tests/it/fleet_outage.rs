@@ -1,0 +1,153 @@
+//! A shared queue's database away while results become ready: the node goes on polling and
+//! fetching its paid photos from memory, and records them when PostgreSQL is back — each
+//! result fetched once, one output file per photo, no credit spent twice. Also across a kill
+//! during the outage: the results fetched are journalled on the node's disk, so the next life
+//! records them instead of fetching them again.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hili::store::State;
+
+use crate::fleet_chaos::{Node, counts, observe};
+use crate::helpers::pgcluster::PgCluster;
+use crate::helpers::*;
+
+const PHOTOS: u32 = 4;
+
+/// One node on a cluster of the test's own, its photos uploaded and processing (8 s at the
+/// simulator), and the node's memory of them read (it is read every 2 s).
+async fn uploaded() -> Option<(PgCluster, Env, Node)> {
+    let Some(cluster) = PgCluster::start() else {
+        println!(
+            "skipped: fleet outage tests (no PostgreSQL server binaries for a cluster of their own)"
+        );
+        return None;
+    };
+    let mut opts = fast_sim();
+    opts.processing = Duration::from_secs(8);
+    let env = Env::new(opts).await;
+    let shared = env.dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("inbox")).unwrap();
+    let mut node = Node::new(&env, "n1", &cluster.url(), &shared);
+    for seed in 0..PHOTOS {
+        write_jpeg(&node.inbox.join(format!("p{seed}.jpg")), 100 + seed);
+    }
+    node.start(&env, env.dir.path());
+    node.ready().await;
+    let url = cluster.url();
+    until(
+        Duration::from_secs(30),
+        "every photo processing",
+        async || {
+            counts(&url, env.dir.path()).await.get(&State::Processing) == Some(&u64::from(PHOTOS))
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Some((cluster, env, node))
+}
+
+fn downloads(env: &Env) -> u64 {
+    env.sim
+        .ledger()
+        .api_calls
+        .get("download")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// While the database is down, every result arrives in the output folder.
+async fn fetched_while_down(env: &Env, node: &Node) {
+    until(
+        Duration::from_secs(40),
+        "results fetched while the database is down",
+        async || files_under(&node.out).len() == PHOTOS as usize,
+    )
+    .await;
+    assert_eq!(
+        downloads(env),
+        u64::from(PHOTOS),
+        "each result fetched once"
+    );
+}
+
+/// Once the database is back: every job done, at the file it names, intact; one file per
+/// photo, one charge per photo, one fetch per result.
+async fn recorded(cluster: &PgCluster, env: &Env, node: &Node) {
+    let url = cluster.url();
+    until(Duration::from_secs(40), "every job done", async || {
+        counts(&url, env.dir.path()).await.get(&State::Done) == Some(&u64::from(PHOTOS))
+    })
+    .await;
+    let store = observe(&url, env.dir.path()).await.unwrap();
+    for job in store.jobs_in(State::Done).await.unwrap() {
+        let path = job
+            .output_path
+            .clone()
+            .expect("a done job names its output");
+        let sha =
+            hili::media::sha256_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(Some(sha), job.output_sha256, "{}", path.display());
+    }
+    store.close().await;
+    let files = files_under(&node.out);
+    assert_eq!(
+        files.len(),
+        PHOTOS as usize,
+        "one output per photo: {files:?}"
+    );
+    let ledger = env.sim.ledger();
+    assert_eq!(ledger.total_charges, u64::from(PHOTOS));
+    assert_eq!(ledger.duplicate_charges, 0);
+    assert_eq!(downloads(env), u64::from(PHOTOS), "no result fetched twice");
+    assert!(
+        !journal(node).exists(),
+        "the journal is emptied once recorded"
+    );
+}
+
+fn journal(node: &Node) -> std::path::PathBuf {
+    node.state.join("hili-landed.jsonl")
+}
+
+fn log_of(node: &Node) -> String {
+    let log: &Path = &node.life.as_ref().expect("a live node").1;
+    std::fs::read_to_string(log).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_results_are_fetched_while_postgres_is_down_and_recorded_when_it_is_back() {
+    let Some((cluster, env, mut node)) = uploaded().await else {
+        return;
+    };
+    tokio::task::block_in_place(|| cluster.down());
+    fetched_while_down(&env, &node).await;
+    assert!(journal(&node).exists(), "results fetched are journalled");
+    tokio::task::block_in_place(|| cluster.up());
+    recorded(&cluster, &env, &node).await;
+    node.check_alive();
+    let log = log_of(&node);
+    assert!(
+        log.contains("polling and fetching 4 paid photo(s) from memory"),
+        "{log}"
+    );
+    assert!(
+        log.contains("done (fetched while the queue was away)"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_results_fetched_during_an_outage_survive_a_kill_of_the_node() {
+    let Some((cluster, env, mut node)) = uploaded().await else {
+        return;
+    };
+    tokio::task::block_in_place(|| cluster.down());
+    fetched_while_down(&env, &node).await;
+    node.check_alive();
+    drop(node.life.take()); // SIGKILL
+    tokio::task::block_in_place(|| cluster.up());
+    node.start(&env, env.dir.path());
+    recorded(&cluster, &env, &node).await;
+}
