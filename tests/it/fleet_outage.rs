@@ -151,3 +151,62 @@ async fn fleet_results_fetched_during_an_outage_survive_a_kill_of_the_node() {
     node.start(&env, env.dir.path());
     recorded(&cluster, &env, &node).await;
 }
+
+/// A result fetched during an outage for a job another node finished meanwhile (only this node
+/// was cut off, and its leases ran out): the `done` recorded first wins, and this node's copy
+/// is removed when its journal is recorded — not kept as a second output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_a_result_another_node_recorded_first_is_not_kept_twice() {
+    let Some(url) = hili::store::pg::testdb::fresh().await else {
+        return;
+    };
+    let env = Env::new(fast_sim()).await;
+    let shared = env.dir.path().join("shared");
+    std::fs::create_dir_all(shared.join("inbox")).unwrap();
+    let node = Node::new(&env, "n1", &url, &shared);
+    write_jpeg(&node.inbox.join("a.jpg"), 7);
+    let once = |node: &Node| {
+        let out = node
+            .hili(&env)
+            .args(["run", "--once"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    once(&node);
+    let store = observe(&url, env.dir.path()).await.unwrap();
+    let done = store.jobs_in(State::Done).await.unwrap();
+    store.close().await;
+    let [job] = &done[..] else {
+        panic!("one job done: {done:?}")
+    };
+    let hili::store::Stage::Done(Some(photo)) = &job.stage else {
+        panic!("a done job keeps its photo: {job:?}")
+    };
+    let recorded = job.output_path.clone().unwrap();
+    // The copy this node fetched while cut off, and its journal entry.
+    let ours = recorded.with_file_name("a_sr (2).jpg");
+    std::fs::copy(&recorded, &ours).unwrap();
+    let path: Vec<u8> = ours.as_os_str().as_encoded_bytes().to_vec();
+    let entry = serde_json::json!({
+        "job": job.id.0, "mdf": photo.mdf, "path": path,
+        "sha256": job.output_sha256, "warning": null,
+    });
+    std::fs::write(journal(&node), format!("{entry}\n")).unwrap();
+
+    let log = once(&node);
+    assert!(!ours.exists(), "the duplicate copy is removed; log:\n{log}");
+    assert!(recorded.exists(), "the recorded result stays");
+    assert!(!journal(&node).exists(), "the journal is emptied");
+    assert!(
+        log.contains("another node finished this job first"),
+        "{log}"
+    );
+    assert_eq!(env.sim.ledger().total_charges, 1);
+}
