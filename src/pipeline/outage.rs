@@ -1,6 +1,6 @@
 //! Riding out a shared queue's database outage. While PostgreSQL answers, the supervisor keeps
 //! in memory the paid jobs this node works (`JobStore::paid_here`, read again every
-//! [`REMEMBER`]). When a look at the queue fails because the database is away, those jobs go on
+//! [`REMEMBER`], and those the stages take as they take them). When a look at the queue fails because the database is away, those jobs go on
 //! without it: each is polled until its result is ready, and the result is fetched into its
 //! output file as the download stage would — but nothing is written to the queue. Each stored
 //! result is appended to a journal on this machine ([`Journal`], fsynced, so a kill or a stop
@@ -37,7 +37,7 @@ use super::gate::Priority;
 use super::{Ctx, blocking, now_ms, poll};
 
 /// How often the paid jobs held in memory are read again while the database answers.
-pub(super) const REMEMBER: Duration = Duration::from_secs(2);
+pub(super) const REMEMBER: Duration = Duration::from_secs(1);
 
 /// The journal's name beside the queue (`JobStore::local_file`).
 const JOURNAL: &str = "landed.jsonl";
@@ -66,6 +66,9 @@ impl Landed {
 pub(super) struct Journal {
     file: PathBuf,
     entries: Mutex<Vec<Landed>>,
+    /// One writer at a time: lines appended by several fetches at once must not interleave
+    /// (found by the kill test: two entries merged into one line that does not parse).
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl Journal {
@@ -86,6 +89,7 @@ impl Journal {
         Journal {
             file,
             entries: Mutex::new(entries),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -100,7 +104,9 @@ impl Journal {
     /// result is still recorded from memory when the database returns; only a stop before then
     /// would fetch it once more (a second copy beside the first, no credit).
     async fn append(&self, landed: Landed) {
-        let line = serde_json::to_string(&landed).unwrap_or_default();
+        let mut line = serde_json::to_string(&landed).unwrap_or_default();
+        line.push('\n');
+        let _writing = self.writing.lock().await;
         self.entries
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -111,7 +117,7 @@ impl Journal {
                 .create(true)
                 .append(true)
                 .open(&file)?;
-            writeln!(f, "{line}")?;
+            f.write_all(line.as_bytes())?;
             f.sync_data()
         })
         .await;
@@ -127,6 +133,7 @@ impl Journal {
     /// Keeps only the entries not in `recorded`, on disk too (rewritten whole, renamed into
     /// place; removed when empty).
     async fn forget(&self, recorded: &HashSet<i64>) {
+        let _writing = self.writing.lock().await;
         let left: Vec<Landed> = {
             let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
             entries.retain(|l| !recorded.contains(&l.job));
@@ -205,6 +212,16 @@ impl Outage {
         self.riding.iter().copied().chain(landed)
     }
 
+    /// Paid jobs the stages are about to work: known at once, not only at the next reading
+    /// (a photo uploaded just before the outage would otherwise be left out of the ride).
+    pub(super) fn note(&mut self, paid: &[Paid]) {
+        if self.enabled {
+            for p in paid {
+                self.known.insert(p.job.id, p.clone());
+            }
+        }
+    }
+
     /// A download the stages finished: no longer one to ride.
     pub(super) fn forget(&mut self, id: JobId) {
         self.known.remove(&id);
@@ -223,6 +240,7 @@ impl Outage {
         if self.enabled && self.read_at.is_none_or(|t| t.elapsed() >= REMEMBER) {
             match ctx.store.paid_here().await {
                 Ok(paid) => {
+                    tracing::debug!(paid = paid.len(), "paid jobs kept in memory");
                     self.known = paid.into_iter().map(|p| (p.job.id, p)).collect();
                     self.read_at = Some(Instant::now());
                 }
@@ -252,6 +270,13 @@ impl Outage {
             })
             .cloned()
             .collect();
+        tracing::debug!(
+            known = self.known.len(),
+            held_by_stages = active.len(),
+            tried = self.tried.len(),
+            starting = start.len(),
+            "the queue database is away"
+        );
         if start.is_empty() {
             return;
         }
@@ -393,7 +418,11 @@ async fn ride_one(
                 journal.append(landed).await;
                 return;
             }
-            Ok(Fetched::Expired) | Err(_) => return,
+            Ok(Fetched::Expired) => {
+                tracing::info!(job = %id, "the result expired at the service: left for when the queue is back");
+                return;
+            }
+            Err(_) => return,
             Ok(Fetched::Api(e)) => e.to_string(),
             Ok(Fetched::Fetch(e)) => e.to_string(),
         };
@@ -431,7 +460,10 @@ async fn ready(ctx: &Ctx, paid: &Paid, stop: &CancellationToken) -> bool {
                 ctx.poll_clock
                     .still_processing(id, poll::elapsed(&paid.job), interval)
             }
-            Err(ApiError::NotFound { .. }) => return false,
+            Err(ApiError::NotFound { .. }) => {
+                tracing::info!(job = %id, "the service no longer has photo {mdf}: left for when the queue is back");
+                return false;
+            }
             Err(e) => {
                 failures += 1;
                 let wait = super::backoff::retry_delay(

@@ -136,7 +136,7 @@ pub async fn run(
         }
         // A database hiccup (busy beyond busy_timeout, disk full) must not end a daemon that
         // runs for months: log it and look again shortly. Job state is safe in the store.
-        let wait = match step(&ctx, &mut workers, pause.as_ref(), &outage).await {
+        let wait = match step(&ctx, &mut workers, pause.as_ref(), &mut outage).await {
             Ok(wait) => {
                 outage.answered(&ctx).await;
                 wait
@@ -397,7 +397,7 @@ async fn step(
     ctx: &Arc<Ctx>,
     workers: &mut Workers,
     pause: Option<&Pause>,
-    outage: &Outage,
+    outage: &mut Outage,
 ) -> Result<Duration, PipelineError> {
     let rested = Instant::now();
     workers.resting.retain(|_, until| *until > rested);
@@ -424,6 +424,8 @@ async fn step(
     let mut busy = workers.busy();
     busy.extend(outage.busy());
     let due = ctx.store.due_work(now, limits, &busy).await?;
+    outage.note(&due.polls);
+    outage.note(&due.downloads);
     workers.start(
         ctx,
         Stage::Poll,

@@ -97,6 +97,7 @@ impl Node {
     pub(crate) fn hili(&self, env: &Env) -> std::process::Command {
         let mut cmd = env.hili();
         cmd.env("HILI_CONFIG", &self.config)
+            .env("HILI_LOG", "info,hili::pipeline::outage=debug")
             .env("STATE_DIRECTORY", &self.state)
             .current_dir(env.dir.path());
         cmd

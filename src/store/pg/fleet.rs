@@ -18,6 +18,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 /// How long after its last heartbeat a node counts as dead and its leases as expired: several
 /// heartbeats, so one slow commit does not hand a live node's work to another.
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A gap between two heartbeats longer than this breaks a node's steady run
+/// (`nodes.beating_since` starts again): it was cut off, if only for a moment, and must renew
+/// its own leases before it takes over anyone else's (see the store's schedule).
+const BEAT_MISSED: Duration = Duration::from_secs(6);
 
 /// A node's name: `[queue] node`, by default the host name. Letters, digits, `.`, `-`, `_`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,18 +98,22 @@ impl PgStore {
         let now = now_ms();
         let mut tx = self.begin(&context).await?;
         sqlx::query(
-            "INSERT INTO nodes (name, host, pid, version, started_at, heartbeat_at, stopped_at) \
-             VALUES ($1, $2, $3, $4, $5, $5, NULL) \
+            "INSERT INTO nodes (name, host, pid, version, started_at, heartbeat_at, stopped_at, \
+             beating_since) VALUES ($1, $2, $3, $4, $5, $5, NULL, $5) \
              ON CONFLICT (name) DO UPDATE SET heartbeat_at = $5, host = $2, pid = $3, \
              version = $4, stopped_at = NULL, \
              started_at = CASE WHEN nodes.pid = $3 AND nodes.stopped_at IS NULL \
-                               THEN nodes.started_at ELSE $5 END",
+                               THEN nodes.started_at ELSE $5 END, \
+             beating_since = CASE WHEN nodes.pid = $3 AND nodes.stopped_at IS NULL \
+                                  AND nodes.heartbeat_at > $5 - $6 \
+                               THEN nodes.beating_since ELSE $5 END",
         )
         .bind(self.node.as_str())
         .bind(NodeName::from_host().as_str())
         .bind(i64::from(std::process::id()))
         .bind(env!("CARGO_PKG_VERSION"))
         .bind(now)
+        .bind(BEAT_MISSED.as_millis() as i64)
         .execute(&mut *tx)
         .await
         .ctx(&context)?;

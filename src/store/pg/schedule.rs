@@ -16,16 +16,24 @@ use std::collections::BTreeMap;
 
 use crate::store::{DueLimits, DueWork, JobId, State, StoreError, now_ms};
 
-/// The claim; `$6` is this node. Polls most overdue first (a NULL `next_poll_at`, "at once",
-/// first, as on SQLite), downloads oldest result first, uploads in queue order.
+/// The claim; `$6` is this node, `$8` a lease's length. Polls most overdue first (a NULL
+/// `next_poll_at`, "at once", first, as on SQLite), downloads oldest result first, uploads in
+/// queue order. Another node's expired lease on paid work is taken over only while this node is
+/// *steady*: its own heartbeat fresh and unbroken for a lease. After an outage every lease has
+/// run out; the nodes coming back renew their own first (their heartbeats) instead of taking
+/// each other's work, which its node may have done from memory meanwhile (`pipeline/outage.rs`).
 const CLAIM: &str = "\
-WITH p AS (SELECT id FROM jobs WHERE state = 'processing' \
+WITH me AS (SELECT COALESCE(bool_or(heartbeat_at > $1 - $8 AND beating_since <= $1 - $8), \
+      false) AS steady FROM nodes WHERE name = $6 AND stopped_at IS NULL), \
+  p AS (SELECT id FROM jobs WHERE state = 'processing' \
       AND (next_poll_at IS NULL OR next_poll_at <= $1) AND NOT (id = ANY($5)) \
-      AND (lease_node IS NULL OR lease_node = $6 OR lease_until < $1) \
+      AND (lease_node IS NULL OR lease_node = $6 \
+           OR (lease_until < $1 AND (SELECT steady FROM me))) \
       ORDER BY next_poll_at NULLS FIRST, id LIMIT $2 FOR UPDATE SKIP LOCKED), \
   d AS (SELECT id FROM jobs WHERE state = 'downloading' AND not_before <= $1 \
       AND NOT (id = ANY($5)) \
-      AND (lease_node IS NULL OR lease_node = $6 OR lease_until < $1) \
+      AND (lease_node IS NULL OR lease_node = $6 \
+           OR (lease_until < $1 AND (SELECT steady FROM me))) \
       ORDER BY COALESCE(processing_since, 0), id LIMIT $3 FOR UPDATE SKIP LOCKED), \
   u AS (SELECT id FROM jobs WHERE state = 'queued' AND not_before <= $1 \
       AND NOT (id = ANY($5)) AND (node = $6 OR node IS NULL) \
@@ -99,6 +107,7 @@ impl PgStore {
             .bind(&skip)
             .bind(self.node().as_str())
             .bind(now_ms.saturating_add(lease_ms()))
+            .bind(lease_ms())
             .fetch_all(&mut *tx)
             .await
             .ctx(context)?;
@@ -151,6 +160,20 @@ mod tests {
             .expect("insert job")
     }
 
+    /// A node's heartbeat row as of `now` = 1000: `steady` (unbroken for longer than a lease)
+    /// or just back (its heartbeats resumed at 1000).
+    async fn beat(store: &PgStore, name: &str, steady: bool) {
+        sqlx::query(
+            "INSERT INTO nodes (name, host, pid, version, started_at, heartbeat_at, beating_since) \
+             VALUES ($1, 'h', 1, 'v', 0, 1000, $2)",
+        )
+        .bind(name)
+        .bind(if steady { -1_000_000i64 } else { 1000 })
+        .execute(store.pool())
+        .await
+        .expect("insert node");
+    }
+
     fn all() -> DueLimits {
         DueLimits {
             polls: 10,
@@ -171,6 +194,8 @@ mod tests {
         let b = PgStore::open(&url, "b".parse().unwrap(), dir.path())
             .await
             .unwrap();
+        beat(&a, "a", true).await;
+        beat(&a, "b", true).await;
         let a_own = job(&a, "queued", Some("a"), "").await;
         let b_own = job(&a, "queued", Some("b"), "").await;
         let shared = job(&a, "queued", None, "").await;
@@ -191,5 +216,40 @@ mod tests {
         assert!(!ids(&wb).contains(&live));
         // The next due instant includes the live node's lease running out.
         assert_eq!(wb.next_due_ms, Some(0));
+    }
+
+    #[tokio::test]
+    async fn a_node_back_from_an_outage_leaves_expired_leases_alone_until_it_is_steady() {
+        let Some(url) = testdb::fresh().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let b = PgStore::open(&url, "b".parse().unwrap(), dir.path())
+            .await
+            .unwrap();
+        let c = PgStore::open(&url, "c".parse().unwrap(), dir.path())
+            .await
+            .unwrap();
+        // After an outage: c's lease ran out, and b's heartbeats only just resumed.
+        let polled = job(&b, "processing", Some("c"), ", 'c', 5").await;
+        let fetched = job(&b, "downloading", Some("c"), ", 'c', 5").await;
+        beat(&b, "b", false).await;
+        let paid = |w: &DueWork| w.polls.len() + w.downloads.len();
+        assert_eq!(paid(&b.due_work(1000, all(), &[]).await.unwrap()), 0);
+        // c itself takes its own work back at once, steady or not.
+        beat(&c, "c", false).await;
+        let wc = c.due_work(1000, all(), &[]).await.unwrap();
+        assert_eq!(wc.polls[0].job.id.0, polled);
+        assert_eq!(wc.downloads[0].job.id.0, fetched);
+        // A lease later, c silent all along: b takes over.
+        sqlx::query("UPDATE jobs SET lease_until = 5")
+            .execute(b.pool())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE nodes SET beating_since = -1000000 WHERE name = 'b'")
+            .execute(b.pool())
+            .await
+            .unwrap();
+        assert_eq!(paid(&b.due_work(1000, all(), &[]).await.unwrap()), 2);
     }
 }
