@@ -178,7 +178,10 @@ pub(super) struct Outage {
     riding: HashSet<JobId>,
     tried: HashSet<JobId>,
     tasks: JoinSet<JobId>,
+    /// Ends the ride's waits: when the database is back, or the run stops (a child of its
+    /// shutdown, made anew for each ride).
     stop: CancellationToken,
+    shutdown: CancellationToken,
     /// The ride's download slots (`download_concurrency`).
     slots: Arc<Semaphore>,
     journal: Arc<Journal>,
@@ -195,6 +198,7 @@ impl Outage {
             tried: HashSet::new(),
             tasks: JoinSet::new(),
             stop: ctx.shutdown.child_token(),
+            shutdown: ctx.shutdown.clone(),
             slots: Arc::new(Semaphore::new(ctx.settings.download_concurrency.max(1))),
             journal: Arc::new(journal),
         }
@@ -311,7 +315,7 @@ impl Outage {
         while self.tasks.join_next().await.is_some() {}
         self.riding.clear();
         self.tried.clear();
-        self.stop = CancellationToken::new();
+        self.stop = self.shutdown.child_token();
     }
 
     /// Records each landed result; stops at the first the database cannot take (away again):
