@@ -319,8 +319,8 @@ impl Outage {
     }
 
     /// Records each landed result; stops at the first the database cannot take (away again):
-    /// the rest waits in the journal.
-    async fn record(&mut self, ctx: &Ctx) {
+    /// the rest waits in the journal. Nothing to do (no query) when the journal is empty.
+    pub(super) async fn record(&mut self, ctx: &Ctx) {
         let entries = self.journal.entries();
         if entries.is_empty() {
             return;

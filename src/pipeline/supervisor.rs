@@ -134,6 +134,9 @@ pub async fn run(
             publish_pause(&ctx, pause.as_ref()).await;
             published = (pause.clone(), Instant::now());
         }
+        // Results fetched during an outage are recorded before any upload is taken on: one of
+        // them copied into a watch folder meanwhile is then known as hili's own result.
+        outage.record(&ctx).await;
         // A database hiccup (busy beyond busy_timeout, disk full) must not end a daemon that
         // runs for months: log it and look again shortly. Job state is safe in the store.
         let wait = match step(&ctx, &mut workers, pause.as_ref(), &mut outage).await {

@@ -252,3 +252,31 @@ async fn fleet_after_a_long_outage_a_node_back_first_leaves_the_others_paid_work
     n1.check_alive();
     n2.check_alive();
 }
+
+/// A result fetched during the outage, copied into a watch folder before the database is back:
+/// it is hili's own result, not a photo, and is never paid for — the results fetched meanwhile
+/// are recorded before any upload is taken on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_a_result_fetched_during_an_outage_and_fed_back_is_not_paid_for() {
+    let Some((cluster, env, node)) = uploaded(Duration::from_secs(3600)).await else {
+        return;
+    };
+    tokio::task::block_in_place(|| cluster.down());
+    fetched_while_down(&env, &node).await;
+    let result = files_under(&node.out).remove(0);
+    std::fs::copy(&result, node.inbox.join("fed-back.jpg")).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::task::block_in_place(|| cluster.up());
+    let url = cluster.url();
+    until(
+        Duration::from_secs(40),
+        "the fed-back copy skipped",
+        async || counts(&url, env.dir.path()).await.get(&State::Skipped) == Some(&1),
+    )
+    .await;
+    let ledger = env.sim.ledger();
+    assert_eq!(
+        (ledger.total_charges, ledger.upload_requests),
+        (u64::from(PHOTOS), u64::from(PHOTOS))
+    );
+}
