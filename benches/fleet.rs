@@ -12,6 +12,8 @@
 //! come from `HILI_BENCH_JOBS`, `upload_concurrency` per node (default 1) from
 //! `HILI_BENCH_UC`.
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "common/inbox.rs"]
 mod inbox;
 
@@ -31,13 +33,6 @@ fn hili_exe() -> PathBuf {
     option_env!("CARGO_BIN_EXE_hili")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("target/release/hili"))
-}
-
-fn arg_or_env(env: &str, default: usize) -> usize {
-    std::env::var(env)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// User + system CPU of the children waited for so far.
@@ -192,16 +187,9 @@ fn main() {
         eprintln!("build the release binary first: cargo build --release");
         std::process::exit(1);
     }
-    // `cargo bench` passes `--bench`; the first bare number is N.
-    let n = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse::<usize>().ok())
-        .unwrap_or_else(|| arg_or_env("HILI_BENCH_JOBS", 1000));
-    let uc = arg_or_env("HILI_BENCH_UC", 1).max(1);
-    // Other work on a shared machine moves these figures: say how busy it was.
-    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
-        println!("load average at start: {}", l.trim());
-    }
+    let n = args::jobs();
+    let uc = args::arg_or_env("HILI_BENCH_UC", 1).max(1);
+    args::say_load();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

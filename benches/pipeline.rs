@@ -8,6 +8,8 @@
 //! `HILI_BENCH_JOBS`, the repetitions (default 2) from `HILI_BENCH_RUNS`. With `HILI_BENCH_KEEP`
 //! set the bench's files are left in place (their path is printed) instead of deleted.
 
+#[path = "common/args.rs"]
+mod args;
 #[path = "common/inbox.rs"]
 mod inbox;
 
@@ -259,24 +261,10 @@ fn creates_per_s(dir: &Path) -> f64 {
     N as f64 / t.elapsed().as_secs_f64()
 }
 
-fn arg_or_env(env: &str, default: usize) -> usize {
-    std::env::var(env)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    // `cargo bench` passes `--bench`; the first bare number is N.
-    let n = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse::<usize>().ok())
-        .unwrap_or_else(|| arg_or_env("HILI_BENCH_JOBS", 1000));
-    let runs = arg_or_env("HILI_BENCH_RUNS", 2).max(1);
-    // Other work on a shared machine moves these figures: say how busy it was.
-    if let Ok(l) = std::fs::read_to_string("/proc/loadavg") {
-        println!("load average at start: {}", l.trim());
-    }
+    let n = args::jobs();
+    let runs = args::arg_or_env("HILI_BENCH_RUNS", 2).max(1);
+    args::say_load();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
